@@ -1,0 +1,1 @@
+"""docingest: web-queue-worker document ingestion (FastAPI, Dramatiq, scikit-learn, SQL)."""

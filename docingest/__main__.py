@@ -1,0 +1,3 @@
+from docingest.cli import app
+
+app(prog_name="docingest")

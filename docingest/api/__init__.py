@@ -1,0 +1,7 @@
+"""The web tier: `uvicorn docingest.api:app` serves it."""
+
+from docingest.api.app import create_app
+
+app = create_app()
+
+__all__ = ["app", "create_app"]

@@ -1,0 +1,86 @@
+"""Reading a bulk body: a JSON array or NDJSON, each item validated on its own.
+
+Like Elasticsearch's `_bulk`, one bad item does not sink the others: it gets its own error and
+the valid items are accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import HTTPException, status
+from pydantic import ValidationError
+
+from docingest.models import DocumentIn
+
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One input item: a valid document or the errors that explain why it is not."""
+
+    index: int
+    document: DocumentIn | None
+    errors: list[dict[str, Any]] | None
+
+
+def parse_items(body: bytes, content_type: str, *, max_items: int) -> list[Item]:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    raw = _ndjson(body) if media_type in NDJSON_TYPES else _json_array(body)
+    if not raw:
+        raise _body_error("no_documents", "The body holds no document")
+    if len(raw) > max_items:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"{len(raw)} documents in one request; the limit is {max_items}",
+        )
+    return [_validate(index, value) for index, value in enumerate(raw)]
+
+
+def _json_array(body: bytes) -> list[Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise _body_error("json_invalid", f"JSON decode error: {error}") from None
+    if not isinstance(value, list):
+        raise _body_error("list_type", "The body must be a JSON array of documents (or NDJSON)")
+    return value
+
+
+class _Unparsable:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _ndjson(body: bytes) -> list[Any]:
+    """Each non-blank line is a document; a line that is not JSON is that item's error."""
+    values: list[Any] = []
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            values.append(orjson.loads(line))
+        except orjson.JSONDecodeError as error:
+            values.append(_Unparsable(f"JSON decode error: {error}"))
+    return values
+
+
+def _validate(index: int, value: Any) -> Item:
+    if isinstance(value, _Unparsable):
+        error = {"type": "json_invalid", "loc": ["body", index], "msg": value.message}
+        return Item(index, None, [error])
+    try:
+        return Item(index, DocumentIn.model_validate(value), None)
+    except ValidationError as error:
+        details = error.errors(include_url=False, include_context=False, include_input=False)
+        return Item(index, None, [{**d, "loc": ["body", index, *d["loc"]]} for d in details])
+
+
+def _body_error(error_type: str, message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"type": error_type, "loc": ["body"], "msg": message}],
+    )

@@ -1,0 +1,32 @@
+"""Request-scoped dependencies, as types: `session: SessionDep`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from docingest.enqueue import Enqueuer
+from docingest.settings import Settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine) as session:
+        yield session
+
+
+def get_settings_of_app(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_enqueuer(request: Request) -> Enqueuer:
+    enqueuer: Enqueuer = request.app.state.enqueuer
+    return enqueuer
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]

@@ -1,0 +1,56 @@
+"""The queue: a Dramatiq broker built from BROKER_URL, and the names both sides agree on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import orjson
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import DecodeError
+
+from docingest.settings import Settings
+
+QUEUE_NAME = "documents"
+INGEST_ACTOR = "documents.ingest"
+
+
+class OrjsonEncoder(dramatiq.Encoder):
+    """Dramatiq's default JSON encoder, several times faster on messages of many documents."""
+
+    def encode(self, data: dict[str, Any]) -> bytes:
+        return orjson.dumps(data)
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        try:
+            decoded: dict[str, Any] = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise DecodeError(f"failed to decode message {data!r}", data, error) from None
+        return decoded
+
+
+def make_broker(settings: Settings) -> dramatiq.Broker:
+    url = settings.broker_url
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.broker_timeout_seconds,
+            socket_timeout=settings.broker_timeout_seconds,
+            health_check_interval=30,
+        )
+        return RedisBroker(client=client)
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url, confirm_delivery=True)
+    raise ValueError(f"BROKER_URL must start with redis://, rediss://, unix:// or amqp://: {url!r}")
+
+
+def setup_broker(settings: Settings) -> dramatiq.Broker:
+    """Make the process-wide broker; the worker's actors and the API's messages go through it."""
+    broker = make_broker(settings)
+    dramatiq.set_encoder(OrjsonEncoder())
+    dramatiq.set_broker(broker)
+    broker.declare_queue(QUEUE_NAME)
+    return broker

@@ -1,0 +1,186 @@
+"""The `docingest` command: run the service's processes, train models, migrate the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from docingest.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="docingest: accept documents over HTTP, classify them in the background, store them.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+Host = Annotated[str | None, typer.Option(help="Interface to bind [env: HOST, default 127.0.0.1]")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on [env: PORT, default 8000]")]
+Processes = Annotated[
+    int | None, typer.Option(help="Worker processes [env: WORKER_PROCESSES, default: CPU count]")
+]
+Threads = Annotated[
+    int | None, typer.Option(help="Threads per worker process [env: WORKER_THREADS, default 2]")
+]
+
+
+@app.command()
+def api(host: Host = None, port: Port = None) -> None:
+    """Serve the HTTP API (the Procfile's `web`)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "docingest.api:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        proxy_headers=True,
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(processes: Processes = None, threads: Threads = None) -> None:
+    """Run the Dramatiq workers (the Procfile's `worker`); trains the built-in model if missing."""
+    settings = get_settings()
+    ensure_model(settings.model_path)
+    os.execv(sys.executable, _worker_command(settings, processes, threads))  # noqa: S606
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (the Procfile's `release`)."""
+    from docingest.db import migrate as run_migrations
+
+    settings = get_settings()
+    run_migrations(settings.database_url)
+    console.print(f"database at [bold]{settings.masked_database_url()}[/] is up to date")
+
+
+@app.command()
+def train(
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write the model [env: MODEL_PATH]")
+    ] = None,
+    estimator: Annotated[str, typer.Option(help="nb, logreg or sgd")] = "default",
+    test_size: Annotated[float, typer.Option(min=0.05, max=0.5)] = 0.2,
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """Train a classifier on the built-in BBC News corpus and save it with skops."""
+    from docingest import training
+
+    path = output or get_settings().model_path
+    texts, labels = training.load_bbc()
+    with console.status(f"training on {len(texts)} BBC News articles"):
+        options = {} if estimator == "default" else {"estimator": estimator}
+        try:
+            model = training.train(texts, labels, test_size=test_size, seed=seed, **options)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--estimator") from error
+        training.save_model(model, path)
+    metrics = model.metadata["metrics"]
+    console.print(
+        f"model [bold]{model.metadata['version']}[/] saved to {path}: held-out accuracy "
+        f"{metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+    )
+
+
+@app.command()
+def up(
+    port: Port = None,
+    processes: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    threads: Threads = None,
+) -> None:
+    """All in one: embedded Redis, SQLite, one API and one worker process; Ctrl-C stops all."""
+    from docingest.db import migrate as run_migrations
+
+    settings = get_settings()
+    env = dict(os.environ)
+    with _broker_url(settings) as broker_url:
+        env["BROKER_URL"] = broker_url
+        run_migrations(settings.database_url)
+        ensure_model(settings.model_path)
+        port = port or settings.port
+        # Own sessions: Ctrl-C reaches only this supervisor, which stops the children in order.
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-m", "docingest", "api", "--port", str(port)],
+                env=env,
+                start_new_session=True,
+            ),
+            subprocess.Popen(
+                _worker_command(settings, processes, threads), env=env, start_new_session=True
+            ),
+        ]
+        console.print(
+            f"docingest is up: http://{settings.host}:{port}  (database "
+            f"{settings.masked_database_url()}, broker {broker_url}); Ctrl-C to stop"
+        )
+        _supervise(children)
+
+
+def _worker_command(settings: Settings, processes: int | None, threads: int | None) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "docingest.worker",
+        "--processes",
+        str(processes or settings.worker_processes),
+        "--threads",
+        str(threads or settings.worker_threads),
+    ]
+
+
+@contextmanager
+def _broker_url(settings: Settings) -> Iterator[str]:
+    """The user's BROKER_URL if given, else an embedded Redis for the lifetime of `up`."""
+    if "broker_url" in settings.model_fields_set:
+        yield settings.broker_url
+        return
+    from docingest.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(settings.redis_data_dir, appendfsync=settings.redis_appendfsync) as server:
+        yield server.url
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until Ctrl-C, SIGTERM or a child's death, then stop every child gracefully."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        console.print("[red]a docingest process exited; stopping the others[/]")
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def ensure_model(path: Path) -> None:
+    """Workers need a model; train the built-in one (a few seconds) rather than fail."""
+    if path.exists():
+        return
+    console.print(f"no model at {path}: training the built-in BBC News model")
+    train(output=path)

@@ -1,0 +1,110 @@
+"""The stored document and the shapes it takes on its way in (API) and through the queue."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy import BigInteger, Column, DateTime, Text
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from docingest.settings import get_settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC, so say so."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+def _check_content(value: str) -> str:
+    if not value.strip():
+        raise ValueError("content must not be empty or only whitespace")
+    limit = get_settings().max_document_chars
+    if len(value) > limit:
+        raise ValueError(f"content is longer than {limit} characters")
+    return value
+
+
+Content = Annotated[str, AfterValidator(_check_content)]
+
+
+class Document(SQLModel, table=True):
+    """A classified document. `version` orders the updates of one id: the highest one wins."""
+
+    __tablename__ = "documents"
+
+    id: uuid.UUID = SQLField(primary_key=True)
+    content: str = SQLField(sa_column=Column(Text, nullable=False))
+    category: str | None = SQLField(default=None, index=True)
+    confidence: float | None = None
+    model_version: str | None = None
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class DocumentIn(BaseModel):
+    """What a client posts. The id is optional: posting an existing id updates that document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    content: Content
+
+
+class DocumentAccepted(BaseModel):
+    id: uuid.UUID
+    version: int
+    status: str = "queued"
+
+
+class DocumentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    content: str
+    category: str | None
+    confidence: float | None
+    model_version: str | None
+    version: int
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
+
+
+class QueuedDocument(BaseModel):
+    """One document inside a queue message: what the API accepted, stamped with its version."""
+
+    id: uuid.UUID
+    content: str
+    version: int
+    accepted_at: UTCDateTime
+
+    def to_message(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class BulkItemResult(BaseModel):
+    """The fate of one item of a bulk request, at the same index as in the request."""
+
+    index: int
+    status: int
+    id: uuid.UUID | None = None
+    version: int | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class BulkAccepted(BaseModel):
+    errors: bool = Field(description="True when at least one item was rejected")
+    accepted: int
+    rejected: int
+    items: list[BulkItemResult]

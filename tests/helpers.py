@@ -1,0 +1,41 @@
+"""Shared by the tests: texts with an obvious category, and a worker's job done in-process."""
+
+from __future__ import annotations
+
+import dramatiq
+from sqlalchemy import Engine
+
+from docingest.classifier import Classifier
+
+# Texts no reader would hesitate over, one per BBC News category.
+UNAMBIGUOUS = {
+    "business": "Shares in the bank fell sharply after quarterly profits missed analysts' "
+    "forecasts, and the company said it would cut costs as sales and economic growth slowed.",
+    "entertainment": "The film won best picture at the Oscars and its star thanked the director; "
+    "the actress also topped the box office charts with her new album and a music award.",
+    "politics": "The prime minister told MPs the government would hold a general election, and "
+    "the opposition Labour and Tory party leaders clashed over tax policy in parliament.",
+    "sports": "The striker scored twice as Chelsea beat Arsenal in the Premiership, and the coach "
+    "praised his players before the cup match; the England rugby team also won.",
+    "tech": "The new smartphone software lets users download music and browse the web faster, "
+    "and the firm said broadband internet and computer games drove its mobile technology sales.",
+}
+
+
+def drain(broker: dramatiq.Broker, engine: Engine, classifier: Classifier) -> int:
+    """Do a worker's job in the test process: consume every queued message, ingest, ack."""
+    from docingest.broker import QUEUE_NAME
+    from docingest.worker import ingest
+
+    consumer = broker.consume(QUEUE_NAME, prefetch=100, timeout=200)
+    handled = 0
+    try:
+        for message in consumer:
+            if message is None:
+                break
+            ingest(message.args[0], engine=engine, classifier=classifier)
+            consumer.ack(message)
+            handled += 1
+    finally:
+        consumer.close()
+    return handled

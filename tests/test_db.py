@@ -1,0 +1,82 @@
+"""The batched conditional upsert, on SQLite and PostgreSQL."""
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from docingest.db import get_document, upsert_documents
+from docingest.models import Document, as_utc, utcnow
+
+T0 = utcnow()
+
+
+def row(document_id: uuid.UUID, version: int, content: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": document_id,
+        "content": content,
+        "category": "tech",
+        "confidence": 0.5,
+        "model_version": "m1",
+        "version": version,
+        "created_at": T0 + timedelta(seconds=version),
+        "updated_at": T0 + timedelta(seconds=version),
+    } | extra
+
+
+def read(engine: Engine, document_id: uuid.UUID) -> Document:
+    with Session(engine) as session:
+        document = get_document(session, document_id)
+    assert document is not None
+    return document
+
+
+def count(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(Document)) or 0
+
+
+def test_a_batch_is_stored(engine: Engine) -> None:
+    ids = [uuid.uuid4() for _ in range(1_234)]
+    upsert_documents(engine, [row(i, 1, f"doc {n}") for n, i in enumerate(ids)])
+    assert count(engine) == 1_234
+    stored = read(engine, ids[1_000])
+    assert stored.content == "doc 1000"
+    assert stored.category == "tech"
+    assert stored.version == 1
+
+
+def test_a_newer_version_updates_and_keeps_created_at(engine: Engine) -> None:
+    document_id = uuid.uuid4()
+    upsert_documents(engine, [row(document_id, 1, "first")])
+    upsert_documents(engine, [row(document_id, 2, "second", category="sports")])
+    stored = read(engine, document_id)
+    assert (stored.content, stored.category, stored.version) == ("second", "sports", 2)
+    assert as_utc(stored.created_at) == T0 + timedelta(seconds=1)
+    assert as_utc(stored.updated_at) == T0 + timedelta(seconds=2)
+
+
+def test_an_older_or_redelivered_version_changes_nothing(engine: Engine) -> None:
+    document_id = uuid.uuid4()
+    upsert_documents(engine, [row(document_id, 5, "newest")])
+    upsert_documents(engine, [row(document_id, 3, "older")])
+    upsert_documents(engine, [row(document_id, 5, "newest again", category="politics")])
+    stored = read(engine, document_id)
+    assert (stored.content, stored.version, stored.category) == ("newest", 5, "tech")
+    assert count(engine) == 1
+
+
+def test_repeated_ids_in_one_batch_keep_the_newest(engine: Engine) -> None:
+    document_id = uuid.uuid4()
+    upsert_documents(
+        engine, [row(document_id, 2, "two"), row(document_id, 9, "nine"), row(document_id, 4, "4")]
+    )
+    assert read(engine, document_id).content == "nine"
+    assert count(engine) == 1
+
+
+def test_an_empty_batch_is_a_no_op(engine: Engine) -> None:
+    upsert_documents(engine, [])
+    assert count(engine) == 0

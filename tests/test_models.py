@@ -1,0 +1,69 @@
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from docingest.models import DocumentIn, DocumentOut, QueuedDocument, utcnow
+
+
+def test_id_is_generated_when_absent() -> None:
+    first, second = DocumentIn(content="a"), DocumentIn(content="b")
+    assert isinstance(first.id, uuid.UUID)
+    assert first.id != second.id
+
+
+def test_client_may_choose_the_id() -> None:
+    chosen = uuid.uuid4()
+    assert DocumentIn.model_validate({"id": str(chosen), "content": "x"}).id == chosen
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type"),
+    [
+        ({}, "missing"),
+        ({"content": ""}, "value_error"),
+        ({"content": "  \n\t "}, "value_error"),
+        ({"content": 42}, "string_type"),
+        ({"content": None}, "string_type"),
+        ({"content": "x", "id": "not-a-uuid"}, "uuid_parsing"),
+        ({"content": "x", "title": "unexpected"}, "extra_forbidden"),
+    ],
+)
+def test_bad_documents_are_rejected(payload: dict[str, object], error_type: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        DocumentIn.model_validate(payload)
+    assert caught.value.errors()[0]["type"] == error_type
+
+
+def test_content_longer_than_the_limit_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docingest.settings import get_settings
+
+    monkeypatch.setenv("MAX_DOCUMENT_CHARS", "10")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValidationError, match="longer than 10 characters"):
+            DocumentIn(content="x" * 11)
+        assert DocumentIn(content="x" * 10).content == "x" * 10
+    finally:
+        get_settings.cache_clear()
+
+
+def test_queued_document_round_trips_through_a_message() -> None:
+    queued = QueuedDocument(id=uuid.uuid4(), content="é", version=7, accepted_at=utcnow())
+    assert QueuedDocument.model_validate(queued.to_message()) == queued
+
+
+def test_naive_timestamps_read_back_as_utc() -> None:
+    naive = utcnow().replace(tzinfo=None)
+    out = DocumentOut(
+        id=uuid.uuid4(),
+        content="x",
+        category="tech",
+        confidence=0.9,
+        model_version="v",
+        version=1,
+        created_at=naive,
+        updated_at=naive,
+    )
+    assert out.created_at.utcoffset() is not None
+    assert out.model_dump(mode="json")["created_at"].endswith("Z")
