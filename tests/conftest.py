@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from docingest.classifier import Classifier
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
-
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
 
 
 @pytest.fixture(scope="session")
