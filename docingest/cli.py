@@ -24,18 +24,24 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-Host = Annotated[str | None, typer.Option(help="Interface to bind [env: HOST, default 127.0.0.1]")]
-Port = Annotated[int | None, typer.Option(help="Port to listen on [env: PORT, default 8000]")]
+Host = Annotated[str | None, typer.Option(help="Interface to bind (env HOST; default 127.0.0.1)")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on (env PORT; default 8000)")]
 Processes = Annotated[
-    int | None, typer.Option(help="Worker processes [env: WORKER_PROCESSES, default: CPU count]")
+    int | None, typer.Option(help="Worker processes (env WORKER_PROCESSES; default: CPU count)")
 ]
 Threads = Annotated[
-    int | None, typer.Option(help="Threads per worker process [env: WORKER_THREADS, default 2]")
+    int | None, typer.Option(help="Threads per worker process (env WORKER_THREADS; default 2)")
 ]
 
 
 @app.command()
-def api(host: Host = None, port: Port = None) -> None:
+def api(
+    host: Host = None,
+    port: Port = None,
+    workers: Annotated[
+        int, typer.Option(envvar="WEB_CONCURRENCY", help="uvicorn worker processes")
+    ] = 1,
+) -> None:
     """Serve the HTTP API (the Procfile's `web`)."""
     import uvicorn
 
@@ -44,6 +50,7 @@ def api(host: Host = None, port: Port = None) -> None:
         "docingest.api:app",
         host=host or settings.host,
         port=port or settings.port,
+        workers=workers,
         proxy_headers=True,
         access_log=False,
     )
@@ -70,7 +77,7 @@ def migrate() -> None:
 @app.command()
 def train(
     output: Annotated[
-        Path | None, typer.Option(help="Where to write the model [env: MODEL_PATH]")
+        Path | None, typer.Option(help="Where to write the model (env MODEL_PATH)")
     ] = None,
     estimator: Annotated[str, typer.Option(help="nb, logreg or sgd")] = "default",
     test_size: Annotated[float, typer.Option(min=0.05, max=0.5)] = 0.2,
