@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, Table, delete, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, col, create_engine, select
+from sqlmodel.sql.expression import SelectOfScalar
 
-from docingest.models import Document
+from docingest.models import Document, Failure
 from docingest.settings import get_settings
 
 
@@ -53,38 +54,59 @@ def get_document(session: Session, document_id: uuid.UUID) -> Document | None:
     return session.get(Document, document_id)
 
 
-# Eight bound parameters a row: 500 rows stay under SQLite's 32,766 and PostgreSQL's 65,535.
+# At most nine bound parameters a row: 500 rows stay under SQLite's 32,766 and PostgreSQL's 65,535.
 _ROWS_PER_STATEMENT = 500
-_UPDATED_ON_CONFLICT = (
-    "content",
-    "category",
-    "confidence",
-    "model_version",
-    "version",
-    "updated_at",
-)
 
 
-def upsert_documents(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
-    """Store a batch in one statement; an older version never overwrites a newer one.
+def store_batch(
+    engine: Engine,
+    documents: Sequence[dict[str, Any]],
+    failures: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Store a classified batch and its failures in one transaction.
 
-    Rows are `Document` column dicts. Redelivered messages and out-of-order versions are
-    harmless: the conditional `DO UPDATE … WHERE version < excluded.version` keeps the newest.
+    Rows are column dicts of `Document` and `Failure`. Redelivered messages and out-of-order
+    versions are harmless: each upsert only replaces a row with a *newer* version
+    (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
     """
-    if not rows:
-        return
-    unique = _newest_per_id(rows)
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    table = Document.__table__  # type: ignore[attr-defined]
     with engine.begin() as connection:
-        for start in range(0, len(unique), _ROWS_PER_STATEMENT):
-            statement = dialect.insert(table).values(unique[start : start + _ROWS_PER_STATEMENT])
-            statement = statement.on_conflict_do_update(
-                index_elements=[table.c.id],
-                set_={name: statement.excluded[name] for name in _UPDATED_ON_CONFLICT},
-                where=table.c.version < statement.excluded.version,
-            )
-            connection.execute(statement)
+        _upsert(
+            connection,
+            Document.__table__,  # type: ignore[attr-defined]
+            documents,
+            replace=("content", "category", "confidence", "model_version", "version", "updated_at"),
+        )
+        failure_table = Failure.__table__  # type: ignore[attr-defined]
+        _upsert(
+            connection,
+            failure_table,
+            failures,
+            replace=("content", "version", "accepted_at", "error", "failed_at"),
+            also={"attempts": failure_table.c.attempts + 1},
+            newer_or_same=True,
+        )
+
+
+def _upsert(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    replace: Sequence[str],
+    also: dict[str, Any] | None = None,
+    newer_or_same: bool = False,
+) -> None:
+    unique = _newest_per_id(rows)
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    for start in range(0, len(unique), _ROWS_PER_STATEMENT):
+        statement = dialect.insert(table).values(unique[start : start + _ROWS_PER_STATEMENT])
+        newer = statement.excluded.version
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={name: statement.excluded[name] for name in replace} | (also or {}),
+            where=table.c.version <= newer if newer_or_same else table.c.version < newer,
+        )
+        connection.execute(statement)
 
 
 def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,6 +117,47 @@ def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if current is None or row["version"] > current["version"]:
             newest[row["id"]] = row
     return list(newest.values())
+
+
+def _unsuperseded_failures() -> SelectOfScalar[Failure]:
+    """Failures with no stored version at least as new: the ones still worth replaying."""
+    return (
+        select(Failure)
+        .outerjoin(Document, col(Document.id) == col(Failure.id))
+        .where(or_(col(Document.version).is_(None), col(Document.version) < col(Failure.version)))
+        .order_by(col(Failure.failed_at), col(Failure.id))
+    )
+
+
+def list_failures(session: Session, *, limit: int, offset: int = 0) -> Sequence[Failure]:
+    return session.exec(_unsuperseded_failures().limit(limit).offset(offset)).all()
+
+
+def get_failure(session: Session, document_id: uuid.UUID) -> Failure | None:
+    return session.get(Failure, document_id)
+
+
+def take_failures(
+    engine: Engine, requeue: Callable[[Sequence[Failure]], None], *, batch: int = 500
+) -> int:
+    """Hand unsuperseded failures to `requeue` a batch at a time, deleting each batch after.
+
+    A failure is deleted only once requeued, and only if it was not replaced meanwhile: a
+    crash in between replays it twice, which the versioned upsert makes harmless.
+    """
+    taken = 0
+    with Session(engine) as session:
+        while failures := session.exec(_unsuperseded_failures().limit(batch)).all():
+            requeue(failures)
+            for failure in failures:
+                session.execute(
+                    delete(Failure).where(
+                        col(Failure.id) == failure.id, col(Failure.version) == failure.version
+                    )
+                )
+            session.commit()
+            taken += len(failures)
+    return taken
 
 
 def migrate(url: str, revision: str = "head") -> None:

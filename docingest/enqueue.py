@@ -1,4 +1,4 @@
-"""Where an accepted document waits to be queued: versions, messages, group commit.
+"""Where an accepted document waits to be queued: versions, messages, group commit, backpressure.
 
 A queue message carries a list of documents. Concurrent requests are coalesced: while one
 batch is being written to the broker, the next one fills up, so under load the broker sees a
@@ -8,11 +8,10 @@ few large messages instead of one per request, and under low load nothing waits.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import anyio.to_thread
 import dramatiq
@@ -21,49 +20,19 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from docingest.broker import INGEST_ACTOR, QUEUE_NAME
+from docingest.ledger import Ledger, ledger_for
 from docingest.models import DocumentIn, QueuedDocument, utcnow
 
-VERSION_KEY = "docingest:version"
+# How long a queue-depth reading stays good enough to refuse work on.
+_DEPTH_MAX_AGE_SECONDS = 1.0
 
 
 class BrokerUnavailableError(Exception):
-    """The broker did not confirm a message: the documents in it were not accepted."""
+    """The broker did not take the message: none of its documents were accepted."""
 
 
-class VersionSource(Protocol):
-    def reserve(self, count: int) -> int:
-        """Reserve `count` consecutive versions and return the first."""
-
-
-class RedisVersions:
-    """A counter shared by every API process, so versions follow arrival order globally."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-
-    def reserve(self, count: int) -> int:
-        last = int(self._client.incrby(VERSION_KEY, count))
-        return last - count + 1
-
-
-class ClockVersions:
-    """For brokers without Redis: nanoseconds since the epoch, never repeating in a process."""
-
-    def __init__(self) -> None:
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def reserve(self, count: int) -> int:
-        with self._lock:
-            first = max(time.time_ns(), self._last + 1)
-            self._last = first + count - 1
-        return first
-
-
-def version_source_for(broker: dramatiq.Broker) -> VersionSource:
-    if isinstance(broker, RedisBroker):
-        return RedisVersions(broker.client)
-    return ClockVersions()
+class QueueFullError(Exception):
+    """More documents are waiting than MAX_QUEUED_DOCUMENTS: come back later."""
 
 
 class Enqueuer:
@@ -73,12 +42,15 @@ class Enqueuer:
         *,
         max_batch: int = 500,
         linger_seconds: float = 0.0,
-        versions: VersionSource | None = None,
+        max_queued: int | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._broker = broker
-        self._versions = versions or version_source_for(broker)
+        self.ledger = ledger or ledger_for(broker)
         self._max_batch = max_batch
         self._linger = linger_seconds
+        self._max_queued = max_queued
+        self._depth: tuple[float, int | None] = (0.0, None)
         self._pending: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -86,30 +58,75 @@ class Enqueuer:
         """Stamp versions and queue the documents; return only once the broker holds them."""
         if not documents:
             return []
+        ids = [doc.id for doc in documents]
         try:
-            first = self._versions.reserve(len(documents))
-            accepted_at = utcnow()
-            queued = [
-                QueuedDocument(
-                    id=doc.id, content=doc.content, version=first + i, accepted_at=accepted_at
-                )
-                for i, doc in enumerate(documents)
-            ]
-            for start in range(0, len(queued), self._max_batch):
-                self._broker.enqueue(_message(queued[start : start + self._max_batch]))
+            first, depth = self.ledger.reserve(ids)
+        except redis.RedisError as error:
+            raise BrokerUnavailableError(str(error)) from error
+        self._depth = (time.monotonic(), depth)
+        accepted_at = utcnow()
+        queued = [
+            QueuedDocument(
+                id=doc.id, content=doc.content, version=first + i, accepted_at=accepted_at
+            )
+            for i, doc in enumerate(documents)
+        ]
+        try:
+            self.requeue(queued)
+        except BrokerUnavailableError:
+            self._forget(ids)
+            raise
+        return queued
+
+    def requeue(self, queued: Sequence[QueuedDocument]) -> None:
+        """Put already versioned documents on the queue (a new batch, or a replay), all or none."""
+        messages = [
+            _message(queued[start : start + self._max_batch])
+            for start in range(0, len(queued), self._max_batch)
+        ]
+        try:
+            if isinstance(self._broker, RedisBroker):
+                _enqueue_atomically(self._broker, messages)
+            else:
+                for message in messages:
+                    self._broker.enqueue(message)
         except (redis.RedisError, dramatiq.errors.BrokerConnectionError) as error:
             raise BrokerUnavailableError(str(error)) from error
-        return queued
+
+    def _forget(self, ids: Sequence[uuid.UUID]) -> None:
+        """Best effort: with Redis down this fails too, and the ids read as waiting."""
+        try:
+            self.ledger.forget(ids)
+        except redis.RedisError:
+            return
 
     async def submit(self, documents: Sequence[DocumentIn]) -> list[QueuedDocument]:
         """Send with group commit: share one message with whatever other requests are waiting."""
         if not documents:
             return []
+        await self._check_room()
         if self._task is None:
             self._task = asyncio.create_task(self._flush_forever())
         request = _Request(list(documents), asyncio.get_running_loop().create_future())
         await self._pending.put(request)
         return await request.result
+
+    async def _check_room(self) -> None:
+        if self._max_queued is None:
+            return
+        read_at, depth = self._depth
+        if time.monotonic() - read_at > _DEPTH_MAX_AGE_SECONDS:
+            depth = await anyio.to_thread.run_sync(self._read_depth)
+        if depth is not None and depth >= self._max_queued:
+            raise QueueFullError(f"{depth} documents are waiting (limit {self._max_queued})")
+
+    def _read_depth(self) -> int | None:
+        try:
+            depth = self.ledger.pending_count()
+        except redis.RedisError:
+            depth = None  # the send will fail and say why
+        self._depth = (time.monotonic(), depth)
+        return depth
 
     async def close(self) -> None:
         if self._task is not None:
@@ -174,5 +191,23 @@ def _message(documents: Sequence[QueuedDocument]) -> dramatiq.Message[None]:
         actor_name=INGEST_ACTOR,
         args=([doc.to_message() for doc in documents],),
         kwargs={},
-        options={},
+        options={"redis_message_id": str(uuid.uuid4())},
     )
+
+
+def _enqueue_atomically(broker: RedisBroker, messages: Sequence[dramatiq.Message[None]]) -> None:
+    """All messages in one MULTI/EXEC: a bulk request is queued whole or not at all.
+
+    Writes what Dramatiq's own enqueue script writes (message body into `<queue>.msgs`, its id
+    onto the `<queue>` list), in one round trip instead of one per message.
+    """
+    queue_key = f"{broker.namespace}:{QUEUE_NAME}"
+    with broker.client.pipeline(transaction=True) as pipeline:
+        for message in messages:
+            broker.emit_before("enqueue", message, None)
+            message_id = message.options["redis_message_id"]
+            pipeline.hset(f"{queue_key}.msgs", message_id, message.encode())
+            pipeline.rpush(queue_key, message_id)
+        pipeline.execute()
+    for message in messages:
+        broker.emit_after("enqueue", message, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import BigInteger, Column, DateTime, Text
@@ -53,6 +53,25 @@ class Document(SQLModel, table=True):
     updated_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class Failure(SQLModel, table=True):
+    """A document version that could not be classified, kept with its error until replayed.
+
+    A newer stored version of the same id supersedes it (see `db.list_failures`).
+    """
+
+    __tablename__ = "failures"
+
+    id: uuid.UUID = SQLField(primary_key=True)
+    content: str = SQLField(sa_column=Column(Text, nullable=False))
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    accepted_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    error: str = SQLField(sa_column=Column(Text, nullable=False))
+    attempts: int = 1
+    failed_at: datetime = SQLField(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
 class DocumentIn(BaseModel):
     """What a client posts. The id is optional: posting an existing id updates that document."""
 
@@ -91,6 +110,26 @@ class QueuedDocument(BaseModel):
 
     def to_message(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class DocumentStatus(BaseModel):
+    """Where an accepted document is: `queued`, `stored` or `failed` (with the error)."""
+
+    id: uuid.UUID
+    status: Literal["queued", "stored", "failed"]
+    version: int
+    error: str | None = None
+
+
+class FailureOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    version: int
+    error: str
+    attempts: int
+    accepted_at: UTCDateTime
+    failed_at: UTCDateTime
 
 
 class BulkItemResult(BaseModel):

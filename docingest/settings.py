@@ -34,12 +34,17 @@ class Settings(BaseSettings):
     broker_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_after_seconds: int = Field(default=5, gt=0)
 
+    # Backpressure: above this many accepted-but-unsettled documents, ingestion answers 429.
+    max_queued_documents: int = Field(default=200_000, gt=0)
+
     # Group commit: concurrent single-document requests share one queue message.
     enqueue_max_batch: int = Field(default=500, gt=0)
     enqueue_linger_ms: float = Field(default=1.0, ge=0, le=50)
 
     worker_processes: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     worker_threads: int = Field(default=2, gt=0)
+    # A worker silent this long is dead: its unacknowledged messages go back on the queue.
+    worker_heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
 
     # Embedded Redis durability: "everysec" loses at most one second on an OS crash, "always"
     # nothing, at the price of an fsync per write.

@@ -8,6 +8,8 @@ folder and stops them at the end.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,13 +54,18 @@ def redis_url(redis_server_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(services_dir: Path) -> Iterator[EmbeddedPostgres | None]:
+def postgres_server() -> Iterator[EmbeddedPostgres | None]:
+    """Outside pytest's temporary root, which pytest keeps private to root (0700)."""
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith("postgres"):
         yield None
         return
-    with EmbeddedPostgres(services_dir / "postgres") as server:
-        yield server
+    data_dir = Path(tempfile.mkdtemp(prefix="docingest-test-pg-"))
+    try:
+        with EmbeddedPostgres(data_dir) as server:
+            yield server
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _create_postgres_database(server: EmbeddedPostgres | None) -> str:

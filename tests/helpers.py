@@ -25,6 +25,7 @@ UNAMBIGUOUS = {
 def drain(broker: dramatiq.Broker, engine: Engine, classifier: Classifier) -> int:
     """Do a worker's job in the test process: consume every queued message, ingest, ack."""
     from docingest.broker import QUEUE_NAME
+    from docingest.ledger import ledger_for
     from docingest.worker import ingest
 
     consumer = broker.consume(QUEUE_NAME, prefetch=100, timeout=200)
@@ -33,7 +34,7 @@ def drain(broker: dramatiq.Broker, engine: Engine, classifier: Classifier) -> in
         for message in consumer:
             if message is None:
                 break
-            ingest(message.args[0], engine=engine, classifier=classifier)
+            ingest(message.args[0], engine=engine, classifier=classifier, ledger=ledger_for(broker))
             consumer.ack(message)
             handled += 1
     finally:

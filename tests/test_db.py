@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from docingest.db import get_document, upsert_documents
+from docingest.db import get_document, store_batch
 from docingest.models import Document, as_utc, utcnow
 
 T0 = utcnow()
@@ -40,7 +40,7 @@ def count(engine: Engine) -> int:
 
 def test_a_batch_is_stored(engine: Engine) -> None:
     ids = [uuid.uuid4() for _ in range(1_234)]
-    upsert_documents(engine, [row(i, 1, f"doc {n}") for n, i in enumerate(ids)])
+    store_batch(engine, [row(i, 1, f"doc {n}") for n, i in enumerate(ids)])
     assert count(engine) == 1_234
     stored = read(engine, ids[1_000])
     assert stored.content == "doc 1000"
@@ -50,8 +50,8 @@ def test_a_batch_is_stored(engine: Engine) -> None:
 
 def test_a_newer_version_updates_and_keeps_created_at(engine: Engine) -> None:
     document_id = uuid.uuid4()
-    upsert_documents(engine, [row(document_id, 1, "first")])
-    upsert_documents(engine, [row(document_id, 2, "second", category="sports")])
+    store_batch(engine, [row(document_id, 1, "first")])
+    store_batch(engine, [row(document_id, 2, "second", category="sports")])
     stored = read(engine, document_id)
     assert (stored.content, stored.category, stored.version) == ("second", "sports", 2)
     assert as_utc(stored.created_at) == T0 + timedelta(seconds=1)
@@ -60,9 +60,9 @@ def test_a_newer_version_updates_and_keeps_created_at(engine: Engine) -> None:
 
 def test_an_older_or_redelivered_version_changes_nothing(engine: Engine) -> None:
     document_id = uuid.uuid4()
-    upsert_documents(engine, [row(document_id, 5, "newest")])
-    upsert_documents(engine, [row(document_id, 3, "older")])
-    upsert_documents(engine, [row(document_id, 5, "newest again", category="politics")])
+    store_batch(engine, [row(document_id, 5, "newest")])
+    store_batch(engine, [row(document_id, 3, "older")])
+    store_batch(engine, [row(document_id, 5, "newest again", category="politics")])
     stored = read(engine, document_id)
     assert (stored.content, stored.version, stored.category) == ("newest", 5, "tech")
     assert count(engine) == 1
@@ -70,7 +70,7 @@ def test_an_older_or_redelivered_version_changes_nothing(engine: Engine) -> None
 
 def test_repeated_ids_in_one_batch_keep_the_newest(engine: Engine) -> None:
     document_id = uuid.uuid4()
-    upsert_documents(
+    store_batch(
         engine, [row(document_id, 2, "two"), row(document_id, 9, "nine"), row(document_id, 4, "4")]
     )
     assert read(engine, document_id).content == "nine"
@@ -78,5 +78,5 @@ def test_repeated_ids_in_one_batch_keep_the_newest(engine: Engine) -> None:
 
 
 def test_an_empty_batch_is_a_no_op(engine: Engine) -> None:
-    upsert_documents(engine, [])
+    store_batch(engine, [])
     assert count(engine) == 0

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from docingest.api import documents, health
+from docingest.api import documents, failures, health
 from docingest.api.errors import install_error_handlers
 from docingest.api.limits import BodySizeLimit
 from docingest.broker import setup_broker
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             broker,
             max_batch=settings.enqueue_max_batch,
             linger_seconds=settings.enqueue_linger_ms / 1000,
+            max_queued=settings.max_queued_documents,
         )
         try:
             yield
@@ -47,5 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     app.include_router(documents.router)
+    app.include_router(failures.router)
     app.include_router(health.router)
     return app

@@ -10,12 +10,14 @@ from docingest.api.bulk import NDJSON_TYPES, parse_items
 from docingest.api.deps import EnqueuerDep, SessionDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
 from docingest.db import get_document
+from docingest.failures import document_status
 from docingest.models import (
     BulkAccepted,
     BulkItemResult,
     DocumentAccepted,
     DocumentIn,
     DocumentOut,
+    DocumentStatus,
     QueuedDocument,
 )
 
@@ -39,7 +41,7 @@ BULK_REQUEST_BODY = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={code: ERROR_RESPONSES[code] for code in (413, 503)},
+    responses={code: ERROR_RESPONSES[code] for code in (413, 429, 503)},
 )
 async def create_document(
     document: DocumentIn, enqueuer: EnqueuerDep, response: Response
@@ -53,7 +55,7 @@ async def create_document(
 @router.post(
     "/bulk",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={code: ERROR_RESPONSES[code] for code in (413, 422, 503)},
+    responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
     openapi_extra=BULK_REQUEST_BODY,
 )
 async def create_documents(
@@ -92,3 +94,14 @@ def read_document(document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
     if document is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
     return DocumentOut.model_validate(document)
+
+
+@router.get("/{document_id}/status", responses={404: ERROR_RESPONSES[404]})
+def read_status(
+    document_id: uuid.UUID, session: SessionDep, enqueuer: EnqueuerDep
+) -> DocumentStatus:
+    """`queued`, `stored` or `failed` (with its error), for the newest version accepted."""
+    found = document_status(session, enqueuer.ledger, document_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
+    return found

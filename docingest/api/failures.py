@@ -1,0 +1,32 @@
+"""Failed documents: list them, and replay them once the cause is fixed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from docingest.api.deps import EnqueuerDep, SessionDep
+from docingest.db import list_failures
+from docingest.failures import Replayed, replay
+from docingest.models import FailureOut
+
+router = APIRouter(prefix="/failures", tags=["failures"])
+
+
+@router.get("")
+def read_failures(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[FailureOut]:
+    """Failed documents not superseded by a newer stored version, oldest first."""
+    return [
+        FailureOut.model_validate(f) for f in list_failures(session, limit=limit, offset=offset)
+    ]
+
+
+@router.post("/replay")
+def replay_failures(request: Request, enqueuer: EnqueuerDep) -> Replayed:
+    """Queue every failed document again (and every dead-lettered message), versions kept."""
+    return replay(request.app.state.engine, enqueuer, request.app.state.broker)
