@@ -1,9 +1,17 @@
+import uuid
 from pathlib import Path
 
+import pytest
+import redis
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from docingest.classifier import Classifier
 from docingest.cli import app
+from docingest.db import store_batch
+from docingest.models import QueuedDocument, utcnow
+from docingest.settings import get_settings
+from docingest.worker import failure_row
 
 runner = CliRunner()
 
@@ -11,7 +19,7 @@ runner = CliRunner()
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("up", "api", "worker", "train", "migrate"):
+    for command in ("up", "api", "worker", "train", "migrate", "failures", "replay"):
         assert f" {command} " in result.output
 
 
@@ -27,3 +35,26 @@ def test_train_refuses_an_unknown_estimator(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--output", str(tmp_path / "m"), "--estimator", "magic"])
     assert result.exit_code != 0
     assert not (tmp_path / "m").exists()
+
+
+def test_failures_are_listed_and_replayed(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine, database_url: str, redis_url: str
+) -> None:
+    document = QueuedDocument(id=uuid.uuid4(), content="text", version=3, accepted_at=utcnow())
+    store_batch(engine, [], [failure_row(document, "ValueError: boom", utcnow())])
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("BROKER_URL", redis_url)
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells to the terminal width
+    get_settings.cache_clear()
+    try:
+        listed = runner.invoke(app, ["failures"])
+        assert listed.exit_code == 0, listed.output
+        assert str(document.id)[:8] in listed.output
+        assert "ValueError: boom" in listed.output
+
+        replayed = runner.invoke(app, ["replay"])
+        assert replayed.exit_code == 0, replayed.output
+        assert "replayed 1 failed documents" in replayed.output
+    finally:
+        get_settings.cache_clear()
+    assert redis.Redis.from_url(redis_url).llen("dramatiq:documents") == 1
