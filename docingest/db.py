@@ -54,10 +54,6 @@ def get_document(session: Session, document_id: uuid.UUID) -> Document | None:
     return session.get(Document, document_id)
 
 
-# At most nine bound parameters a row: 500 rows stay under SQLite's 32,766 and PostgreSQL's 65,535.
-_ROWS_PER_STATEMENT = 500
-
-
 def store_batch(
     engine: Engine,
     documents: Sequence[dict[str, Any]],
@@ -96,17 +92,18 @@ def _upsert(
     also: dict[str, Any] | None = None,
     newer_or_same: bool = False,
 ) -> None:
-    unique = _newest_per_id(rows)
+    """One executemany of a cached statement: SQLAlchemy batches it into multi-row VALUES."""
+    if not rows:
+        return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    for start in range(0, len(unique), _ROWS_PER_STATEMENT):
-        statement = dialect.insert(table).values(unique[start : start + _ROWS_PER_STATEMENT])
-        newer = statement.excluded.version
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={name: statement.excluded[name] for name in replace} | (also or {}),
-            where=table.c.version <= newer if newer_or_same else table.c.version < newer,
-        )
-        connection.execute(statement)
+    statement = dialect.insert(table)
+    newer = statement.excluded.version
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={name: statement.excluded[name] for name in replace} | (also or {}),
+        where=table.c.version <= newer if newer_or_same else table.c.version < newer,
+    )
+    connection.execute(statement, _newest_per_id(rows))
 
 
 def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
