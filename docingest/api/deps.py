@@ -17,12 +17,13 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings_of_app(request: Request) -> Settings:
+# Cheap dependencies are `async def`: FastAPI would run a plain `def` in the thread pool.
+async def get_settings_of_app(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_enqueuer(request: Request) -> Enqueuer:
+async def get_enqueuer(request: Request) -> Enqueuer:
     enqueuer: Enqueuer = request.app.state.enqueuer
     return enqueuer
 
