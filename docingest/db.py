@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, event, or_
+from sqlalchemy import Engine, Insert, Table, delete, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, col, create_engine, select
+from sqlmodel import Session, SQLModel, col, create_engine, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from docingest.models import Document, Failure
@@ -66,44 +66,34 @@ def store_batch(
     (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
     """
     with engine.begin() as connection:
-        _upsert(
-            connection,
-            Document.__table__,  # type: ignore[attr-defined]
-            documents,
-            replace=("content", "category", "confidence", "model_version", "version", "updated_at"),
-        )
-        failure_table = Failure.__table__  # type: ignore[attr-defined]
-        _upsert(
-            connection,
-            failure_table,
-            failures,
-            replace=("content", "version", "accepted_at", "error", "failed_at"),
-            also={"attempts": failure_table.c.attempts + 1},
-            newer_or_same=True,
-        )
+        for table, rows in ((Document, documents), (Failure, failures)):
+            if rows:
+                statement = _upsert_statement(connection.dialect.name, table)
+                connection.execute(statement, _newest_per_id(rows))
 
 
-def _upsert(
-    connection: Connection,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    *,
-    replace: Sequence[str],
-    also: dict[str, Any] | None = None,
-    newer_or_same: bool = False,
-) -> None:
-    """One executemany of a cached statement: SQLAlchemy batches it into multi-row VALUES."""
-    if not rows:
-        return
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    newer = statement.excluded.version
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.id],
-        set_={name: statement.excluded[name] for name in replace} | (also or {}),
-        where=table.c.version <= newer if newer_or_same else table.c.version < newer,
+@cache
+def _upsert_statement(dialect_name: str, model: type[SQLModel]) -> Insert:
+    """Built once per process: constructing the statement costs more than running a small batch.
+
+    A document row is replaced only by a newer version. A failure row also by the same version
+    (a replay that failed again), and it counts the attempts.
+    """
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    insert = dialect.insert(table)
+    newer = insert.excluded.version
+    kept = {"id", "created_at"} if model is Document else {"id", "attempts"}
+    updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in kept}
+    if model is Document:
+        where = table.c.version < newer
+    else:
+        updates["attempts"] = table.c.attempts + 1
+        where = table.c.version <= newer
+    statement: Insert = insert.on_conflict_do_update(
+        index_elements=[table.c.id], set_=updates, where=where
     )
-    connection.execute(statement, _newest_per_id(rows))
+    return statement
 
 
 def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
