@@ -99,7 +99,7 @@ BAD_BODIES = {
     "body is a list": (b'[{"content": "x"}]', 422),
     "unknown field": (b'{"content": "x", "tags": []}', 422),
     "invalid json": (b'{"content": "x"', 422),
-    "invalid utf-8": (b'{"content": "\xff\xfe"}', 400),
+    "invalid utf-8": (b'{"content": "\xff\xfe"}', 422),
     "empty body": (b"", 422),
 }
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from docingest.models import DocumentIn
@@ -77,6 +78,21 @@ def _validate(index: int, value: Any) -> Item:
     except ValidationError as error:
         details = error.errors(include_url=False, include_context=False, include_input=False)
         return Item(index, None, [{**d, "loc": ["body", index, *d["loc"]]} for d in details])
+
+
+def request_validation_error(error: ValidationError) -> RequestValidationError:
+    """A pydantic error on the whole body, in FastAPI's 422 format (`loc` starts with "body").
+
+    The raw body of a JSON syntax error is left out: it may not even be UTF-8.
+    """
+    details = error.errors(include_url=False, include_context=False)
+    return RequestValidationError(
+        [
+            {key: value for key, value in d.items() if not isinstance(value, bytes)}
+            | {"loc": ("body", *d["loc"])}
+            for d in details
+        ]
+    )
 
 
 def _body_error(error_type: str, message: str) -> HTTPException:
