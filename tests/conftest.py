@@ -17,8 +17,10 @@ from pathlib import Path
 import dramatiq
 import pytest
 import redis
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from docingest.api import create_app
 from docingest.broker import make_broker
 from docingest.classifier import Classifier
 from docingest.db import make_engine, migrate
@@ -141,3 +143,10 @@ def broker(settings: Settings) -> Iterator[dramatiq.Broker]:
     broker = make_broker(settings)
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app over a real broker and database, answering as it would in production."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client

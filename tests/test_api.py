@@ -18,12 +18,6 @@ from tests.helpers import UNAMBIGUOUS, drain
 QUEUE_KEY = "dramatiq:documents"
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
-
-
 def queue_length(redis_url: str) -> int:
     return int(redis.Redis.from_url(redis_url).llen(QUEUE_KEY))
 

@@ -1,10 +1,9 @@
 """Poison documents, failure records, status, replay and backpressure, on real Redis and SQL."""
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import dramatiq
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -32,12 +31,6 @@ class PoisonedClassifier(Classifier):
         if any(POISON in text for text in texts):
             raise ValueError("cannot classify this one")
         return super().predict(texts)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def test_bisection_finds_the_poison_documents(classifier: Classifier) -> None:
