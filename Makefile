@@ -32,7 +32,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev-installed
-	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
