@@ -61,6 +61,7 @@ def worker(processes: Processes = None, threads: Threads = None) -> None:
     """Run the Dramatiq workers (the Procfile's `worker`); trains the built-in model if missing."""
     settings = get_settings()
     ensure_model(settings.model_path)
+    os.environ.update(_WORKER_ENVIRONMENT)
     os.execv(sys.executable, _worker_command(settings, processes, threads))  # noqa: S606
 
 
@@ -170,7 +171,9 @@ def up(
                 start_new_session=True,
             ),
             subprocess.Popen(
-                _worker_command(settings, processes, threads), env=env, start_new_session=True
+                _worker_command(settings, processes, threads),
+                env=env | _WORKER_ENVIRONMENT,
+                start_new_session=True,
             ),
         ]
         console.print(
@@ -178,6 +181,11 @@ def up(
             f"{settings.masked_database_url()}, broker {broker_url}); Ctrl-C to stop"
         )
         _supervise(children)
+
+
+# An idle Dramatiq consumer polls Redis with a back-off of up to `dramatiq_worker_timeout` ms
+# (1,000 by default): a burst after a quiet spell would wait that long for its first batch.
+_WORKER_ENVIRONMENT = {"dramatiq_worker_timeout": "100"}
 
 
 def _worker_command(settings: Settings, processes: int | None, threads: int | None) -> list[str]:

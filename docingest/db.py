@@ -18,7 +18,7 @@ from docingest.models import Document, Failure
 from docingest.settings import get_settings
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -28,7 +28,7 @@ def make_engine(url: str) -> Engine:
         return engine
     return create_engine(
         url,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=5,
         max_overflow=10,
         connect_args={"options": "-c timezone=UTC"},
@@ -46,8 +46,12 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 @lru_cache
 def get_engine() -> Engine:
-    """One engine (and connection pool) per process, from DATABASE_URL."""
-    return make_engine(get_settings().database_url)
+    """The worker's engine, one per process, from DATABASE_URL.
+
+    Without a ping on every checkout (a round trip per batch): after a database restart the
+    first use of a stale connection fails, SQLAlchemy drops the pool, and Dramatiq retries.
+    """
+    return make_engine(get_settings().database_url, pre_ping=False)
 
 
 def get_document(session: Session, document_id: uuid.UUID) -> Document | None:

@@ -22,11 +22,18 @@ VERSION_KEY = "docingest:version"
 PENDING_KEY = "docingest:pending"
 
 # KEYS: version counter, pending hash. ARGV: document ids. Returns {first version, pending count}.
+# One HSET per 1,000 ids: Lua's unpack() is bounded by its stack.
 _RESERVE = """
 local count = #ARGV
 local first = redis.call('INCRBY', KEYS[1], count) - count + 1
+local pairs = {}
 for i = 1, count do
-  redis.call('HSET', KEYS[2], ARGV[i], first + i - 1)
+  pairs[#pairs + 1] = ARGV[i]
+  pairs[#pairs + 1] = first + i - 1
+  if #pairs == 2000 or i == count then
+    redis.call('HSET', KEYS[2], unpack(pairs))
+    pairs = {}
+  end
 end
 return {first, redis.call('HLEN', KEYS[2])}
 """

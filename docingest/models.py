@@ -109,7 +109,13 @@ class QueuedDocument(BaseModel):
     accepted_at: UTCDateTime
 
     def to_message(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """By hand: the hot path builds one per accepted document, model_dump is 3x slower."""
+        return {
+            "id": str(self.id),
+            "content": self.content,
+            "version": self.version,
+            "accepted_at": self.accepted_at.isoformat(),
+        }
 
 
 class DocumentStatus(BaseModel):

@@ -16,7 +16,6 @@ from docingest.db import get_document
 from docingest.failures import document_status
 from docingest.models import (
     BulkAccepted,
-    BulkItemResult,
     DocumentAccepted,
     DocumentIn,
     DocumentOut,
@@ -68,12 +67,13 @@ async def create_document(request: Request, enqueuer: EnqueuerDep) -> Response:
 @router.post(
     "/bulk",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=BulkAccepted,
     responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
     openapi_extra=_json_body(array=True),
 )
 async def create_documents(
     request: Request, enqueuer: EnqueuerDep, settings: SettingsDep
-) -> BulkAccepted:
+) -> Response:
     """Queue many documents: a JSON array, or NDJSON (`application/x-ndjson`).
 
     Answers one result per item, in order. Valid items are queued even when others are
@@ -84,20 +84,25 @@ async def create_documents(
         request.headers.get("content-type", ""),
         max_items=settings.max_bulk_documents,
     )
-    valid = [item for item in items if item.document is not None]
-    queued = iter(await enqueuer.submit([item.document for item in valid if item.document]))
+    valid = [item.document for item in items if item.document is not None]
+    queued = iter(await enqueuer.submit(valid))
     results = [
-        BulkItemResult(index=item.index, status=422, errors=item.errors)
+        {"index": item.index, "status": 422, "errors": item.errors}
         if item.document is None
         else _accepted(item.index, next(queued))
         for item in items
     ]
     rejected = len(items) - len(valid)
-    return BulkAccepted(errors=rejected > 0, accepted=len(valid), rejected=rejected, items=results)
+    answer = {"errors": rejected > 0, "accepted": len(valid), "rejected": rejected}
+    return Response(
+        orjson.dumps(answer | {"items": results}),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )
 
 
-def _accepted(index: int, queued: QueuedDocument) -> BulkItemResult:
-    return BulkItemResult(index=index, status=202, id=queued.id, version=queued.version)
+def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
+    return {"index": index, "status": 202, "id": str(queued.id), "version": queued.version}
 
 
 @router.get("/{document_id}", responses={404: ERROR_RESPONSES[404]})
