@@ -51,6 +51,7 @@ class Enqueuer:
         self._linger = linger_seconds
         self._max_queued = max_queued
         self._depth: tuple[float, int | None] = (0.0, None)
+        self._last_batch_requests = 0
         self._pending: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -151,10 +152,16 @@ class Enqueuer:
                 offset += len(request.documents)
 
     async def _collect(self) -> list[_Request]:
-        """Take what is waiting now, then linger briefly for more, up to the batch cap."""
+        """Take what is waiting now; under concurrent load, linger briefly for more.
+
+        The linger applies only when the previous batch held several requests: a lone client
+        never waits, while concurrent ones fill larger messages, which the worker stores for
+        a fraction of the per-message cost.
+        """
         batch = [await self._pending.get()]
         size = len(batch[0].documents)
-        deadline = time.monotonic() + self._linger
+        linger = self._linger if self._last_batch_requests > 1 else 0.0
+        deadline = time.monotonic() + linger
         while size < self._max_batch:
             if self._pending.empty():
                 remaining = deadline - time.monotonic()
@@ -168,6 +175,7 @@ class Enqueuer:
                 request = self._pending.get_nowait()
             batch.append(request)
             size += len(request.documents)
+        self._last_batch_requests = len(batch)
         return batch
 
 

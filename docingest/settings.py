@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     # Group commit: concurrent single-document requests share one queue message.
     enqueue_max_batch: int = Field(default=500, gt=0)
-    enqueue_linger_ms: float = Field(default=1.0, ge=0, le=50)
+    enqueue_linger_ms: float = Field(default=3.0, ge=0, le=50)
 
     worker_processes: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     worker_threads: int = Field(default=2, gt=0)
