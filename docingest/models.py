@@ -29,6 +29,8 @@ UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 def _check_content(value: str) -> str:
     if not value.strip():
         raise ValueError("content must not be empty or only whitespace")
+    if "\x00" in value:  # PostgreSQL text cannot hold it: the batch would never be stored
+        raise ValueError("content must not contain NUL (U+0000) characters")
     limit = get_settings().max_document_chars
     if len(value) > limit:
         raise ValueError(f"content is longer than {limit} characters")

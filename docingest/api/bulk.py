@@ -99,16 +99,11 @@ def _validate(index: int, value: Any) -> Item:
 def request_validation_error(error: ValidationError) -> RequestValidationError:
     """A pydantic error on the whole body, in FastAPI's 422 format (`loc` starts with "body").
 
-    The raw body of a JSON syntax error is left out: it may not even be UTF-8.
+    Without the offending input: it may be bytes that are not UTF-8, or a float (`1e999`) that
+    JSON cannot render, and an error answer must never fail.
     """
-    details = error.errors(include_url=False, include_context=False)
-    return RequestValidationError(
-        [
-            {key: value for key, value in d.items() if not isinstance(value, bytes)}
-            | {"loc": ("body", *d["loc"])}
-            for d in details
-        ]
-    )
+    details = error.errors(include_url=False, include_context=False, include_input=False)
+    return RequestValidationError([d | {"loc": ("body", *d["loc"])} for d in details])
 
 
 def _body_error(error_type: str, message: str) -> HTTPException:

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/failures", tags=["failures"])
 def read_failures(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[FailureOut]:
     """Failed documents not superseded by a newer stored version, oldest first."""
     return [
