@@ -22,8 +22,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/docingest up
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check docingest tests scripts
-	$(BIN)/ruff format --check docingest tests scripts
+	$(BIN)/ruff check docingest tests scripts benchmarks
+	$(BIN)/ruff format --check docingest tests scripts benchmarks
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
