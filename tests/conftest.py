@@ -26,6 +26,7 @@ from docingest.classifier import Classifier
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
+from tests.helpers import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -129,13 +130,7 @@ def classifier(model_path: Path) -> Classifier:
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path,
-        database_url=database_url,
-        broker_url=redis_url,
-        model_path=model_path,
-    )
+    return make_settings(database_url, redis_url, model_path, tmp_path)
 
 
 @pytest.fixture

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import dramatiq
 from sqlalchemy import Engine
 
 from docingest.classifier import Classifier
+from docingest.settings import Settings
+
+
+def make_settings(
+    database_url: str, redis_url: str, model_path: Path, data_dir: Path, **overrides: Any
+) -> Settings:
+    """Settings for a test: its servers and model, nothing read from the environment."""
+    return Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=redis_url,
+        model_path=model_path,
+        **overrides,
+    )
+
 
 # Texts no reader would hesitate over, one per BBC News category.
 UNAMBIGUOUS = {

@@ -34,21 +34,16 @@ from docingest.ledger import ledger_for
 from docingest.settings import Settings
 from docingest.worker import ingest
 from tests.faults import Processes, service_env
-from tests.helpers import UNAMBIGUOUS
+from tests.helpers import UNAMBIGUOUS, make_settings
 
 MAX_BODY_BYTES = 256 * 1024
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
 
 
-def make_settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path,
-        database_url=database_url,
-        broker_url=redis_url,
-        model_path=model_path,
-        max_body_bytes=MAX_BODY_BYTES,
+def fuzz_settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path) -> Settings:
+    return make_settings(
+        database_url, redis_url, model_path, tmp_path, max_body_bytes=MAX_BODY_BYTES
     )
 
 
@@ -63,7 +58,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def fuzz_app(
     sqlite_url: str, redis_url: str, model_path: Path, tmp_path: Path
 ) -> Iterator[FastAPI]:
-    app = create_app(make_settings(sqlite_url, redis_url, model_path, tmp_path))
+    app = create_app(fuzz_settings(sqlite_url, redis_url, model_path, tmp_path))
     try:
         yield app
     finally:
@@ -75,7 +70,7 @@ def fuzz_app(
 def client(
     sqlite_url: str, redis_url: str, model_path: Path, tmp_path: Path
 ) -> Iterator[TestClient]:
-    app = create_app(make_settings(sqlite_url, redis_url, model_path, tmp_path))
+    app = create_app(fuzz_settings(sqlite_url, redis_url, model_path, tmp_path))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -255,7 +250,7 @@ def test_a_nul_character_never_holds_its_batch_hostage(
     """PostgreSQL text cannot hold NUL (U+0000). A document containing one must be refused (4xx),
     or be stored or recorded as failed without stopping the rest of its batch from being stored.
     """
-    settings_ = make_settings(postgres_url, redis_url, model_path, tmp_path)
+    settings_ = fuzz_settings(postgres_url, redis_url, model_path, tmp_path)
     good = {"id": str(uuid.uuid4()), "content": UNAMBIGUOUS["sports"]}
     nul = {"id": str(uuid.uuid4()), "content": "an ordinary text with a \x00 inside"}
     with TestClient(create_app(settings_), raise_server_exceptions=False) as client:
