@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -68,7 +69,7 @@ def classify_isolating(
 
 
 def _document_row(
-    document: QueuedDocument, prediction: Prediction, model_version: str, now: Any
+    document: QueuedDocument, prediction: Prediction, model_version: str, now: datetime
 ) -> dict[str, Any]:
     return {
         "id": document.id,
@@ -82,7 +83,7 @@ def _document_row(
     }
 
 
-def failure_row(document: QueuedDocument, error: str, now: Any) -> dict[str, Any]:
+def failure_row(document: QueuedDocument, error: str, now: datetime) -> dict[str, Any]:
     return {
         "id": document.id,
         "content": document.content,
