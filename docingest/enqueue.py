@@ -66,8 +66,9 @@ class Enqueuer:
             raise BrokerUnavailableError(str(error)) from error
         self._depth = (time.monotonic(), depth)
         accepted_at = utcnow()
+        # Built from fields already validated, so without validating them again.
         queued = [
-            QueuedDocument(
+            QueuedDocument.model_construct(
                 id=doc.id, content=doc.content, version=first + i, accepted_at=accepted_at
             )
             for i, doc in enumerate(documents)
