@@ -18,6 +18,7 @@ import dramatiq
 import dramatiq.errors
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from redis.client import Pipeline
 
 from docingest.broker import INGEST_ACTOR, QUEUE_NAME
 from docingest.ledger import Ledger, ledger_for
@@ -205,18 +206,28 @@ def _message(documents: Sequence[QueuedDocument]) -> dramatiq.Message[None]:
 
 
 def _enqueue_atomically(broker: RedisBroker, messages: Sequence[dramatiq.Message[None]]) -> None:
-    """All messages in one MULTI/EXEC: a bulk request is queued whole or not at all.
-
-    Writes what Dramatiq's own enqueue script writes (message body into `<queue>.msgs`, its id
-    onto the `<queue>` list), in one round trip instead of one per message.
-    """
-    queue_key = f"{broker.namespace}:{QUEUE_NAME}"
+    """All messages in one MULTI/EXEC: a bulk request is queued whole or not at all."""
     with broker.client.pipeline(transaction=True) as pipeline:
         for message in messages:
             broker.emit_before("enqueue", message, None)
-            message_id = message.options["redis_message_id"]
-            pipeline.hset(f"{queue_key}.msgs", message_id, message.encode())
-            pipeline.rpush(queue_key, message_id)
+            push_message(pipeline, broker, message.options["redis_message_id"], message.encode())
         pipeline.execute()
     for message in messages:
         broker.emit_after("enqueue", message, None)
+
+
+def queue_key(broker: RedisBroker) -> str:
+    return f"{broker.namespace}:{QUEUE_NAME}"
+
+
+def push_message(
+    pipeline: Pipeline, broker: RedisBroker, message_id: str | bytes, data: bytes
+) -> None:
+    """Write what Dramatiq's own enqueue script writes, onto a pipeline of the caller's.
+
+    The message body into `<queue>.msgs`, its id onto the `<queue>` list: one round trip for
+    many messages instead of one each.
+    """
+    key = queue_key(broker)
+    pipeline.hset(f"{key}.msgs", message_id, data)
+    pipeline.rpush(key, message_id)

@@ -18,9 +18,8 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from docingest.broker import QUEUE_NAME
 from docingest.db import get_document, get_failure, take_failures
-from docingest.enqueue import Enqueuer
+from docingest.enqueue import Enqueuer, push_message, queue_key
 from docingest.ledger import Ledger
 from docingest.models import DocumentStatus, Failure, QueuedDocument
 
@@ -44,15 +43,15 @@ def replay(engine: Engine, enqueuer: Enqueuer, broker: dramatiq.Broker) -> Repla
     return Replayed(documents=documents, dead_letters=requeue_dead_letters(broker))
 
 
-def _dead_letter_keys(broker: RedisBroker) -> tuple[str, str, str]:
-    queue = f"{broker.namespace}:{QUEUE_NAME}"
-    return queue, f"{queue}.XQ", f"{queue}.XQ.msgs"
+def _dead_letter_keys(broker: RedisBroker) -> tuple[str, str]:
+    dead = f"{queue_key(broker)}.XQ"
+    return dead, f"{dead}.msgs"
 
 
 def count_dead_letters(broker: dramatiq.Broker) -> int:
     if not isinstance(broker, RedisBroker):
         return 0
-    _, dead, _ = _dead_letter_keys(broker)
+    dead, _ = _dead_letter_keys(broker)
     return int(broker.client.zcard(dead))
 
 
@@ -60,7 +59,7 @@ def requeue_dead_letters(broker: dramatiq.Broker) -> int:
     """Move dead-lettered messages back onto the queue, with their retry count reset."""
     if not isinstance(broker, RedisBroker):
         return 0
-    queue, dead, dead_messages = _dead_letter_keys(broker)
+    dead, dead_messages = _dead_letter_keys(broker)
     moved = 0
     message_ids = cast(list[bytes], broker.client.zrange(dead, 0, -1))
     for message_id in message_ids:
@@ -70,8 +69,7 @@ def requeue_dead_letters(broker: dramatiq.Broker) -> int:
         message = dramatiq.Message.decode(data)
         fresh = message.copy(options={**message.options, "retries": 0})
         with broker.client.pipeline(transaction=True) as pipeline:
-            pipeline.hset(f"{queue}.msgs", message_id, fresh.encode())
-            pipeline.rpush(queue, message_id)
+            push_message(pipeline, broker, message_id, fresh.encode())
             pipeline.zrem(dead, message_id)
             pipeline.hdel(dead_messages, message_id)
             pipeline.execute()

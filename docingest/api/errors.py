@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -12,6 +13,8 @@ from sqlalchemy.exc import OperationalError
 from docingest.enqueue import BrokerUnavailableError, QueueFullError
 
 logger = logging.getLogger(__name__)
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -34,28 +37,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
-    async def broker_unavailable(request: Request, error: Exception) -> JSONResponse:
-        logger.warning("broker unavailable: %s", error)
-        return JSONResponse(
-            {"detail": "The queue is unavailable; nothing was accepted. Retry later."},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(retry_after_seconds)},
-        )
+    def retry_later(code: int, detail: str, what: str) -> ExceptionHandler:
+        """A refusal the client should retry: `Retry-After` says when."""
 
-    async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
-        logger.warning("database unavailable: %s", type(error).__name__)
-        return JSONResponse(
-            {"detail": "The database is unavailable; retry later."},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(retry_after_seconds)},
-        )
+        async def handler(request: Request, error: Exception) -> JSONResponse:
+            logger.warning("%s: %s", what, type(error).__name__)
+            return JSONResponse(
+                {"detail": detail.format(error=error)},
+                status_code=code,
+                headers={"Retry-After": str(retry_after_seconds)},
+            )
 
-    async def queue_full(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"Too many documents waiting: {error}. Nothing was accepted; retry later."},
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            headers={"Retry-After": str(retry_after_seconds)},
-        )
+        return handler
 
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -64,7 +57,28 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
 
-    app.add_exception_handler(BrokerUnavailableError, broker_unavailable)
-    app.add_exception_handler(QueueFullError, queue_full)
-    app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(
+        BrokerUnavailableError,
+        retry_later(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The queue is unavailable; nothing was accepted. Retry later.",
+            "broker unavailable",
+        ),
+    )
+    app.add_exception_handler(
+        QueueFullError,
+        retry_later(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many documents waiting: {error}. Nothing was accepted; retry later.",
+            "queue full",
+        ),
+    )
+    app.add_exception_handler(
+        OperationalError,
+        retry_later(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The database is unavailable; retry later.",
+            "database unavailable",
+        ),
+    )
     app.add_exception_handler(Exception, unexpected)
