@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import BigInteger, Column, DateTime, Text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, String, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
@@ -41,7 +41,11 @@ Content = Annotated[str, AfterValidator(_check_content)]
 
 
 class Document(SQLModel, table=True):
-    """A classified document. `version` orders the updates of one id: the highest one wins."""
+    """A classified document. `version` orders the updates of one id: the highest one wins.
+
+    A deleted document stays as a tombstone (`deleted_at` set, content emptied) holding the
+    version of its deletion, so that an older version still in the queue cannot bring it back.
+    """
 
     __tablename__ = "documents"
 
@@ -49,10 +53,36 @@ class Document(SQLModel, table=True):
     content: str = SQLField(sa_column=Column(Text, nullable=False))
     category: str | None = SQLField(default=None, index=True)
     confidence: float | None = None
-    model_version: str | None = None
+    # The top labels with their probabilities, best first: [{"category": ..., "probability": ...}]
+    alternatives: list[dict[str, Any]] | None = SQLField(default=None, sa_column=Column(JSON))
+    model_version: str | None = SQLField(default=None, index=True)
     version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
-    updated_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = SQLField(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+    deleted_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class Model(SQLModel, table=True):
+    """A registered classifier. The artifact lives in the database so that every worker, on any
+    machine, loads the same bytes; the checksum is taken at registration and checked at load.
+
+    The active model is the one activated last, so activating an older version rolls back.
+    """
+
+    __tablename__ = "models"
+
+    version: str = SQLField(sa_column=Column(String(200), primary_key=True))
+    sha256: str = SQLField(sa_column=Column(String(64), nullable=False))
+    artifact: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
+    card: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    activated_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
 
 
 class Failure(SQLModel, table=True):
@@ -89,6 +119,11 @@ class DocumentAccepted(BaseModel):
     status: str = "queued"
 
 
+class Alternative(BaseModel):
+    category: str
+    probability: float
+
+
 class DocumentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -96,6 +131,7 @@ class DocumentOut(BaseModel):
     content: str
     category: str | None
     confidence: float | None
+    alternatives: list[Alternative] | None = None
     model_version: str | None
     version: int
     created_at: UTCDateTime

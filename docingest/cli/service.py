@@ -1,4 +1,4 @@
-"""The `docingest` command: run the service's processes, train models, migrate the database."""
+"""Commands that run the service's processes: all in one (`up`), or one role each (the Procfile)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from docingest.cli.app import app, console
 from docingest.settings import Settings, get_settings
-
-app = typer.Typer(
-    help="docingest: accept documents over HTTP, classify them in the background, store them.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-console = Console(stderr=True)
 
 Host = Annotated[str | None, typer.Option(help="Interface to bind (env HOST; default 127.0.0.1)")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on (env PORT; default 8000)")]
@@ -73,78 +66,6 @@ def migrate() -> None:
     settings = get_settings()
     run_migrations(settings.database_url)
     console.print(f"database at [bold]{settings.masked_database_url()}[/] is up to date")
-
-
-@app.command()
-def train(
-    output: Annotated[
-        Path | None, typer.Option(help="Where to write the model (env MODEL_PATH)")
-    ] = None,
-    estimator: Annotated[str, typer.Option(help="nb, logreg or sgd")] = "default",
-    test_size: Annotated[float, typer.Option(min=0.05, max=0.5)] = 0.2,
-    seed: Annotated[int, typer.Option()] = 42,
-) -> None:
-    """Train a classifier on the built-in BBC News corpus and save it with skops."""
-    from docingest import training
-
-    path = output or get_settings().model_path
-    texts, labels = training.load_bbc()
-    with console.status(f"training on {len(texts)} BBC News articles"):
-        options = {} if estimator == "default" else {"estimator": estimator}
-        try:
-            model = training.train(texts, labels, test_size=test_size, seed=seed, **options)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--estimator") from error
-        training.save_model(model, path)
-    metrics = model.metadata["metrics"]
-    console.print(
-        f"model [bold]{model.metadata['version']}[/] saved to {path}: held-out accuracy "
-        f"{metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
-    )
-
-
-@app.command()
-def failures(
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many")] = 50,
-) -> None:
-    """List failed documents (oldest first) and dead-lettered messages."""
-    from rich.table import Table
-    from sqlmodel import Session
-
-    from docingest.broker import setup_broker
-    from docingest.db import list_failures, make_engine
-    from docingest.failures import count_dead_letters
-
-    settings = get_settings()
-    table = Table("id", "version", "failed at", "attempts", "error")
-    with Session(make_engine(settings.database_url)) as session:
-        for failure in list_failures(session, limit=limit):
-            table.add_row(
-                str(failure.id),
-                str(failure.version),
-                f"{failure.failed_at:%Y-%m-%d %H:%M:%S}",
-                str(failure.attempts),
-                failure.error,
-            )
-    Console().print(table)
-    dead = count_dead_letters(setup_broker(settings))
-    console.print(f"{table.row_count} failed documents shown; {dead} dead-lettered messages")
-
-
-@app.command()
-def replay() -> None:
-    """Queue every failed document and dead-lettered message again, once the cause is fixed."""
-    from docingest.broker import setup_broker
-    from docingest.db import make_engine
-    from docingest.enqueue import Enqueuer
-    from docingest.failures import replay as replay_failures
-
-    settings = get_settings()
-    broker = setup_broker(settings)
-    done = replay_failures(make_engine(settings.database_url), Enqueuer(broker), broker)
-    console.print(
-        f"replayed {done.documents} failed documents and {done.dead_letters} dead-lettered messages"
-    )
 
 
 @app.command()
@@ -242,4 +163,6 @@ def ensure_model(path: Path) -> None:
     if path.exists():
         return
     console.print(f"no model at {path}: training the built-in BBC News model")
+    from docingest.cli.models import train
+
     train(output=path)

@@ -1,0 +1,47 @@
+"""models registry; per-document top alternatives and tombstones; indexes for browsing
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "models",
+        sa.Column("version", sa.String(200), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("artifact", sa.LargeBinary(), nullable=False),
+        sa.Column("card", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("activated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("version"),
+    )
+    op.create_index("ix_models_activated_at", "models", ["activated_at"])
+    with op.batch_alter_table("documents") as batch:
+        batch.add_column(sa.Column("alternatives", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_documents_model_version", "documents", ["model_version"])
+    op.create_index("ix_documents_updated_at", "documents", ["updated_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_documents_updated_at", table_name="documents")
+    op.drop_index("ix_documents_model_version", table_name="documents")
+    with op.batch_alter_table("documents") as batch:
+        batch.drop_column("deleted_at")
+        batch.drop_column("alternatives")
+    op.drop_index("ix_models_activated_at", table_name="models")
+    op.drop_table("models")
