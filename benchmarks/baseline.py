@@ -27,11 +27,12 @@ from fastapi import FastAPI, status
 from pydantic import UUID4
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from docingest.classifier import get_classifier
+from docingest.classifier import Classifier
 
 QUEUE_NAME = "baseline"
 
 engine = create_engine(os.environ["DATABASE_URL"])
+classifier = Classifier.load(Path(os.environ["MODEL_PATH"]))
 dramatiq.set_broker(RedisBroker(url=os.environ["BROKER_URL"]))
 
 
@@ -64,7 +65,6 @@ def ingest_document(document_json: str) -> None:
             for key, value in document.model_dump(exclude_unset=True).items():
                 setattr(document_db, key, value)
 
-        classifier = get_classifier(Path(os.environ["MODEL_PATH"]))
         document_db.category = classifier.predict([document_db.content])[0].category
         document_db.updated_at = utcnow()
 

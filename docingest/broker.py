@@ -15,6 +15,9 @@ from docingest.settings import Settings
 
 QUEUE_NAME = "documents"
 INGEST_ACTOR = "documents.ingest"
+# Reclassification has its own queue, so a large run never sits in front of new documents.
+RECLASSIFY_QUEUE = "reclassify"
+RECLASSIFY_ACTOR = "documents.reclassify"
 
 
 class OrjsonEncoder(dramatiq.Encoder):
@@ -76,7 +79,10 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
 
 def setup_broker(settings: Settings) -> dramatiq.Broker:
     """Make the process-wide broker; the worker's actors and the API's messages go through it."""
+    from docingest.metrics import WorkerMetricsMiddleware  # it imports this module's names
+
     broker = make_broker(settings)
+    broker.add_middleware(WorkerMetricsMiddleware(settings.metrics_flush_seconds))
     dramatiq.set_encoder(OrjsonEncoder())
     dramatiq.set_broker(broker)
     broker.declare_queue(QUEUE_NAME)

@@ -6,30 +6,40 @@ tokenizing itself, so callers should hand over every document they have at once.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import sklearn
 import skops.io as sio
 
 # Types a model file may contain beyond those skops trusts out of the box (builtins, numpy, scipy
-# and every scikit-learn estimator). With skops 0.16 the pipelines that training.py builds report
-# none, for every supported estimator (tests/test_classifier.py checks it); a new estimator that
-# reports some must list them here, one fully qualified name each, after review.
-TRUSTED_TYPES: Final[tuple[str, ...]] = ()
+# and every scikit-learn estimator), one fully qualified name each, after review. The pipelines
+# that training.py builds report exactly these, for every supported estimator
+# (tests/test_classifier.py checks it). WordVectorizer is rebuilt from its attributes (ints, a
+# str -> int dict and a float array) without running any of its code.
+TRUSTED_TYPES: Final[tuple[str, ...]] = ("docingest.vectorizer.WordVectorizer",)
 
 REQUIRED_METADATA: Final[tuple[str, ...]] = ("version", "labels")
 
 
+# How many labels, best first, each document keeps with their probabilities.
+TOP_ALTERNATIVES: Final = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The confidence is the predicted class's probability (0..1), stored with the document."""
+    """The confidence is the predicted class's probability (0..1), stored with the document.
+
+    `alternatives` are the best `TOP_ALTERNATIVES` labels with their probabilities, the
+    predicted one first: a reviewer sees at once whether the model hesitated, and between what.
+    """
 
     category: str
     confidence: float
+    alternatives: list[dict[str, Any]]
 
 
 class ModelLoadError(Exception):
@@ -48,9 +58,18 @@ class Classifier:
 
     @classmethod
     def load(cls, path: Path) -> Classifier:
-        """Refuse any file holding a type we have not reviewed: loading may run its code."""
-        content = _load_trusted(path)
-        pipeline, metadata = _unpack(content, path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+    @classmethod
+    def from_bytes(cls, artifact: bytes, *, source: str) -> Classifier:
+        """Refuse any artifact holding a type we have not reviewed: loading may run its code.
+
+        `source` names the artifact (a path, a registry version) in error messages.
+        """
+        content = _load_trusted(artifact, source)
+        pipeline, metadata = _unpack(content, source)
         return cls(pipeline, metadata)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
@@ -62,57 +81,46 @@ class Classifier:
         # Our inputs are texts we validated, so scikit-learn's own checks only cost time (~20 %).
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             probabilities = self._pipeline.predict_proba(list(texts))
-        best = probabilities.argmax(axis=1)
-        confidences = probabilities.max(axis=1)
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :TOP_ALTERNATIVES]
+        top = np.take_along_axis(probabilities, ranked, axis=1)
         return [
-            Prediction(self._classes[index], confidence)
-            for index, confidence in zip(best.tolist(), confidences.tolist(), strict=True)
+            self._prediction(indices, chances)
+            for indices, chances in zip(ranked.tolist(), top.tolist(), strict=True)
         ]
 
+    def _prediction(self, indices: list[int], chances: list[float]) -> Prediction:
+        alternatives = [
+            {"category": self._classes[index], "probability": chance}
+            for index, chance in zip(indices, chances, strict=True)
+        ]
+        return Prediction(self._classes[indices[0]], chances[0], alternatives)
 
-def _load_trusted(path: Path) -> Any:
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
+
+def _load_trusted(artifact: bytes, source: str) -> Any:
     try:
-        found = sio.get_untrusted_types(file=path)
+        found = sio.get_untrusted_types(data=artifact)
     except Exception as error:  # any parse failure on arbitrary bytes means "not a model"
-        raise ModelLoadError(f"{path} is not a skops model file: {error!r}") from error
+        raise ModelLoadError(f"{source} is not a skops model artifact: {error!r}") from error
     untrusted = sorted(set(found) - set(TRUSTED_TYPES))
     if untrusted:
-        raise ModelLoadError(f"{path} holds untrusted types, not loaded: {', '.join(untrusted)}")
+        raise ModelLoadError(f"{source} holds untrusted types, not loaded: {', '.join(untrusted)}")
     try:
-        return sio.load(path, trusted=list(TRUSTED_TYPES))
+        return sio.loads(artifact, trusted=list(TRUSTED_TYPES))
     except Exception as error:  # e.g. written by an incompatible scikit-learn version
-        raise ModelLoadError(f"{path} could not be rebuilt: {error!r}") from error
+        raise ModelLoadError(f"{source} could not be rebuilt: {error!r}") from error
 
 
-def _unpack(content: Any, path: Path) -> tuple[Any, dict[str, Any]]:
+def _unpack(content: Any, source: str) -> tuple[Any, dict[str, Any]]:
     """Check the shape save_model writes, so a wrong file fails here and not on first use."""
     if not isinstance(content, dict) or not {"pipeline", "metadata"} <= content.keys():
         raise ModelLoadError(
-            f"{path} is not a docingest model: expected a dict with 'pipeline' and 'metadata'"
+            f"{source} is not a docingest model: expected a dict with 'pipeline' and 'metadata'"
         )
     pipeline, metadata = content["pipeline"], content["metadata"]
     if not isinstance(metadata, dict) or not set(REQUIRED_METADATA) <= metadata.keys():
-        raise ModelLoadError(f"{path} metadata lacks one of: {', '.join(REQUIRED_METADATA)}")
+        raise ModelLoadError(f"{source} metadata lacks one of: {', '.join(REQUIRED_METADATA)}")
     if not hasattr(pipeline, "predict_proba") or not hasattr(pipeline, "classes_"):
-        raise ModelLoadError(f"{path} pipeline is not a fitted classifier with probabilities")
+        raise ModelLoadError(f"{source} pipeline is not a fitted classifier with probabilities")
     if [str(label) for label in pipeline.classes_] != list(metadata["labels"]):
-        raise ModelLoadError(f"{path} metadata labels do not match the pipeline's classes")
+        raise ModelLoadError(f"{source} metadata labels do not match the pipeline's classes")
     return pipeline, metadata
-
-
-_cache: dict[Path, Classifier] = {}
-_cache_lock = threading.Lock()
-
-
-def get_classifier(path: Path) -> Classifier:
-    """Load once per process and path: a load takes ~0.3 s, a batch prediction milliseconds.
-
-    The lock makes concurrent first calls from a worker's threads wait for one load, not race.
-    """
-    key = path.resolve()
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = Classifier.load(key)
-        return _cache[key]

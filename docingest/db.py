@@ -8,7 +8,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Insert, Table, delete, event, or_
+from sqlalchemy import Engine, Insert, Table, bindparam, delete, event, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -108,6 +109,39 @@ def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if current is None or row["version"] > current["version"]:
             newest[row["id"]] = row
     return list(newest.values())
+
+
+def current_contents(engine: Engine, ids: Sequence[str]) -> list[tuple[uuid.UUID, int, str]]:
+    """(id, version, content) of the stored, not deleted documents among `ids`."""
+    documents = Document.__table__  # type: ignore[attr-defined]
+    statement = sa_select(documents.c.id, documents.c.version, documents.c.content).where(
+        documents.c.id.in_([uuid.UUID(value) for value in ids]),
+        documents.c.deleted_at.is_(None),
+    )
+    with engine.connect() as connection:
+        return [(row.id, row.version, row.content) for row in connection.execute(statement)]
+
+
+def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) -> int:
+    """Replace the classification of each (id, version) still stored at that version.
+
+    Rows are `Document` column dicts with `id` and `version`; returns how many were updated.
+    """
+    if not updates:
+        return 0
+    documents = Document.__table__  # type: ignore[attr-defined]
+    fields = [name for name in updates[0] if name not in {"id", "version"}]
+    statement = (
+        update(documents)
+        .where(documents.c.id == bindparam("_id"), documents.c.version == bindparam("_version"))
+        .values({name: bindparam(name) for name in fields})
+    )
+    rows = [
+        {name: row[name] for name in fields} | {"_id": row["id"], "_version": row["version"]}
+        for row in updates
+    ]
+    with engine.begin() as connection:
+        return connection.execute(statement, rows).rowcount
 
 
 def _unsuperseded_failures() -> SelectOfScalar[Failure]:

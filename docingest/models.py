@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, String, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -136,6 +136,45 @@ class DocumentOut(BaseModel):
     version: int
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    deleted_at: UTCDateTime | None = None
+
+
+def _iso_8601(value: Any) -> Any:
+    """Pydantic would read "0.5" as a Unix time; a query's times are ISO 8601 or refused."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError as error:
+            raise ValueError("must be an ISO 8601 date-time, e.g. 2026-11-29T12:00:00Z") from error
+    return value
+
+
+QueryTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+
+
+class DocumentQuery(BaseModel):
+    """The filters of `GET /documents`; time ranges are half-open: `after <= t < before`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = None
+    model_version: str | None = None
+    created_after: QueryTime | None = None
+    created_before: QueryTime | None = None
+    updated_after: QueryTime | None = None
+    updated_before: QueryTime | None = None
+    status: Literal["stored", "deleted"] = Field(
+        default="stored", description="`stored` documents, or `deleted` ones (tombstones)"
+    )
+    limit: int = Field(default=50, ge=1, le=1000)
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page")
+
+
+class DocumentPage(BaseModel):
+    """One page of `GET /documents`, in id order; `next_cursor` is null on the last page."""
+
+    items: list[DocumentOut]
+    next_cursor: str | None
 
 
 class QueuedDocument(BaseModel):
@@ -157,10 +196,10 @@ class QueuedDocument(BaseModel):
 
 
 class DocumentStatus(BaseModel):
-    """Where an accepted document is: `queued`, `stored` or `failed` (with the error)."""
+    """Where an accepted document is: `queued`, `stored`, `failed` (with the error) or `deleted`."""
 
     id: uuid.UUID
-    status: Literal["queued", "stored", "failed"]
+    status: Literal["queued", "stored", "failed", "deleted"]
     version: int
     error: str | None = None
 

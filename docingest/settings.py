@@ -5,25 +5,33 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATA_DIR = Path("var")
+# Endpoints an operator may open to callers without a key (PUBLIC_ENDPOINTS).
+PublicEndpoint = Literal["health", "ready", "metrics", "docs", "dashboard"]
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     data_dir: Path = DEFAULT_DATA_DIR
-    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/docingest.db"
+    # URLs may hold passwords: kept out of repr(), shown through masked_*_url().
+    database_url: str = Field(default=f"sqlite:///{DEFAULT_DATA_DIR}/docingest.db", repr=False)
     # Heroku's Redis add-on sets REDIS_URL; BROKER_URL wins when both are set.
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("BROKER_URL", "REDIS_URL"),
+        repr=False,
     )
+    # The model an empty registry starts with (trained on the built-in corpus if missing).
     model_path: Path = DEFAULT_DATA_DIR / "models" / "default.skops"
+    # How often each worker process looks for a newly activated model.
+    model_refresh_seconds: float = Field(default=2.0, gt=0)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -33,6 +41,22 @@ class Settings(BaseSettings):
     max_document_chars: int = Field(default=1_000_000, gt=0)
     broker_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_after_seconds: int = Field(default=5, gt=0)
+    # A request body not fully received within this many seconds is answered 408 (slow uploads).
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Access control, see docs/security.md. API_KEYS: `name:scope+scope:sha256hex`, comma-separated;
+    # API_KEYS_FILE: TOML `[[keys]]` tables. No key configured = open mode: loopback only, unless
+    # ALLOW_OPEN_ACCESS. PUBLIC_ENDPOINTS: those of health, ready, metrics, docs, dashboard that
+    # answer without a key. RATE_LIMIT_PER_MINUTE: requests per key and API process; 0 = no limit.
+    api_keys: str = Field(default="", repr=False)
+    api_keys_file: Path | None = None
+    allow_open_access: bool = False
+    public_endpoints: Annotated[frozenset[PublicEndpoint], NoDecode] = frozenset(
+        {"health", "ready", "docs", "dashboard"}
+    )
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    # Origins allowed to call the API from a browser, comma-separated; empty = CORS off.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Backpressure: above this many accepted-but-unsettled documents, ingestion answers 429.
     max_queued_documents: int = Field(default=200_000, gt=0)
@@ -52,6 +76,12 @@ class Settings(BaseSettings):
     # runs: a Redis crash can lose up to ~2 s of accepted documents (seen in tests/test_faults.py).
     redis_appendfsync: str = Field(default="always", pattern="^(always|everysec|no)$")
 
+    # Logs: JSON lines unless stderr is a terminal ("auto"); see docs/operations.md.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+    # How often a worker process adds its metrics into Redis, where GET /metrics reads them.
+    metrics_flush_seconds: float = Field(default=1.0, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _use_psycopg3(cls, value: str) -> str:
@@ -61,12 +91,28 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value.removeprefix(prefix)
         return value
 
+    @field_validator("public_endpoints", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """`health,ready` in the environment; any collection from Python."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @property
     def redis_data_dir(self) -> Path:
         return self.data_dir / "redis"
 
     def masked_database_url(self) -> str:
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+    def masked_broker_url(self) -> str:
+        return mask_password(self.broker_url)
+
+
+def mask_password(url: str) -> str:
+    """Any URL with its password shown as `***`, for logs and consoles."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @lru_cache

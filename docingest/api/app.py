@@ -7,17 +7,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from docingest.api import documents, failures, health
+from docingest.api import dashboard, documents, failures, health, models, stats
+from docingest.api import metrics as metrics_api
+from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.limits import BodySizeLimit
 from docingest.broker import setup_broker
 from docingest.db import make_engine
 from docingest.enqueue import Enqueuer
+from docingest.logs import configure_logging
+from docingest.metrics import RequestMetrics
 from docingest.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -26,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.broker = broker
         app.state.engine = engine
+        app.state.metrics_registry = metrics_api.scrape_registry(broker)
         app.state.enqueuer = Enqueuer(
             broker,
             max_batch=settings.enqueue_max_batch,
@@ -45,9 +51,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+    )
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
+    install_security(app, settings)
+    app.add_middleware(RequestMetrics)  # added last: outermost, it sees every answer
     app.include_router(documents.router)
     app.include_router(failures.router)
+    app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
+    app.include_router(stats.router)
+    app.include_router(dashboard.router)
     return app

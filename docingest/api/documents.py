@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import NDJSON_TYPES, parse_items, request_validation_error
 from docingest.api.deps import EnqueuerDep, SessionDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
+from docingest.browse import InvalidCursorError, delete_document, is_tombstone, list_documents
 from docingest.db import get_document
 from docingest.failures import document_status
 from docingest.models import (
@@ -19,6 +22,8 @@ from docingest.models import (
     DocumentAccepted,
     DocumentIn,
     DocumentOut,
+    DocumentPage,
+    DocumentQuery,
     DocumentStatus,
     QueuedDocument,
 )
@@ -41,6 +46,7 @@ def _json_body(*, array: bool = False) -> dict[str, Any]:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[require_scope(Scope.INGEST)],
     response_model=DocumentAccepted,
     responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
     openapi_extra=_json_body(),
@@ -67,6 +73,7 @@ async def create_document(request: Request, enqueuer: EnqueuerDep) -> Response:
 @router.post(
     "/bulk",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[require_scope(Scope.INGEST)],
     response_model=BulkAccepted,
     responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
     openapi_extra=_json_body(array=True),
@@ -105,21 +112,68 @@ def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
     return {"index": index, "status": 202, "id": str(queued.id), "version": queued.version}
 
 
-@router.get("/{document_id}", responses={404: ERROR_RESPONSES[404]})
+@router.get(
+    "",
+    responses={code: ERROR_RESPONSES[code] for code in (422, 503)},
+    dependencies=[require_scope(Scope.READ)],
+)
+def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionDep) -> DocumentPage:
+    """Stored documents matching the filters, in id order; follow `next_cursor` for more.
+
+    A document that exists during the whole walk is listed exactly once, with its state when
+    its page was read; one that arrives meanwhile is listed if its id sorts after the cursor.
+    `status=deleted` lists tombstones (documents deleted, with `deleted_at`).
+    """
+    try:
+        page, next_cursor = list_documents(session, query)
+    except InvalidCursorError:
+        error = {"type": "value_error", "loc": ("query", "cursor"), "msg": "Invalid cursor"}
+        raise RequestValidationError([error]) from None
+    items = [DocumentOut.model_validate(document) for document in page]
+    return DocumentPage(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{document_id}",
+    responses={404: ERROR_RESPONSES[404]},
+    dependencies=[require_scope(Scope.READ)],
+)
 def read_document(document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
-    """A stored, classified document; `404` until the worker has stored it."""
+    """A stored, classified document; `404` until the worker has stored it, or once deleted."""
     document = get_document(session, document_id)
-    if document is None:
+    if document is None or document.deleted_at is not None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
     return DocumentOut.model_validate(document)
 
 
-@router.get("/{document_id}/status", responses={404: ERROR_RESPONSES[404]})
+@router.delete(
+    "/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={code: ERROR_RESPONSES[code] for code in (404, 503)},
+    dependencies=[require_scope(Scope.ADMIN)],
+)
+def remove_document(document_id: uuid.UUID, request: Request, enqueuer: EnqueuerDep) -> Response:
+    """Delete a document, stored or still queued: older queued versions cannot revive it.
+
+    A later POST with the same id does. `404` when nothing is stored or queued for the id.
+    """
+    if not delete_document(request.app.state.engine, enqueuer.ledger, document_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{document_id}/status",
+    responses={404: ERROR_RESPONSES[404]},
+    dependencies=[require_scope(Scope.READ)],
+)
 def read_status(
     document_id: uuid.UUID, session: SessionDep, enqueuer: EnqueuerDep
 ) -> DocumentStatus:
-    """`queued`, `stored` or `failed` (with its error), for the newest version accepted."""
+    """`queued`, `stored`, `failed` (with its error) or `deleted`, for the newest version."""
     found = document_status(session, enqueuer.ledger, document_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
+    if found.status == "stored" and is_tombstone(session, document_id):
+        return found.model_copy(update={"status": "deleted"})
     return found

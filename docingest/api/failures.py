@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EnqueuerDep, SessionDep
 from docingest.db import list_failures
 from docingest.failures import Replayed, replay
@@ -14,7 +15,7 @@ from docingest.models import FailureOut
 router = APIRouter(prefix="/failures", tags=["failures"])
 
 
-@router.get("")
+@router.get("", dependencies=[require_scope(Scope.READ)])
 def read_failures(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -26,7 +27,7 @@ def read_failures(
     ]
 
 
-@router.post("/replay")
+@router.post("/replay", dependencies=[require_scope(Scope.ADMIN)])
 def replay_failures(request: Request, enqueuer: EnqueuerDep) -> Replayed:
     """Queue every failed document again (and every dead-lettered message), versions kept."""
     return replay(request.app.state.engine, enqueuer, request.app.state.broker)

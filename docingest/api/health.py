@@ -6,16 +6,18 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
+from docingest.api.auth import Scope, require_scope
+
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", dependencies=[require_scope(Scope.READ, public_if="health")])
 def health() -> dict[str, str]:
     """The process is alive; says nothing of its dependencies."""
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", dependencies=[require_scope(Scope.READ, public_if="ready")])
 async def ready(request: Request, response: Response) -> dict[str, str]:
     """Broker and database reachable: `200`, else `503` naming the one that failed."""
     checks = {

@@ -1,6 +1,8 @@
-"""Refuse oversized bodies with `413` before they are parsed, and without reading them whole."""
+"""Refuse oversized bodies with `413` and slow ones with `408`, before they are parsed."""
 
 from __future__ import annotations
+
+import asyncio
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,12 +12,15 @@ class BodySizeLimit:
     """Pure ASGI middleware: checks Content-Length, then counts streamed bytes.
 
     The body is buffered up to the limit (FastAPI buffers it anyway to parse JSON), so memory
-    stays bounded by `max_bytes` whatever the client sends or claims.
+    stays bounded by `max_bytes` whatever the client sends or claims. The whole body must arrive
+    within `timeout_seconds`: uvicorn's timeouts cover idle connections, not a client trickling
+    a body a byte at a time, which would otherwise hold its buffer and a connection forever.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -23,40 +28,60 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._reject(send)
+            await self._too_large(send)
             return
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                body = await self._read(receive)
+        except TimeoutError:
+            detail = f"Request body not received within {self.timeout_seconds:g} seconds"
+            await _reject(send, 408, detail)
+            return
+        except _TooLargeError:
+            await self._too_large(send)
+            return
+        if body is not None:
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body; None if the client went away."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send)
-                return
+                raise _TooLargeError
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+                return b"".join(chunks)
 
-    async def _reject(self, send: Send) -> None:
-        body = orjson.dumps(
-            {"detail": f"Request body is larger than the limit of {self.max_bytes} bytes"}
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, send: Send) -> None:
+        await _reject(send, 413, f"Request body is larger than the limit of {self.max_bytes} bytes")
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _reject(send: Send, code: int, detail: str) -> None:
+    """Answer and close the connection: the rest of the body is never read."""
+    body = orjson.dumps({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

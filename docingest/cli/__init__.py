@@ -1,10 +1,11 @@
 """The `docingest` command. Each module holds one group of commands:
 
-service: run the processes (up, api, worker, migrate); models: train and manage models;
-failures: inspect and replay failures.
+service: run the processes (up, api, worker, migrate); models: train; registry: list, show and
+activate models, reclassify; failures: inspect and replay failures; keys: API keys; send: feed
+files to a running service; stats: figures.
 """
 
-from docingest.cli import failures, models, service
+from docingest.cli import failures, keys, models, registry, send, service, stats
 from docingest.cli.app import app
 
-__all__ = ["app", "failures", "models", "service"]
+__all__ = ["app", "failures", "keys", "models", "registry", "send", "service", "stats"]

@@ -12,3 +12,12 @@ app = typer.Typer(
 )
 # Progress and messages go to stderr, so that stdout carries only data a script may pipe.
 console = Console(stderr=True)
+
+
+@app.callback()
+def configure() -> None:
+    """Every command logs as the service does (LOG_FORMAT, LOG_LEVEL; docs/operations.md)."""
+    from docingest.logs import configure_logging
+    from docingest.settings import get_settings
+
+    configure_logging(get_settings())

@@ -9,13 +9,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from docingest.cli.app import app, console
-from docingest.settings import Settings, get_settings
+from docingest.cli.keys import refuse_open_exposure
+from docingest.settings import Settings, get_settings, mask_password
 
 Host = Annotated[str | None, typer.Option(help="Interface to bind (env HOST; default 127.0.0.1)")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on (env PORT; default 8000)")]
@@ -39,9 +39,11 @@ def api(
     import uvicorn
 
     settings = get_settings()
+    host = host or settings.host
+    refuse_open_exposure(settings, host)
     uvicorn.run(
         "docingest.api:app",
-        host=host or settings.host,
+        host=host,
         port=port or settings.port,
         workers=workers,
         proxy_headers=True,
@@ -53,7 +55,7 @@ def api(
 def worker(processes: Processes = None, threads: Threads = None) -> None:
     """Run the Dramatiq workers (the Procfile's `worker`); trains the built-in model if missing."""
     settings = get_settings()
-    ensure_model(settings.model_path)
+    ensure_model(settings)
     os.environ.update(_WORKER_ENVIRONMENT)
     os.execv(sys.executable, _worker_command(settings, processes, threads))  # noqa: S606
 
@@ -78,11 +80,12 @@ def up(
     from docingest.db import migrate as run_migrations
 
     settings = get_settings()
+    refuse_open_exposure(settings, settings.host)
     env = dict(os.environ)
     with _broker_url(settings) as broker_url:
         env["BROKER_URL"] = broker_url
         run_migrations(settings.database_url)
-        ensure_model(settings.model_path)
+        ensure_model(settings)
         port = port or settings.port
         # Own sessions: Ctrl-C reaches only this supervisor, which stops the children in order.
         children = [
@@ -99,7 +102,7 @@ def up(
         ]
         console.print(
             f"docingest is up: http://{settings.host}:{port}  (database "
-            f"{settings.masked_database_url()}, broker {broker_url}); Ctrl-C to stop"
+            f"{settings.masked_database_url()}, broker {mask_password(broker_url)}); Ctrl-C to stop"
         )
         _supervise(children)
 
@@ -158,11 +161,12 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
                 child.kill()
 
 
-def ensure_model(path: Path) -> None:
-    """Workers need a model; train the built-in one (a few seconds) rather than fail."""
-    if path.exists():
-        return
-    console.print(f"no model at {path}: training the built-in BBC News model")
-    from docingest.cli.models import train
+def ensure_model(settings: Settings) -> None:
+    """Workers need an active model: an empty registry starts with MODEL_PATH, trained first
+    on the built-in corpus (a few seconds) if that file is missing too."""
+    from docingest.db import make_engine
+    from docingest.registry import ensure_active
 
-    train(output=path)
+    with console.status("checking the model registry"):
+        version = ensure_active(make_engine(settings.database_url), settings.model_path)
+    console.print(f"active model: [bold]{version}[/]")

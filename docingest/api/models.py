@@ -1,0 +1,116 @@
+"""The model registry over HTTP: the active model's card, every version, activation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from docingest import registry
+from docingest.api.auth import Scope, require_scope
+from docingest.api.errors import ERROR_RESPONSES
+from docingest.classifier import ModelLoadError
+from docingest.models import UTCDateTime
+
+router = APIRouter(tags=["models"])
+READ = [require_scope(Scope.READ)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: ERROR_RESPONSES[404]}
+
+
+class ModelSummary(BaseModel):
+    version: str
+    active: bool
+    estimator: str | None
+    source: str | None
+    accuracy: float | None
+    macro_f1: float | None
+    created_at: UTCDateTime
+    activated_at: UTCDateTime | None
+
+
+class Activated(BaseModel):
+    version: str
+    active: bool = True
+    refresh_seconds: float
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _card(request: Request, version: str | None) -> dict[str, Any]:
+    try:
+        return registry.card(_engine(request), version)
+    except registry.RegistryError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+
+
+@router.get("/model", dependencies=READ, responses=NOT_FOUND, summary="The active model's card")
+def active_model(request: Request) -> dict[str, Any]:
+    return _card(request, None)
+
+
+@router.get("/models", dependencies=READ, summary="Every registered model, newest first")
+def list_models(request: Request) -> list[ModelSummary]:
+    engine = _engine(request)
+    active = registry.active_version(engine)
+    return [
+        _summary(model.card, model.created_at, model.activated_at, active)
+        for model in registry.list_models(engine)
+    ]
+
+
+def _summary(
+    card: dict[str, Any], created_at: datetime, activated_at: datetime | None, active: str | None
+) -> ModelSummary:
+    metrics = card.get("metrics", {})
+    return ModelSummary(
+        version=card["version"],
+        active=card["version"] == active,
+        estimator=card.get("estimator"),
+        source=card.get("source"),
+        accuracy=metrics.get("accuracy"),
+        macro_f1=metrics.get("macro_f1"),
+        created_at=created_at,
+        activated_at=activated_at,
+    )
+
+
+@router.get("/models/{version}", dependencies=READ, responses=NOT_FOUND, summary="A model's card")
+def model_card(request: Request, version: str) -> dict[str, Any]:
+    return _card(request, version)
+
+
+@router.get(
+    "/models/{version}/confusion-matrix.png",
+    dependencies=READ,
+    summary="A model's held-out confusion matrix",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **NOT_FOUND},
+)
+def confusion_matrix(request: Request, version: str) -> Response:
+    from docingest.card import confusion_matrix_png
+
+    return Response(confusion_matrix_png(_card(request, version)), media_type="image/png")
+
+
+@router.post(
+    "/models/{version}/activate",
+    dependencies=[require_scope(Scope.ADMIN)],
+    responses={code: ERROR_RESPONSES[code] for code in (404, 409)},
+    summary="Make a model the active one; workers switch within MODEL_REFRESH_SECONDS",
+)
+def activate(request: Request, version: str) -> Activated:
+    try:
+        registry.activate(_engine(request), version)
+    except registry.RegistryError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    except ModelLoadError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+    return Activated(
+        version=version, refresh_seconds=request.app.state.settings.model_refresh_seconds
+    )

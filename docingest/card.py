@@ -1,0 +1,112 @@
+"""A model card for people: a confusion-matrix image and a terminal rendering.
+
+Both take the card as stored (`TrainedModel.metadata`, a registry row's JSON), so any registered
+model can be shown, including ones trained elsewhere.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+
+
+def confusion_matrix_png(card: dict[str, Any]) -> bytes:
+    """Rows are true labels, columns predicted ones; the diagonal is what the model got right.
+
+    A `Figure` without pyplot keeps no global state, so threads may draw at the same time.
+    """
+    from matplotlib.figure import Figure
+
+    labels: list[str] = card["labels"]
+    matrix: list[list[int]] = card["metrics"]["confusion_matrix"]
+    size = 1.6 + 0.7 * len(labels)
+    figure = Figure(figsize=(size + 1.5, size), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    accuracy = card["metrics"]["accuracy"]
+    axes.set_title(f"{card['version']}\nheld-out accuracy {accuracy:.3f}", fontsize="medium")
+    brightest = max((max(row) for row in matrix), default=0)
+    for true, row in enumerate(matrix):
+        for predicted, count in enumerate(row):
+            color = "white" if count > brightest / 2 else "black"
+            axes.text(predicted, true, str(count), ha="center", va="center", color=color)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def render_card(card: dict[str, Any]) -> RenderableType:
+    """Summary, per-class scores and confusion matrix, for `docingest model show`.
+
+    Cards written before training recorded F1, speed and the matrix show what they have.
+    """
+    parts: list[RenderableType] = [_summary(card), _per_class(card)]
+    if "confusion_matrix" in card["metrics"]:
+        parts.append(_confusion(card))
+    return Group(*parts)
+
+
+def _summary(card: dict[str, Any]) -> Table:
+    metrics = card["metrics"]
+    speed = card.get("speed", {})
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = {
+        "version": card["version"],
+        "estimator": card.get("estimator", "?"),
+        "features": card.get("vectorizer", "?"),
+        "trained on": f"{card.get('source', '?')}, {card.get('trained_at', '?')}",
+        "documents": f"{card.get('train_size', '?')} to train, {card.get('test_size', '?')} "
+        f"held out ({card.get('test_fraction', '?')}, seed {card.get('seed', '?')})",
+        "training time": f"{card.get('train_seconds', '?')} s",
+        "held-out accuracy": f"{metrics['accuracy']:.4f}",
+        "macro-F1": f"{metrics['macro_f1']:.4f}",
+        "batched prediction": f"{speed.get('batched_docs_per_second', 0):,.0f} docs/s",
+        "one document per call": f"{speed.get('single_docs_per_second', 0):,.0f} docs/s",
+    }
+    for name, value in rows.items():
+        table.add_row(name, escape(str(value)))
+    return table
+
+
+def _per_class(card: dict[str, Any]) -> Table:
+    counts = card.get("label_counts", {})
+    table = Table(title="per category (held-out)")
+    for heading in ("category", "documents", "precision", "recall", "F1", "held out"):
+        table.add_column(heading, justify="left" if heading == "category" else "right")
+    for label, scores in card["metrics"]["per_class"].items():
+        table.add_row(
+            escape(label),
+            str(counts.get(label, "?")),
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}" if "f1" in scores else "-",
+            str(scores["support"]),
+        )
+    return table
+
+
+def _confusion(card: dict[str, Any]) -> Table:
+    labels = card["labels"]
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for label in labels:
+        table.add_column(escape(label), justify="right")
+    rows = zip(labels, card["metrics"]["confusion_matrix"], strict=True)
+    for true, (label, row) in enumerate(rows):
+        cells = [
+            f"[bold green]{count}[/]" if predicted == true else str(count or "·")
+            for predicted, count in enumerate(row)
+        ]
+        table.add_row(escape(label), *cells)
+    return table

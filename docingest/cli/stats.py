@@ -1,0 +1,97 @@
+"""`docingest stats`: the figures of GET /stats as terminal tables.
+
+By default it reads the database and Redis named by the settings, as the other operator
+commands do (no API needed, works while the API is down); with `--url` it asks a running API
+instead (with the key in DOCINGEST_API_KEY), for hosts that reach only the API.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from docingest.cli.app import app, console
+from docingest.settings import get_settings
+from docingest.stats import Stats
+
+
+@app.command()
+def stats(
+    url: Annotated[
+        str | None,
+        typer.Option(help="Ask this running API (e.g. http://host:8000) instead of the database"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON of GET /stats")] = False,
+) -> None:
+    """Documents per category and status, queue depths, throughput, end-to-end lag."""
+    figures = _from_api(url) if url else _from_servers()
+    if as_json:
+        typer.echo(figures.model_dump_json(indent=2))
+    else:
+        render(figures, Console())
+
+
+def _from_servers() -> Stats:
+    from docingest.broker import setup_broker
+    from docingest.db import make_engine
+    from docingest.stats import collect_stats
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    broker = setup_broker(settings)
+    try:
+        return collect_stats(engine, broker)
+    finally:
+        broker.close()
+        engine.dispose()
+
+
+def _from_api(url: str) -> Stats:
+    import httpx
+
+    key = os.environ.get("DOCINGEST_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/stats", headers=headers, timeout=30)
+    except httpx.HTTPError as error:
+        console.print(f"[red]cannot reach {url}: {error}[/]")
+        raise typer.Exit(1) from error
+    if response.status_code != 200:
+        console.print(f"[red]{url}/stats answered {response.status_code}: {response.text}[/]")
+        raise typer.Exit(1)
+    return Stats.model_validate_json(response.content)
+
+
+def render(figures: Stats, out: Console) -> None:
+    statuses = figures.statuses
+    overview = Table("stored", "queued", "failed", "processed by workers", "mean lag", "p95 lag")
+    overview.add_row(
+        f"{statuses.stored:,}",
+        "-" if statuses.queued is None else f"{statuses.queued:,}",
+        f"{statuses.failed:,}",
+        "-" if figures.workers is None else f"{figures.workers.documents_processed:,}",
+        _seconds(figures.lag.mean_seconds if figures.lag else None),
+        _seconds(figures.lag.p95_seconds if figures.lag else None, bound=True),
+    )
+    out.print(overview)
+    categories = Table("category", "documents", title="Documents per category")
+    for category, count in figures.categories.items():
+        categories.add_row(category, f"{count:,}")
+    queues = Table("queue", "messages", title="Queues")
+    for queue, depth in figures.queues.items():
+        queues.add_row(queue, f"{depth:,}")
+    throughput = Table("minute (UTC)", "documents stored", title="Throughput")
+    for entry in figures.throughput_per_minute:
+        throughput.add_row(f"{entry.minute:%H:%M}", f"{entry.documents:,}")
+    for table in (categories, queues, throughput):
+        out.print(table)
+
+
+def _seconds(value: float | None, *, bound: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{'≤ ' if bound else ''}{value:.3f} s"

@@ -1,0 +1,393 @@
+"""Prometheus metrics of the API, the workers and the queue, all served by the API's `/metrics`.
+
+- The API's own (requests, latency) live in this process's prometheus-client registry, or, with
+  `PROMETHEUS_MULTIPROC_DIR` set, in prometheus-client's files shared by the API processes of
+  one machine (uvicorn with several workers).
+- Workers run anywhere, so each worker process adds its counts into one Redis hash every
+  `METRICS_FLUSH_SECONDS` (a single pipelined round trip), beside the queue it consumes; the API
+  reads that hash at scrape time. The figures are totals over every worker that ever ran.
+- Queue depths are read from Redis at scrape time: nothing to keep in step.
+
+docs/operations.md lists every metric.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import dramatiq
+import redis
+import structlog
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from redis.client import Pipeline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from docingest.broker import QUEUE_NAME, RECLASSIFY_QUEUE
+from docingest.ledger import PENDING_KEY
+from docingest.models import utcnow
+
+WORKER_KEY = "docingest:metrics:worker"
+UNMATCHED_ROUTE = "<unmatched>"
+QUEUES = (QUEUE_NAME, RECLASSIFY_QUEUE)
+
+logger = structlog.get_logger(__name__)
+
+# --- the API ----------------------------------------------------------------------------------
+
+# One histogram, no separate counter: its `_count` series is the number of requests by method,
+# route and status, and each observation costs ~2 µs where a counter would add ~1.5 µs more.
+HTTP_LATENCY = Histogram(
+    "docingest_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its answer, by method, route template and "
+    "status code; `_count` counts the requests.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class RequestMetrics:
+    """ASGI middleware counting requests by route *template* (`/documents/{id}`), not path.
+
+    The labelled child is looked up once per (method, route, status) and kept: the hot path
+    costs a dictionary lookup and a histogram observation, ~5 µs in all (docs/operations.md).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._histograms: dict[tuple[str, str, int], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            self.record(scope, status, time.perf_counter() - started)
+
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+        method: str = scope["method"]
+        histogram = self._histograms.get((method, route, status))
+        if histogram is None:
+            histogram = self._histograms[method, route, status] = HTTP_LATENCY.labels(
+                method, route, str(status)
+            )
+        histogram.observe(seconds)
+
+
+def api_registry() -> CollectorRegistry:
+    """This process's metrics, or with PROMETHEUS_MULTIPROC_DIR those of every API process."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+# --- the workers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistogramSpec:
+    name: str
+    help: str
+    buckets: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    name: str
+    help: str
+    label: str | None = None
+
+
+BATCH_SIZE = HistogramSpec(
+    "docingest_worker_batch_size",
+    "Documents per queue message a worker processed.",
+    (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+)
+CLASSIFICATION_SECONDS = HistogramSpec(
+    "docingest_worker_classification_seconds",
+    "Time to classify one batch (one model call, more when bisecting failures).",
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DATABASE_SECONDS = HistogramSpec(
+    "docingest_worker_database_seconds",
+    "Time to store one batch (one transaction).",
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LAG_SECONDS = HistogramSpec(
+    "docingest_end_to_end_lag_seconds",
+    "Per document, from its acceptance by the API (202) to its storage by a worker.",
+    (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+HISTOGRAMS = (BATCH_SIZE, CLASSIFICATION_SECONDS, DATABASE_SECONDS, LAG_SECONDS)
+
+PROCESSED = CounterSpec(
+    "docingest_worker_documents_processed", "Documents a worker finished: stored or failed."
+)
+FAILED = CounterSpec(
+    "docingest_worker_documents_failed", "Documents the classifier failed on (see /failures)."
+)
+MESSAGES = CounterSpec(
+    "docingest_worker_messages",
+    "Queue messages processed, by outcome; `error` ones are retried, then dead-lettered.",
+    label="outcome",
+)
+COUNTERS = (PROCESSED, FAILED, MESSAGES)
+
+
+class WorkerMetrics:
+    """One process's counts since its last flush, as increments of the fields of WORKER_KEY.
+
+    Field names: `<counter>` or `<counter>|<label value>`, and for histograms `<name>|<le>`
+    (a bucket's own count, not cumulative), `<name>|sum` and `<name>|count`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._increments: dict[str, float] = {}
+
+    def count(self, counter: CounterSpec, amount: float = 1, label: str | None = None) -> None:
+        field = counter.name if label is None else f"{counter.name}|{label}"
+        with self._lock:
+            self._add(field, amount)
+
+    def observe(self, histogram: HistogramSpec, values: Iterable[float]) -> None:
+        with self._lock:
+            for value in values:
+                index = bisect.bisect_left(histogram.buckets, value)
+                le = histogram.buckets[index] if index < len(histogram.buckets) else "+Inf"
+                self._add(f"{histogram.name}|{le}", 1)
+                self._add(f"{histogram.name}|sum", value)
+                self._add(f"{histogram.name}|count", 1)
+
+    def _add(self, field: str, amount: float) -> None:
+        self._increments[field] = self._increments.get(field, 0) + amount
+
+    def record_batch(
+        self,
+        accepted_at: Sequence[datetime],
+        *,
+        failed: int,
+        classification_seconds: float,
+        database_seconds: float,
+    ) -> None:
+        """What `worker.ingest` did with one message, its documents' lag measured now."""
+        now = utcnow()
+        self.count(PROCESSED, len(accepted_at))
+        if failed:
+            self.count(FAILED, failed)
+        self.observe(BATCH_SIZE, [len(accepted_at)])
+        self.observe(CLASSIFICATION_SECONDS, [classification_seconds])
+        self.observe(DATABASE_SECONDS, [database_seconds])
+        self.observe(LAG_SECONDS, [(now - moment).total_seconds() for moment in accepted_at])
+
+    def flush(self, client: redis.Redis) -> None:
+        """Add the increments into Redis; kept for the next flush if Redis does not answer."""
+        with self._lock:
+            increments, self._increments = self._increments, {}
+        if not increments:
+            return
+        try:
+            with client.pipeline(transaction=False) as pipeline:
+                for field, amount in increments.items():
+                    pipeline.hincrbyfloat(WORKER_KEY, field, amount)
+                pipeline.execute()
+        except redis.RedisError:
+            with self._lock:
+                for field, amount in increments.items():
+                    self._add(field, amount)
+            raise
+
+
+worker_metrics = WorkerMetrics()
+
+
+class WorkerMetricsMiddleware(dramatiq.Middleware):
+    """Flushes `worker_metrics` to Redis from a thread of each worker process; logs each batch
+    with its message id and document count, which every log line of its processing carries."""
+
+    def __init__(self, flush_seconds: float) -> None:
+        self._flush_seconds = flush_seconds
+        self._stop = threading.Event()
+        self._local = threading.local()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if isinstance(broker, RedisBroker):
+            thread = threading.Thread(
+                target=self._flush_forever, args=(broker.client,), name="metrics", daemon=True
+            )
+            thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        if isinstance(broker, RedisBroker):
+            self._flush(broker.client)
+
+    def _flush_forever(self, client: redis.Redis) -> None:
+        while not self._stop.wait(self._flush_seconds):
+            self._flush(client)
+
+    def _flush(self, client: redis.Redis) -> None:
+        try:
+            worker_metrics.flush(client)
+        except redis.RedisError as error:
+            logger.warning("worker metrics not flushed, kept for the next try", error=str(error))
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        documents = message.args[0] if message.args else []
+        structlog.contextvars.bind_contextvars(
+            message_id=message.message_id, documents=len(documents)
+        )
+        self._local.started = time.perf_counter()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        seconds = round(
+            time.perf_counter() - getattr(self._local, "started", time.perf_counter()), 4
+        )
+        if exception is None:
+            worker_metrics.count(MESSAGES, label="ok")
+            logger.info("batch processed", seconds=seconds)
+        else:
+            worker_metrics.count(MESSAGES, label="error")
+            logger.warning(
+                "batch failed, Dramatiq retries it",
+                seconds=seconds,
+                retries=message.options.get("retries", 0),
+                exc_info=exception,
+            )
+        structlog.contextvars.clear_contextvars()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        structlog.contextvars.clear_contextvars()
+
+
+# --- scrape time: the workers' totals and the queue -------------------------------------------
+
+
+class RedisCollector(Collector):
+    """Reads the workers' hash and the queue depths in one pipelined round trip per scrape."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._client = client
+        self._namespace = namespace
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            with self._client.pipeline(transaction=False) as pipeline:
+                pipeline.hgetall(WORKER_KEY)
+                pipeline.hlen(PENDING_KEY)
+                read_queue_depths(pipeline, self._namespace)
+                fields, pending, *depths = pipeline.execute()
+        except redis.RedisError as error:
+            logger.warning("metrics: Redis unreachable at scrape time", error=str(error))
+            return
+        values = {key.decode(): float(value) for key, value in fields.items()}
+        yield from worker_families(values)
+        yield queue_family(dict(zip(queue_names(), depths, strict=True)))
+        yield GaugeMetricFamily(
+            "docingest_queue_pending_documents",
+            "Documents accepted and not yet stored or failed (the ledger's pending set).",
+            value=pending,
+        )
+
+
+def queue_names() -> list[str]:
+    """Each queue's waiting list, its delay queue (retries, `.DQ`) and dead letters (`.XQ`)."""
+    return [f"{queue}{suffix}" for queue in QUEUES for suffix in ("", ".DQ", ".XQ")]
+
+
+def read_queue_depths(pipeline: Pipeline, namespace: str) -> None:
+    """Queue the reads of every queue's depth, in `queue_names()` order, on a pipeline."""
+    for name in queue_names():
+        key = f"{namespace}:{name}"
+        if name.endswith(".XQ"):
+            pipeline.zcard(key)
+        else:
+            pipeline.llen(key)
+
+
+def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
+    with client.pipeline(transaction=False) as pipeline:
+        read_queue_depths(pipeline, namespace)
+        depths = pipeline.execute()
+    return dict(zip(queue_names(), (int(depth) for depth in depths), strict=True))
+
+
+def queue_family(depths: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "docingest_queue_depth",
+        "Messages in each Dramatiq queue: waiting, delayed for a retry (.DQ), dead (.XQ).",
+        labels=["queue"],
+    )
+    for queue, depth in depths.items():
+        family.add_metric([queue], depth)
+    return family
+
+
+def worker_families(values: dict[str, float]) -> Iterator[Any]:
+    """Prometheus families from the hash's fields (absent fields count as zero)."""
+    for counter in COUNTERS:
+        if counter.label is None:
+            family = CounterMetricFamily(counter.name, counter.help)
+            family.add_metric([], values.get(counter.name, 0.0))
+        else:
+            family = CounterMetricFamily(counter.name, counter.help, labels=[counter.label])
+            prefix = f"{counter.name}|"
+            for field, value in sorted(values.items()):
+                if field.startswith(prefix):
+                    family.add_metric([field.removeprefix(prefix)], value)
+        yield family
+    for histogram in HISTOGRAMS:
+        yield histogram_family(histogram, values)
+
+
+def histogram_family(spec: HistogramSpec, values: dict[str, float]) -> HistogramMetricFamily:
+    cumulative, buckets = 0.0, []
+    bounds: tuple[float | str, ...] = (*spec.buckets, "+Inf")
+    for le in bounds:
+        cumulative += values.get(f"{spec.name}|{le}", 0.0)
+        buckets.append((_le_label(le), cumulative))
+    family = HistogramMetricFamily(spec.name, spec.help)
+    family.add_metric([], buckets, sum_value=values.get(f"{spec.name}|sum", 0.0))
+    return family
+
+
+def _le_label(le: float | str) -> str:
+    return le if isinstance(le, str) else repr(float(le))
+
+
+def read_worker_values(client: redis.Redis) -> dict[str, float]:
+    """The workers' totals, as the collector reads them (for `stats`)."""
+    fields = cast(dict[bytes, bytes], client.hgetall(WORKER_KEY))
+    return {key.decode(): float(value) for key, value in fields.items()}

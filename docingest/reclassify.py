@@ -1,0 +1,141 @@
+"""Bring stored documents up to date with a model, through the queue, behind new documents.
+
+The selection is "matching documents not yet classified by the target model", so a run is
+resumable by construction: run it again and it picks up what is left. Messages already queued by
+an interrupted run are still worked off; doing a document twice is harmless.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import ColumnElement, Engine, func, or_, select
+
+from docingest.broker import RECLASSIFY_ACTOR, RECLASSIFY_QUEUE
+from docingest.ledger import ledger_for
+from docingest.models import Document
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Stored documents to reclassify: not deleted, not on `model_version` yet, and matching."""
+
+    model_version: str
+    category: str | None = None
+    classified_before: datetime | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        table = Document.__table__  # type: ignore[attr-defined]
+        conditions = [
+            table.c.deleted_at.is_(None),
+            or_(table.c.model_version.is_(None), table.c.model_version != self.model_version),
+        ]
+        if self.category is not None:
+            conditions.append(table.c.category == self.category)
+        if self.classified_before is not None:
+            conditions.append(table.c.updated_at < self.classified_before)
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """How politely a run queues work.
+
+    At most `in_flight` reclassify messages wait in the queue at a time, and none are added while
+    more than `live_backlog` new documents wait: a run then only uses capacity new documents
+    leave free. A run gives up when nothing changed for `stall_seconds` after the last message.
+    """
+
+    batch_size: int = 500
+    in_flight: int = 4
+    live_backlog: int = 1_000
+    poll_seconds: float = 0.5
+    stall_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    total: int
+    remaining: int
+
+
+def remaining(engine: Engine, selection: Selection) -> int:
+    table = Document.__table__  # type: ignore[attr-defined]
+    statement = select(func.count()).select_from(table).where(*selection.where())
+    with engine.connect() as connection:
+        return int(connection.execute(statement).scalar_one())
+
+
+def _next_ids(
+    engine: Engine, selection: Selection, after: uuid.UUID | None, limit: int
+) -> list[uuid.UUID]:
+    """Keyset pagination by id: stable while the run changes the rows it has passed."""
+    table = Document.__table__  # type: ignore[attr-defined]
+    conditions = selection.where()
+    if after is not None:
+        conditions.append(table.c.id > after)
+    statement = select(table.c.id).where(*conditions).order_by(table.c.id).limit(limit)
+    with engine.connect() as connection:
+        return list(connection.execute(statement).scalars())
+
+
+def _queue_length(broker: dramatiq.Broker, queue_name: str) -> int:
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.llen(f"{broker.namespace}:{queue_name}"))
+    return 0  # other brokers: no pacing by queue length
+
+
+def _message(ids: list[uuid.UUID], model_version: str) -> dramatiq.Message[Any]:
+    return dramatiq.Message(
+        queue_name=RECLASSIFY_QUEUE,
+        actor_name=RECLASSIFY_ACTOR,
+        args=([str(document_id) for document_id in ids], model_version),
+        kwargs={},
+        options={},
+    )
+
+
+def run(
+    engine: Engine,
+    broker: dramatiq.Broker,
+    selection: Selection,
+    *,
+    pacing: Pacing = Pacing(),
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Outcome:
+    """Queue the selection in batches as room allows; return once none is left or it stalls."""
+    broker.declare_queue(RECLASSIFY_QUEUE)
+    ledger = ledger_for(broker)
+    total = remaining(engine, selection)
+    cursor: uuid.UUID | None = None
+    exhausted = False
+    left, last_change = total, time.monotonic()
+    while left:
+        on_progress(total - left, total)
+        has_room = (
+            _queue_length(broker, RECLASSIFY_QUEUE) < pacing.in_flight
+            and (ledger.pending_count() or 0) <= pacing.live_backlog
+        )
+        if not exhausted and has_room:
+            ids = _next_ids(engine, selection, cursor, pacing.batch_size)
+            if ids:
+                broker.enqueue(_message(ids, selection.model_version))
+                cursor = ids[-1]
+            exhausted = not ids
+            continue
+        time.sleep(pacing.poll_seconds)
+        now_left = remaining(engine, selection)
+        if now_left != left:
+            left, last_change = now_left, time.monotonic()
+            total = max(total, left)  # documents arriving classified by another model
+        elif exhausted and time.monotonic() - last_change > pacing.stall_seconds:
+            break
+    on_progress(total - left, total)
+    return Outcome(total=total, remaining=left)

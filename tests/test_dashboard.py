@@ -1,0 +1,197 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright) over a real service.
+
+Documents flow while the page is open: its figures must change, a failure's error must show,
+and a posted `<script>` (in a document and in an error) must never run. A screenshot is saved
+as test-artifacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+from docingest.classifier import Classifier, Prediction
+from docingest.db import make_engine, migrate
+from docingest.ledger import RedisLedger
+from docingest.models import QueuedDocument, utcnow
+from docingest.worker import ingest
+from tests.faults import Api, Processes, new_documents, service_env, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="needs Debian's chromium: `make browser` (apt-get install -y chromium, as root)",
+)
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+class HostileClassifier(Classifier):
+    """The real model, except that it raises with the hostile text as its error message."""
+
+    def __init__(self, real: Classifier) -> None:
+        super().__init__(real._pipeline, real.metadata)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if any(XSS in text for text in texts):
+            raise ValueError(XSS)
+        return super().predict(texts)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    processes = Processes(tmp_path, {})
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'docingest.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def start_service(
+    procs: Processes,
+    database: str,
+    redis_url: str,
+    model_path: Path,
+    tmp_path: Path,
+    *,
+    worker: bool = True,
+    **env: str,
+) -> Api:
+    procs.env = service_env(
+        database_url=database,
+        broker_url=redis_url,
+        model_path=model_path,
+        data_dir=tmp_path,
+        METRICS_FLUSH_SECONDS="0.2",
+        **env,
+    )
+    if worker:  # first: it loads its model while the API starts
+        procs.worker(processes=1, threads=1)
+    return procs.api()
+
+
+def figure(page: object, element: str) -> int:
+    text = (page.text_content(f"#{element}") or "").replace(",", "")  # type: ignore[attr-defined]
+    return int(text) if text.isdigit() else -1
+
+
+def wait_for_figure(page: object, element: str, at_least: int, timeout: float = 60) -> None:
+    """Polled from here: the page's CSP forbids the eval behind Playwright's wait_for_function."""
+    wait_until(lambda: figure(page, element) >= at_least, timeout, f"#{element} >= {at_least}")
+
+
+def fail_one_document(database: str, redis_url: str, classifier: Classifier) -> uuid.UUID:
+    """What a classifier bug does in a worker (see test_failures.py), error text included."""
+    import redis
+
+    document = QueuedDocument(id=uuid.uuid4(), content=XSS, version=1, accepted_at=utcnow())
+    engine = make_engine(database)
+    try:
+        ingest(
+            [document.to_message()],
+            engine=engine,
+            classifier=HostileClassifier(classifier),
+            ledger=RedisLedger(redis.Redis.from_url(redis_url)),
+        )
+    finally:
+        engine.dispose()
+    return document.id
+
+
+def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
+    browser: object,
+    procs: Processes,
+    database: str,
+    redis_url: str,
+    model_path: Path,
+    classifier: Classifier,
+    tmp_path: Path,
+) -> None:
+    api = start_service(procs, database, redis_url, model_path, tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})  # type: ignore[attr-defined]
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    response = page.goto(f"{api.base_url}/dashboard")
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")
+    wait_for_figure(page, "stored", 0, timeout=30)
+
+    with httpx.Client(base_url=api.base_url, timeout=10) as client:
+        assert client.post("/documents", json={"content": XSS}).status_code == 202
+        documents = new_documents(20, "dashboard")
+        assert client.post("/documents/bulk", json=documents).status_code == 202
+    failed_id = fail_one_document(database, redis_url, classifier)
+
+    wait_for_figure(page, "stored", 21)
+    wait_for_figure(page, "processed", 21, timeout=30)
+    page.wait_for_selector(f"#failures td:text('{failed_id}')", timeout=30_000)
+    page.wait_for_selector("#rate-chart polyline", state="attached", timeout=30_000)
+
+    assert figure(page, "failed") == 1
+    assert figure(page, "queued") == 0
+    error_cell = page.locator("#failures tr td:last-child").first
+    assert error_cell.text_content() == f"ValueError: {XSS}"
+    assert page.locator("#failures img, #failures script").count() == 0
+    assert page.locator("#categories tr").count() >= 2
+    assert page.text_content("#queues").startswith("documents")
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert not [text for text in console if "Content Security Policy" in text], console
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+
+def test_the_dashboard_asks_for_a_key_and_sends_it(
+    browser: object,
+    procs: Processes,
+    database: str,
+    redis_url: str,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    key = f"dik_{uuid.uuid4().hex}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    api = start_service(
+        procs,
+        database,
+        redis_url,
+        model_path,
+        tmp_path,
+        worker=False,
+        API_KEYS=f"dashboard:read:{digest}",
+    )
+    assert httpx.get(f"{api.base_url}/stats").status_code == 401
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(f"{api.base_url}/dashboard")
+    page.wait_for_selector("#login:not([hidden])")
+    assert not page.text_content("#stored").isdigit()
+
+    page.fill("#api-key", key)
+    page.click("#login button")
+    page.wait_for_selector("#login", state="hidden", timeout=30_000)
+    assert figure(page, "stored") == 0
+    assert page.evaluate("sessionStorage.getItem('docingest-api-key')") == key

@@ -1,0 +1,240 @@
+"""Hostile uploads against a real `docingest api` process, and the per-key rate limit.
+
+Huge bodies (declared or chunked) and slow ones are refused while the API process's memory
+stays flat; the client here is a raw socket, so the test controls every byte and every pause.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from docingest.api import create_app
+from docingest.db import migrate
+from docingest.keys import ApiKey, Scope, digest, generate_key
+from tests.faults import Api, Processes, service_env
+from tests.helpers import make_settings
+
+MAX_BODY_BYTES = 1 << 20
+BODY_TIMEOUT_SECONDS = 2
+HUGE = 200 << 20
+CHUNK = b"a" * (256 << 10)
+KEY = generate_key()
+API_KEYS = ApiKey("loader", frozenset({Scope.INGEST, Scope.READ}), digest(KEY)).env_entry()
+
+
+@pytest.fixture(scope="module")
+def api(
+    redis_server_url: str, model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    data_dir = tmp_path_factory.mktemp("limits")
+    database_url = f"sqlite:///{data_dir / 'limits.db'}"
+    migrate(database_url)
+    env = service_env(
+        database_url=database_url,
+        broker_url=redis_server_url,
+        model_path=model_path,
+        data_dir=data_dir,
+        MAX_BODY_BYTES=str(MAX_BODY_BYTES),
+        BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_SECONDS),
+        API_KEYS=API_KEYS,
+    )
+    processes = Processes(data_dir, env)
+    try:
+        api = processes.api()
+        # Warm up: the first requests import and allocate what every later one reuses.
+        with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {KEY}"}) as c:
+            for _ in range(20):
+                c.post("/documents", json={"content": "warm-up " * 1000})
+                c.post("/documents", content=b"x" * (MAX_BODY_BYTES + 1))
+        yield api
+    finally:
+        processes.stop_all()
+
+
+def connect(api: Api) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", api.port), timeout=30)
+
+
+def head(length: str, *, authorized: bool = False) -> bytes:
+    """A POST /documents request line and headers; `length` is the body's framing header."""
+    auth = f"Authorization: Bearer {KEY}\r\n" if authorized else ""
+    return (
+        f"POST /documents HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"{auth}{length}\r\n\r\n"
+    ).encode()
+
+
+def answer(sock: socket.socket) -> tuple[int, bytes]:
+    """The status code and the whole response, read until the server closes."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def send_until_answered(sock: socket.socket, head: bytes, chunks: Iterator[bytes]) -> int:
+    """Send the request, stop as soon as the server answers; return the bytes sent."""
+    sock.sendall(head)
+    sent = 0
+    for chunk in chunks:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            break
+        try:
+            sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        sent += len(chunk)
+    return sent
+
+
+def chunked(total: int) -> Iterator[bytes]:
+    framed = f"{len(CHUNK):x}\r\n".encode() + CHUNK + b"\r\n"
+    for _ in range(total // len(CHUNK)):
+        yield framed
+    yield b"0\r\n\r\n"
+
+
+class PeakRss:
+    """Samples a process's resident memory every 10 ms until stopped; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+MIB = 1 << 20
+MAX_GROWTH = 30 * MIB
+
+
+@pytest.mark.parametrize("authorized", [False, True], ids=["no key", "with key"])
+def test_200_mb_chunked_is_cut_off_at_the_limit(api: Api, authorized: bool) -> None:
+    """The server answers 413 and closes once the limit is passed. Closing with the client's
+    bytes still arriving makes the kernel reset the connection, which can beat the 413 to the
+    client: either is an answer, as long as the server stopped reading near the limit."""
+    baseline = psutil.Process(api.pid).memory_info().rss
+    with PeakRss(api.pid) as rss, connect(api) as sock:
+        sent = send_until_answered(
+            sock, head("Transfer-Encoding: chunked", authorized=authorized), chunked(HUGE)
+        )
+        try:
+            status, response = answer(sock)
+        except ConnectionResetError:
+            status, response = 0, b"reset"
+    growth = rss.peak - baseline
+    print(
+        f"sent {sent / MIB:.0f} of 200 MiB; answer {status}; peak RSS growth {growth / MIB:.1f} MiB"
+    )
+    assert status in (413, 0), response[:500]
+    if status == 413:
+        assert b"larger than the limit" in response
+    assert sent < HUGE // 4, "the server read far past its limit"
+    assert growth < MAX_GROWTH
+    assert httpx.get(f"{api.base_url}/health").status_code == 200
+
+
+def test_a_200_mb_content_length_is_refused_before_any_byte(api: Api) -> None:
+    baseline = psutil.Process(api.pid).memory_info().rss
+    with PeakRss(api.pid) as rss, connect(api) as sock:
+        sock.sendall(head(f"Content-Length: {HUGE}", authorized=True))
+        started = time.monotonic()
+        status, response = answer(sock)
+        waited = time.monotonic() - started
+    assert status == 413, response[:500]
+    assert waited < 1, "answered only after waiting for the body"
+    assert rss.peak - baseline < MAX_GROWTH
+
+
+@pytest.mark.parametrize("length", ["Content-Length: 1000", "Transfer-Encoding: chunked"])
+def test_a_slow_body_gets_408_and_the_server_keeps_serving(api: Api, length: str) -> None:
+    """A client trickling its body is cut off after BODY_TIMEOUT_SECONDS; meanwhile, and
+    after, the server answers others."""
+    first = b'{"content": "' if length.startswith("Content") else b'd\r\n{"content": "\r\n'
+    with connect(api) as sock:
+        sock.sendall(head(length, authorized=True) + first)
+        started = time.monotonic()
+        assert httpx.get(f"{api.base_url}/health").status_code == 200
+        while time.monotonic() - started < BODY_TIMEOUT_SECONDS + 5:
+            readable, _, _ = select.select([sock], [], [], 0.5)
+            if readable:
+                break
+            sock.sendall(b"a" if length.startswith("Content") else b"1\r\na\r\n")
+        status, response = answer(sock)
+        waited = time.monotonic() - started
+    assert status == 408, response[:500]
+    assert b"not received within" in response
+    assert BODY_TIMEOUT_SECONDS <= waited < BODY_TIMEOUT_SECONDS + 2
+    assert httpx.get(f"{api.base_url}/health").status_code == 200
+
+
+# --- per-key rate limit (in-process app: the limiter lives in the API process) ---------------
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(
+    redis_url: str, model_path: Path, tmp_path: Path
+) -> Iterator[Callable[..., TestClient]]:
+    database_url = f"sqlite:///{tmp_path / 'rate.db'}"
+    migrate(database_url)
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        settings = make_settings(database_url, redis_url, model_path, tmp_path, **overrides)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        clients.append(client.__enter__())
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(make_client: ClientFactory) -> None:
+    other = generate_key()
+    keys = f"{API_KEYS},other:read:{digest(other)}"
+    client = make_client(api_keys=keys, rate_limit_per_minute=3)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    statuses = [client.get("/failures", headers=headers).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = client.get("/failures", headers=headers)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 20
+    assert "Rate limit" in refused.json()["detail"]
+    # Counted per key: another key still gets in.
+    assert client.get("/failures", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+def test_a_keys_own_limit_overrides_the_default(make_client: ClientFactory, tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text(ApiKey("slow", frozenset({Scope.READ}), digest(KEY), 1).toml_entry())
+    client = make_client(api_keys_file=path, rate_limit_per_minute=1000)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    assert [client.get("/failures", headers=headers).status_code for _ in range(2)] == [200, 429]
+    assert int(client.get("/failures", headers=headers).headers["retry-after"]) == 60

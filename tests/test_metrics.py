@@ -1,0 +1,167 @@
+"""GET /metrics on a real broker and database: the API's requests, the workers' figures after
+ingestion through a real worker process, queue depths; and /ready turning 503 without Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from docingest.api import create_app
+from docingest.db import migrate
+from docingest.embedded import EmbeddedRedis
+from docingest.metrics import (
+    BATCH_SIZE,
+    LAG_SECONDS,
+    PROCESSED,
+    WorkerMetrics,
+    histogram_family,
+)
+from tests.faults import Processes, new_documents, service_env, wait_until
+from tests.helpers import UNAMBIGUOUS, make_settings
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text page, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(
+    page: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return page.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_requests_are_counted_by_route_template_and_status(client: TestClient) -> None:
+    before = samples(client.get("/metrics").text)
+    document_id = client.post("/documents", json={"content": UNAMBIGUOUS["tech"]}).json()["id"]
+    client.get(f"/documents/{document_id}")  # 404: not stored yet
+    client.post("/documents", json={"content": ""})  # 422
+    client.get(f"/no/such/path/{uuid.uuid4()}")
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = samples(response.text)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "docingest_http_request_duration_seconds_count"
+    assert grew(requests, method="POST", route="/documents", status="202") == 1
+    assert grew(requests, method="POST", route="/documents", status="422") == 1
+    assert grew(requests, method="GET", route="/documents/{document_id}", status="404") == 1
+    assert grew(requests, method="GET", route="<unmatched>", status="404") == 1
+    latency = "docingest_http_request_duration_seconds_bucket"
+    assert grew(latency, method="POST", route="/documents", status="202", le="+Inf") == 1
+    # Scraped with no worker having run: the families exist, at zero.
+    assert value(after, "docingest_worker_documents_processed_total") == 0
+    assert value(after, "docingest_queue_depth", queue="documents") == 1
+    assert value(after, "docingest_queue_pending_documents") == 1
+
+
+def test_worker_histograms_cumulate_bucket_counts() -> None:
+    recorded = WorkerMetrics()
+    recorded.observe(BATCH_SIZE, [1, 3, 3, 500, 10_000])
+    family = histogram_family(BATCH_SIZE, dict(recorded._increments))
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert buckets["1.0"] == 1
+    assert buckets["2.0"] == 1
+    assert buckets["5.0"] == 3
+    assert buckets["500.0"] == 4
+    assert buckets["+Inf"] == 5
+    total = next(s.value for s in family.samples if s.name.endswith("_sum"))
+    assert total == 1 + 3 + 3 + 500 + 10_000
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    processes = Processes(tmp_path, {})
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+def test_worker_metrics_move_after_ingestion_through_a_real_worker(
+    redis_url: str, model_path: Path, tmp_path: Path, procs: Processes
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'docingest.db'}"
+    migrate(database_url)
+    procs.env = service_env(
+        database_url=database_url,
+        broker_url=redis_url,
+        model_path=model_path,
+        data_dir=tmp_path,
+        METRICS_FLUSH_SECONDS="0.2",
+    )
+    api = procs.api()
+    procs.worker(processes=1, threads=1)
+    documents = new_documents(40, "metrics")
+    with httpx.Client(base_url=api.base_url, timeout=10) as client:
+        assert client.post("/documents/bulk", json=documents).status_code == 202
+
+        def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+            return samples(client.get("/metrics").text)
+
+        wait_until(lambda: value(scrape(), f"{PROCESSED.name}_total") >= 40, 60, "worker metrics")
+        time.sleep(0.5)  # the last flush of the message counter
+        page = scrape()
+
+        stats = subprocess.run(
+            [sys.executable, "-m", "docingest", "stats", "--url", api.base_url, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+    assert value(page, f"{PROCESSED.name}_total") == 40
+    assert value(page, "docingest_worker_documents_failed_total") == 0
+    assert value(page, "docingest_worker_messages_total", outcome="ok") >= 1
+    assert value(page, f"{BATCH_SIZE.name}_sum") == 40
+    assert value(page, f"{LAG_SECONDS.name}_count") == 40
+    assert 0 < value(page, f"{LAG_SECONDS.name}_sum") < 40 * 60
+    assert value(page, "docingest_worker_classification_seconds_count") >= 1
+    assert value(page, "docingest_worker_database_seconds_count") >= 1
+    assert value(page, "docingest_queue_depth", queue="documents") == 0
+    assert value(page, "docingest_queue_pending_documents") == 0
+    assert '"documents_processed": 40' in stats.stdout
+    assert '"stored": 40' in stats.stdout
+
+
+def test_ready_answers_503_while_redis_is_stopped(
+    database_url: str, model_path: Path, tmp_path: Path
+) -> None:
+    own_redis = EmbeddedRedis(tmp_path / "own-redis")
+    own_redis.start()
+    try:
+        settings = make_settings(
+            database_url, own_redis.url, model_path, tmp_path, broker_timeout_seconds=1
+        )
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            assert client.get("/ready").json() == {"broker": "ok", "database": "ok"}
+            own_redis.stop()
+            ready = client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json() == {"broker": "unreachable", "database": "ok"}
+            # The API's own metrics are still served; the Redis-held ones are left out.
+            scraped = client.get("/metrics")
+            assert scraped.status_code == 200
+            assert "docingest_http_request_duration_seconds_count" in scraped.text
+            assert "docingest_queue_depth" not in scraped.text
+            own_redis.start()
+            wait_until(lambda: client.get("/ready").status_code == 200, 30, "ready again")
+    finally:
+        own_redis.stop()

@@ -1,0 +1,134 @@
+"""Reclassification through the queue with a real worker process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dramatiq
+import pytest
+from sqlalchemy import Engine, text
+from typer.testing import CliRunner
+
+from docingest import registry
+from docingest.classifier import Classifier
+from docingest.cli import app as cli
+from docingest.ledger import ledger_for
+from docingest.models import utcnow
+from docingest.reclassify import Pacing, Selection, remaining, run
+from docingest.settings import get_settings
+from docingest.worker import ingest
+from tests.faults import Processes, content_for, service_env
+
+runner = CliRunner()
+DOCUMENTS = 300
+FAST = Pacing(batch_size=50, poll_seconds=0.1, stall_seconds=20)
+
+
+@pytest.fixture(scope="module")
+def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from docingest import training
+    from docingest.datasets import load_dataset
+
+    bbc = load_dataset("bbc")
+    path = tmp_path_factory.mktemp("nb") / "nb.skops"
+    training.save_model(training.train(bbc.texts, bbc.labels, estimator="nb"), path)
+    return path
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    processes = Processes(tmp_path, {})
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def stored(
+    engine: Engine, broker: dramatiq.Broker, classifier: Classifier, model_path: Path
+) -> list[uuid.UUID]:
+    """DOCUMENTS documents classified by the default model, which is active."""
+    registry.add(engine, model_path.read_bytes(), activate=True)
+    now = utcnow()
+    documents = [
+        {"id": str(uuid.uuid4()), "content": content_for(n), "version": 1, "accepted_at": now}
+        for n in range(DOCUMENTS)
+    ]
+    ingest(documents, engine=engine, classifier=classifier, ledger=ledger_for(broker))
+    return [uuid.UUID(document["id"]) for document in documents]
+
+
+def _versions(engine: Engine) -> dict[str | None, int]:
+    query = text("SELECT model_version, count(*) FROM documents GROUP BY model_version")
+    with engine.connect() as connection:
+        return dict(connection.execute(query).all())
+
+
+def test_reclassify_is_resumable_and_ends_with_all_on_the_new_version(
+    engine: Engine,
+    broker: dramatiq.Broker,
+    database_url: str,
+    redis_url: str,
+    model_path: Path,
+    nb_model_path: Path,
+    stored: list[uuid.UUID],
+    tmp_path: Path,
+    procs: Processes,
+) -> None:
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    selection = Selection(nb)
+
+    def interrupt_after_first_batch(done: int, total: int) -> None:
+        if broker.client.llen("dramatiq:reclassify"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # no worker yet: one batch queued, then Ctrl-C
+        run(engine, broker, selection, pacing=FAST, on_progress=interrupt_after_first_batch)
+    assert remaining(engine, selection) == DOCUMENTS
+
+    procs.env = service_env(
+        database_url=database_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
+    )
+    procs.worker()
+    progress: list[tuple[int, int]] = []
+    outcome = run(engine, broker, selection, pacing=FAST, on_progress=lambda *p: progress.append(p))
+    assert (outcome.total, outcome.remaining) == (DOCUMENTS, 0)
+    assert progress[-1] == (DOCUMENTS, DOCUMENTS)
+    assert _versions(engine) == {nb: DOCUMENTS}
+    assert registry.active_version(engine) != nb  # reclassifying does not activate
+
+
+def test_reclassify_cli_with_filters(
+    engine: Engine,
+    database_url: str,
+    redis_url: str,
+    model_path: Path,
+    nb_model_path: Path,
+    stored: list[uuid.UUID],
+    tmp_path: Path,
+    procs: Processes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    default = registry.active_version(engine)
+    procs.env = service_env(
+        database_url=database_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
+    )
+    procs.worker()
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("BROKER_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        past = (utcnow() - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+        result = runner.invoke(cli, ["reclassify", "--model", nb, "--before", past])
+        assert result.exit_code == 0, result.output
+        assert "0 documents reclassified" in result.output
+        result = runner.invoke(cli, ["reclassify", "--model", nb, "--category", "sports"])
+        assert result.exit_code == 0, result.output
+        sports = DOCUMENTS // 5
+        assert f"{sports} documents reclassified with model {nb}" in result.output
+        assert _versions(engine) == {nb: sports, default: DOCUMENTS - sports}
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,247 @@
+"""The model registry: registration, checksums, activation, and workers switching models live."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import skops.io as sio
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text, update
+from typer.testing import CliRunner
+
+from docingest import registry
+from docingest.broker import make_broker
+from docingest.classifier import TOP_ALTERNATIVES, Classifier, ModelLoadError
+from docingest.cli import app as cli
+from docingest.enqueue import Enqueuer
+from docingest.models import DocumentIn, Model
+from docingest.settings import get_settings
+from tests.faults import Processes, content_for, service_env, wait_until
+from tests.helpers import UNAMBIGUOUS
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second model, different from the default one: the article's MultinomialNB."""
+    from docingest import training
+    from docingest.datasets import load_dataset
+
+    bbc = load_dataset("bbc")
+    path = tmp_path_factory.mktemp("nb") / "nb.skops"
+    training.save_model(training.train(bbc.texts, bbc.labels, estimator="nb"), path)
+    return path
+
+
+def test_add_is_idempotent_and_a_version_names_one_artifact(
+    engine: Engine, model_path: Path, nb_model_path: Path
+) -> None:
+    first = registry.add(engine, model_path.read_bytes(), activate=False)
+    again = registry.add(engine, model_path.read_bytes(), activate=True)
+    assert again.version == first.version
+    assert registry.active_version(engine) == first.version
+    assert [model.version for model in registry.list_models(engine)] == [first.version]
+
+    other = Classifier.load(nb_model_path)
+    forged = sio.dumps(
+        {"pipeline": other._pipeline, "metadata": {**other.metadata, "version": first.version}}
+    )
+    with pytest.raises(registry.RegistryError, match="already registered with other content"):
+        registry.add(engine, forged, activate=False)
+
+
+def test_the_model_activated_last_is_active_and_older_ones_can_come_back(
+    engine: Engine, model_path: Path, nb_model_path: Path
+) -> None:
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    assert registry.active_version(engine) == default
+    registry.activate(engine, nb)
+    assert registry.active_version(engine) == nb
+    assert registry.card(engine)["estimator"] == "nb"
+    registry.activate(engine, default)
+    assert registry.active_version(engine) == default
+
+
+def _tamper(engine: Engine, version: str) -> None:
+    with engine.begin() as connection:
+        artifact = connection.execute(
+            text("SELECT artifact FROM models WHERE version = :v"), {"v": version}
+        ).scalar_one()
+        changed = bytes(artifact[:-10]) + bytes(10)
+        connection.execute(
+            update(Model.__table__).where(Model.__table__.c.version == version),  # type: ignore[attr-defined]
+            {"artifact": changed},
+        )
+
+
+def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
+    engine: Engine, model_path: Path, nb_model_path: Path, tmp_path: Path
+) -> None:
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    cache = registry.ModelCache(engine, seed=tmp_path / "unused.skops", refresh_seconds=0)
+    assert cache.active().version == default
+
+    _tamper(engine, nb)
+    with pytest.raises(ModelLoadError, match="does not match its registered sha256"):
+        registry.activate(engine, nb)
+    assert registry.active_version(engine) == default
+
+    with engine.begin() as connection:  # activated behind the registry's back
+        connection.execute(
+            text("UPDATE models SET activated_at = CURRENT_TIMESTAMP WHERE version = :v"),
+            {"v": nb},
+        )
+    assert registry.active_version(engine) == nb
+    assert cache.active().version == default
+
+
+def test_cli_refuses_a_foreign_artifact_with_a_clear_message(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "foreign.skops"
+    sio.dump({"pipeline": uuid.UUID(int=1), "metadata": {"version": "x", "labels": []}}, path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(cli, ["model", "import", str(path)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "untrusted types, not loaded: uuid.UUID" in result.output
+
+
+def test_cli_import_list_show_activate(
+    database_url: str,
+    model_path: Path,
+    nb_model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        assert runner.invoke(cli, ["model", "import", str(model_path), "--activate"]).exit_code == 0
+        imported = runner.invoke(cli, ["model", "import", str(nb_model_path)])
+        nb = Classifier.load(nb_model_path).version
+        assert imported.exit_code == 0, imported.output
+        listed = runner.invoke(cli, ["model", "list"])
+        assert nb in listed.output
+        activated = runner.invoke(cli, ["model", "activate", nb])
+        assert activated.exit_code == 0, activated.output
+        png = tmp_path / "confusion.png"
+        shown = runner.invoke(cli, ["model", "show", "--png", str(png)])
+        assert shown.exit_code == 0, shown.output
+        assert nb in shown.output
+        assert png.read_bytes().startswith(b"\x89PNG")
+        unknown = runner.invoke(cli, ["model", "activate", "no-such-version"])
+        assert unknown.exit_code == 1
+        assert "no model no-such-version" in unknown.output
+    finally:
+        get_settings.cache_clear()
+
+
+def test_api_serves_cards_and_activates(
+    client: TestClient, engine: Engine, model_path: Path, nb_model_path: Path
+) -> None:
+    assert client.get("/model").status_code == 404
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    card = client.get("/model").json()
+    assert card["version"] == default
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= card["metrics"].keys()
+    listed = client.get("/models").json()
+    assert [(m["version"], m["active"]) for m in listed] == [(nb, False), (default, True)]
+    png = client.get(f"/models/{nb}/confusion-matrix.png")
+    assert png.headers["content-type"] == "image/png"
+    assert client.post(f"/models/{nb}/activate").json()["version"] == nb
+    assert client.get("/model").json()["version"] == nb
+    missing = client.post("/models/nope/activate")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "no model nope in the registry"}
+
+
+def test_predictions_carry_the_top_alternatives(classifier: Classifier) -> None:
+    [prediction] = classifier.predict([UNAMBIGUOUS["sports"]])
+    assert len(prediction.alternatives) == TOP_ALTERNATIVES
+    assert prediction.alternatives[0] == {
+        "category": "sports",
+        "probability": prediction.confidence,
+    }
+    chances = [alternative["probability"] for alternative in prediction.alternatives]
+    assert chances == sorted(chances, reverse=True)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    processes = Processes(tmp_path, {})
+    yield processes
+    processes.stop_all()
+
+
+def test_workers_switch_to_an_activated_model_without_restart(
+    postgres_url: str,
+    redis_url: str,
+    model_path: Path,
+    nb_model_path: Path,
+    tmp_path: Path,
+    procs: Processes,
+) -> None:
+    """A real worker process: documents before the switch get one model, after it the other,
+    and every document is stored, with its alternatives."""
+    from docingest.db import make_engine
+
+    engine = make_engine(postgres_url)
+    procs.env = service_env(
+        database_url=postgres_url,
+        broker_url=redis_url,
+        model_path=model_path,
+        data_dir=tmp_path,
+        MODEL_REFRESH_SECONDS="1",
+    )
+    procs.worker()
+    settings = get_settings().model_copy(update={"broker_url": redis_url})
+    enqueuer = Enqueuer(make_broker(settings))
+    default = Classifier.load(model_path).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+
+    def stored_with(version: str) -> int:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM documents WHERE model_version = :v"), {"v": version}
+                ).scalar_one()
+            )
+
+    before = [DocumentIn(content=content_for(n)) for n in range(100)]
+    enqueuer.send(before)
+    wait_until(lambda: stored_with(default) == len(before), 60, "stored with the default model")
+
+    registry.activate(engine, nb)
+    wait_until(lambda: _probe(enqueuer, engine) == nb, 15, "worker switched to the new model")
+    after = [DocumentIn(content=content_for(n)) for n in range(100)]
+    enqueuer.send(after)
+    wait_until(lambda: stored_with(nb) >= len(after), 30, "stored with the new model")
+    with engine.connect() as connection:
+        alternatives = connection.execute(text("SELECT alternatives FROM documents")).scalars()
+        assert all(len(value) == TOP_ALTERNATIVES for value in alternatives)
+    engine.dispose()
+
+
+def _probe(enqueuer: Enqueuer, engine: Engine) -> str | None:
+    """Send one document and return the model version it was stored with."""
+    [queued] = enqueuer.send([DocumentIn(content=UNAMBIGUOUS["tech"])])
+    query = text("SELECT model_version FROM documents WHERE id = :id")
+    for _ in range(100):
+        with engine.connect() as connection:
+            found = connection.execute(query, {"id": queued.id}).scalar()
+        if found:
+            return str(found)
+        time.sleep(0.1)
+    return None
