@@ -26,6 +26,7 @@ from docingest.classifier import Classifier
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
+from tests.faults import Processes
 from tests.helpers import make_settings
 
 
@@ -124,6 +125,18 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second model, different from the default one: the article's MultinomialNB."""
+    from docingest import training
+    from docingest.datasets import load_dataset
+
+    bbc = load_dataset("bbc")
+    path = tmp_path_factory.mktemp("models") / "nb.skops"
+    training.save_model(training.train(bbc.texts, bbc.labels, estimator="nb"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def classifier(model_path: Path) -> Classifier:
     return Classifier.load(model_path)
 
@@ -145,3 +158,13 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The app over a real broker and database, answering as it would in production."""
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """The test's API and worker processes; all stopped at teardown, whatever happened."""
+    processes = Processes(tmp_path, {})
+    try:
+        yield processes
+    finally:
+        processes.stop_all()

@@ -73,10 +73,18 @@ class Process:
         return members
 
     def kill(self) -> None:
-        """SIGKILL to the whole process group: a crash, no cleanup, no acknowledgement."""
+        """SIGKILL to the whole process group: a crash, no cleanup, no acknowledgement.
+
+        Waits until every member is gone: on a busy machine a killed process with a large
+        heap takes a moment to exit, and one may have been forking when the signal went out.
+        """
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self.popen.wait(10)
+        _, alive = psutil.wait_procs(self.group(), timeout=10)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
     def stop(self, timeout: float = 15) -> int | None:
         """SIGTERM (graceful), then SIGKILL to the group for whatever is left."""

@@ -47,15 +47,6 @@ class HostileClassifier(Classifier):
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path, {})
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture
 def database(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'docingest.db'}"
     migrate(url)

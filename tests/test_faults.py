@@ -47,16 +47,6 @@ from tests.faults import (
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    """The test's API and worker processes; all stopped at teardown, whatever happened."""
-    processes = Processes(tmp_path, {})
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A Redis of this test alone (the session's is shared): it gets stopped and killed."""
     configured = Settings(_env_file=None).redis_appendfsync  # what `docingest up` would use

@@ -7,11 +7,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,15 +82,6 @@ def test_worker_histograms_cumulate_bucket_counts() -> None:
     assert buckets["+Inf"] == 5
     total = next(s.value for s in family.samples if s.name.endswith("_sum"))
     assert total == 1 + 3 + 3 + 500 + 10_000
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path, {})
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
 
 
 def test_worker_metrics_move_after_ingestion_through_a_real_worker(

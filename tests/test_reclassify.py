@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,24 +27,6 @@ DOCUMENTS = 300
 FAST = Pacing(batch_size=50, poll_seconds=0.1, stall_seconds=20)
 
 
-@pytest.fixture(scope="module")
-def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from docingest import training
-    from docingest.datasets import load_dataset
-
-    bbc = load_dataset("bbc")
-    path = tmp_path_factory.mktemp("nb") / "nb.skops"
-    training.save_model(training.train(bbc.texts, bbc.labels, estimator="nb"), path)
-    return path
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path, {})
-    yield processes
-    processes.stop_all()
-
-
 @pytest.fixture
 def stored(
     engine: Engine, broker: dramatiq.Broker, classifier: Classifier, model_path: Path
@@ -60,6 +42,22 @@ def stored(
     return [uuid.UUID(document["id"]) for document in documents]
 
 
+@pytest.fixture
+def start_worker(
+    database_url: str, redis_url: str, model_path: Path, tmp_path: Path, procs: Processes
+) -> Callable[[], None]:
+    def start() -> None:
+        procs.env = service_env(
+            database_url=database_url,
+            broker_url=redis_url,
+            model_path=model_path,
+            data_dir=tmp_path,
+        )
+        procs.worker()
+
+    return start
+
+
 def _versions(engine: Engine) -> dict[str | None, int]:
     query = text("SELECT model_version, count(*) FROM documents GROUP BY model_version")
     with engine.connect() as connection:
@@ -69,13 +67,9 @@ def _versions(engine: Engine) -> dict[str | None, int]:
 def test_reclassify_is_resumable_and_ends_with_all_on_the_new_version(
     engine: Engine,
     broker: dramatiq.Broker,
-    database_url: str,
-    redis_url: str,
-    model_path: Path,
     nb_model_path: Path,
     stored: list[uuid.UUID],
-    tmp_path: Path,
-    procs: Processes,
+    start_worker: Callable[[], None],
 ) -> None:
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
     selection = Selection(nb)
@@ -88,10 +82,7 @@ def test_reclassify_is_resumable_and_ends_with_all_on_the_new_version(
         run(engine, broker, selection, pacing=FAST, on_progress=interrupt_after_first_batch)
     assert remaining(engine, selection) == DOCUMENTS
 
-    procs.env = service_env(
-        database_url=database_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
-    )
-    procs.worker()
+    start_worker()
     progress: list[tuple[int, int]] = []
     outcome = run(engine, broker, selection, pacing=FAST, on_progress=lambda *p: progress.append(p))
     assert (outcome.total, outcome.remaining) == (DOCUMENTS, 0)
@@ -104,19 +95,14 @@ def test_reclassify_cli_with_filters(
     engine: Engine,
     database_url: str,
     redis_url: str,
-    model_path: Path,
     nb_model_path: Path,
     stored: list[uuid.UUID],
-    tmp_path: Path,
-    procs: Processes,
+    start_worker: Callable[[], None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
     default = registry.active_version(engine)
-    procs.env = service_env(
-        database_url=database_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
-    )
-    procs.worker()
+    start_worker()
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("BROKER_URL", redis_url)
     get_settings.cache_clear()

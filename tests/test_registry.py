@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,6 @@ from tests.faults import Processes, content_for, service_env, wait_until
 from tests.helpers import UNAMBIGUOUS
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second model, different from the default one: the article's MultinomialNB."""
-    from docingest import training
-    from docingest.datasets import load_dataset
-
-    bbc = load_dataset("bbc")
-    path = tmp_path_factory.mktemp("nb") / "nb.skops"
-    training.save_model(training.train(bbc.texts, bbc.labels, estimator="nb"), path)
-    return path
 
 
 def test_add_is_idempotent_and_a_version_names_one_artifact(
@@ -176,13 +163,6 @@ def test_predictions_carry_the_top_alternatives(classifier: Classifier) -> None:
     }
     chances = [alternative["probability"] for alternative in prediction.alternatives]
     assert chances == sorted(chances, reverse=True)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path, {})
-    yield processes
-    processes.stop_all()
 
 
 def test_workers_switch_to_an_activated_model_without_restart(
