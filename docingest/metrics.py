@@ -17,6 +17,7 @@ import bisect
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,13 +177,15 @@ class WorkerMetrics:
             self._add(field, amount)
 
     def observe(self, histogram: HistogramSpec, values: Iterable[float]) -> None:
+        """Counted per bucket first: a batch's lags are hundreds of values, its buckets few."""
+        values = list(values)
+        per_bucket = Counter(bisect.bisect_left(histogram.buckets, value) for value in values)
         with self._lock:
-            for value in values:
-                index = bisect.bisect_left(histogram.buckets, value)
+            for index, amount in per_bucket.items():
                 le = histogram.buckets[index] if index < len(histogram.buckets) else "+Inf"
-                self._add(f"{histogram.name}|{le}", 1)
-                self._add(f"{histogram.name}|sum", value)
-                self._add(f"{histogram.name}|count", 1)
+                self._add(f"{histogram.name}|{le}", amount)
+            self._add(f"{histogram.name}|sum", sum(values))
+            self._add(f"{histogram.name}|count", len(values))
 
     def _add(self, field: str, amount: float) -> None:
         self._increments[field] = self._increments.get(field, 0) + amount

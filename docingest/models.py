@@ -55,7 +55,7 @@ class Document(SQLModel, table=True):
     confidence: float | None = None
     # The top labels with their probabilities, best first: [{"category": ..., "probability": ...}]
     alternatives: list[dict[str, Any]] | None = SQLField(default=None, sa_column=Column(JSON))
-    model_version: str | None = SQLField(default=None, index=True)
+    model_version: str | None = None
     version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = SQLField(

@@ -110,7 +110,6 @@ def _document_row(
         "content": document.content,
         "version": document.version,
         "created_at": document.accepted_at,
-        "deleted_at": None,
     }
 
 

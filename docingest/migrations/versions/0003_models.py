@@ -1,4 +1,4 @@
-"""models registry; per-document top alternatives and tombstones; indexes for browsing
+"""models registry; per-document top alternatives and tombstones; updated_at index
 
 Revision ID: 0003
 Revises: 0002
@@ -33,13 +33,11 @@ def upgrade() -> None:
     with op.batch_alter_table("documents") as batch:
         batch.add_column(sa.Column("alternatives", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
-    op.create_index("ix_documents_model_version", "documents", ["model_version"])
     op.create_index("ix_documents_updated_at", "documents", ["updated_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_documents_updated_at", table_name="documents")
-    op.drop_index("ix_documents_model_version", table_name="documents")
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("deleted_at")
         batch.drop_column("alternatives")
