@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Insert, Table, bindparam, delete, event, or_, update
+from sqlalchemy import Engine, Insert, Table, bindparam, delete, event, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -169,6 +169,13 @@ def _unsuperseded_failures() -> SelectOfScalar[Failure]:
 
 def list_failures(session: Session, *, limit: int, offset: int = 0) -> Sequence[Failure]:
     return session.exec(_unsuperseded_failures().limit(limit).offset(offset)).all()
+
+
+def count_failures(engine: Engine) -> int:
+    unsuperseded = _unsuperseded_failures().order_by(None).subquery()
+    with engine.connect() as connection:
+        statement = sa_select(func.count()).select_from(unsuperseded)
+        return int(connection.execute(statement).scalar_one())
 
 
 def get_failure(session: Session, document_id: uuid.UUID) -> Failure | None:

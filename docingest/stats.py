@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from docingest.db import _unsuperseded_failures
+from docingest.db import count_failures
 from docingest.ledger import ledger_for
 from docingest.metrics import (
     FAILED,
@@ -99,12 +99,6 @@ def count_categories(engine: Engine) -> dict[str, int]:
     )
     with engine.connect() as connection:
         return {str(category): int(count) for category, count in connection.execute(statement)}
-
-
-def count_failures(engine: Engine) -> int:
-    unsuperseded = _unsuperseded_failures().order_by(None).subquery()
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(unsuperseded)).scalar_one())
 
 
 def stored_per_minute(engine: Engine, now: datetime) -> list[MinuteCount]:

@@ -14,9 +14,13 @@ from typer.testing import CliRunner
 
 from docingest.cli import app
 from docingest.embedded import free_port
+from docingest.keys import digest, generate_key
 from tests.faults import Processes, content_for, rows, service_env, wait_until
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"
+
+
+KEY = generate_key()
 
 
 @pytest.fixture
@@ -29,6 +33,7 @@ def service(
         model_path=model_path,
         data_dir=tmp_path / "var",
         RETRY_AFTER_SECONDS="1",
+        API_KEYS=f"sender:ingest:{digest(KEY)}",
     )
     processes = Processes(tmp_path, env)
     yield processes
@@ -36,8 +41,8 @@ def service(
 
 
 def send_env(base_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DOCINGEST_API_KEY"}
-    return env | {"DOCINGEST_URL": base_url, "COLUMNS": "200"}
+    """The service asks for a key (with the `ingest` scope only): `send` reads it from here."""
+    return os.environ | {"DOCINGEST_URL": base_url, "DOCINGEST_API_KEY": KEY, "COLUMNS": "200"}
 
 
 def run_send(
