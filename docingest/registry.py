@@ -21,10 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from docingest.classifier import Classifier, ModelLoadError
 from docingest.models import Model, utcnow
 
+# The web process reads cards and activates models without loading scikit-learn at import.
 if TYPE_CHECKING:
+    from docingest.classifier import Classifier
     from docingest.training import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,19 @@ logger = logging.getLogger(__name__)
 
 class RegistryError(Exception):
     """The registry cannot do what was asked; the message says why."""
+
+
+class ArtifactRefusedError(RegistryError):
+    """A model's artifact fails its checks (checksum, trusted types, shape): never loaded."""
+
+
+def _rebuild(artifact: bytes, source: str) -> Classifier:
+    from docingest.classifier import Classifier, ModelLoadError
+
+    try:
+        return Classifier.from_bytes(artifact, source=source)
+    except ModelLoadError as error:
+        raise ArtifactRefusedError(str(error)) from error
 
 
 def checksum(artifact: bytes) -> str:
@@ -49,7 +63,7 @@ def add(engine: Engine, artifact: bytes, *, activate: bool, source: str = "artif
 
     The same version with other bytes is refused: a version names one model, forever.
     """
-    classifier = Classifier.from_bytes(artifact, source=source)
+    classifier = _rebuild(artifact, source)
     digest = checksum(artifact)
     with Session(engine, expire_on_commit=False) as session:
         record = session.get(Model, classifier.version)
@@ -119,11 +133,11 @@ def load(engine: Engine, version: str) -> Classifier:
         raise RegistryError(f"no model {version} in the registry")
     artifact, expected = row
     if checksum(artifact) != expected:
-        raise ModelLoadError(
+        raise ArtifactRefusedError(
             f"model {version}: artifact does not match its registered sha256 checksum "
             "(changed or corrupted since registration); not loaded"
         )
-    return Classifier.from_bytes(artifact, source=f"model {version}")
+    return _rebuild(artifact, f"model {version}")
 
 
 def activate(engine: Engine, version: str) -> Classifier:
@@ -193,7 +207,7 @@ class ModelCache:
             return
         try:
             self._active = self._get(version)
-        except (ModelLoadError, RegistryError):
+        except RegistryError:
             if self._active is None:
                 raise
             serving = self._active.version

@@ -247,3 +247,15 @@ def test_bulk_over_the_document_limit_is_a_413(settings: Settings, redis_url: st
         assert "limit is 3" in response.json()["detail"]
         assert client.post("/documents/bulk", json=[{"content": "x"}] * 3).status_code == 202
     assert queue_length(redis_url) == 1
+
+
+def test_the_web_process_does_not_load_scikit_learn() -> None:
+    """It only reads model cards; loading scikit-learn would double its memory (measured)."""
+    import subprocess
+    import sys
+
+    code = "import sys, docingest.api; print(sorted({'sklearn', 'numpy'} & sys.modules.keys()))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from docingest import registry
 from docingest.broker import make_broker
-from docingest.classifier import TOP_ALTERNATIVES, Classifier, ModelLoadError
+from docingest.classifier import TOP_ALTERNATIVES, Classifier
 from docingest.cli import app as cli
 from docingest.enqueue import Enqueuer
 from docingest.models import DocumentIn, Model
@@ -76,7 +76,7 @@ def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
     assert cache.active().version == default
 
     _tamper(engine, nb)
-    with pytest.raises(ModelLoadError, match="does not match its registered sha256"):
+    with pytest.raises(registry.ArtifactRefusedError, match="does not match its registered sha256"):
         registry.activate(engine, nb)
     assert registry.active_version(engine) == default
 

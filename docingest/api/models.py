@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 from docingest import registry
 from docingest.api.auth import Scope, require_scope
 from docingest.api.errors import ERROR_RESPONSES
-from docingest.classifier import ModelLoadError
 from docingest.models import UTCDateTime
 
 router = APIRouter(tags=["models"])
@@ -107,10 +106,10 @@ def confusion_matrix(request: Request, version: str) -> Response:
 def activate(request: Request, version: str) -> Activated:
     try:
         registry.activate(_engine(request), version)
+    except registry.ArtifactRefusedError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     except registry.RegistryError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-    except ModelLoadError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     return Activated(
         version=version, refresh_seconds=request.app.state.settings.model_refresh_seconds
     )

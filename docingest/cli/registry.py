@@ -79,11 +79,10 @@ def show(
 def activate(version: Annotated[str, typer.Argument(help="The version to activate")]) -> None:
     """Make a model the active one; workers switch within MODEL_REFRESH_SECONDS, no restart."""
     from docingest import registry
-    from docingest.classifier import ModelLoadError
 
     try:
         registry.activate(_engine(), version)
-    except (registry.RegistryError, ModelLoadError) as error:
+    except registry.RegistryError as error:
         raise _fail(error) from error
     seconds = get_settings().model_refresh_seconds
     console.print(f"model [bold]{version}[/] is active; workers switch within {seconds:g} s")
@@ -96,14 +95,13 @@ def import_(
 ) -> None:
     """Register a model file trained elsewhere (`docingest train --output`); checked first."""
     from docingest import registry
-    from docingest.classifier import ModelLoadError
     from docingest.db import migrate
 
     settings = get_settings()
     migrate(settings.database_url)
     try:
         model = registry.add(_engine(), path.read_bytes(), activate=activate, source=str(path))
-    except (registry.RegistryError, ModelLoadError) as error:
+    except registry.RegistryError as error:
         raise _fail(error) from error
     state = "registered and active" if activate else "registered"
     console.print(f"model [bold]{model.version}[/] {state} (sha256 {model.sha256[:12]}…)")
@@ -126,7 +124,6 @@ def reclassify(
     """
     from docingest import registry
     from docingest.broker import setup_broker
-    from docingest.classifier import ModelLoadError
     from docingest.models import as_utc
     from docingest.reclassify import Pacing, Selection, run
 
@@ -137,7 +134,7 @@ def reclassify(
         if version is None:
             raise registry.RegistryError("no model is active yet")
         registry.load(engine, version)  # refuse at once what no worker could load
-    except (registry.RegistryError, ModelLoadError) as error:
+    except registry.RegistryError as error:
         raise _fail(error) from error
     selection = Selection(version, category, as_utc(before) if before else None)
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
