@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import OperationalError
 
 from docingest.cli.app import app, console
 from docingest.settings import get_settings
@@ -69,7 +70,11 @@ def train(
             console.print(f"[red]{error}[/]")
             raise typer.Exit(2) from error
         step("registering")
-        registered_active = _register(model, activate)
+        try:
+            registered_active = _register(model, activate)
+        except OperationalError as error:  # the model is trained: say where it could not go
+            console.print(f"[red]cannot register the model: database unreachable ({error.orig})[/]")
+            raise typer.Exit(1) from error
         written = _write_files(model, output, card_dir)
     _report(model, registered_active, written)
 
