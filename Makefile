@@ -35,7 +35,7 @@ test: lint typecheck browser
 # (otherwise that test skips and says why).
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
-		(apt-get update -q && apt-get install -y -q chromium)
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
