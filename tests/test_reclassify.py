@@ -118,3 +118,32 @@ def test_reclassify_cli_with_filters(
         assert _versions(engine) == {nb: sports, default: DOCUMENTS - sports}
     finally:
         get_settings.cache_clear()
+
+
+def test_reclassify_waits_behind_new_documents_and_keeps_few_messages_queued(
+    engine: Engine, broker: dramatiq.Broker, nb_model_path: Path, stored: list[uuid.UUID]
+) -> None:
+    """No worker runs: what the run queues stays visible. While more new documents wait than
+    `live_backlog`, it queues nothing; then never more than `in_flight` messages at a time."""
+    from docingest.enqueue import Enqueuer
+    from docingest.models import DocumentIn
+
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    pacing = Pacing(batch_size=10, in_flight=2, live_backlog=5, poll_seconds=0.01)
+    queued: list[int] = []
+
+    def watch(done: int, total: int) -> None:
+        queued.append(broker.client.llen("dramatiq:reclassify"))
+        if len(queued) >= 50:
+            raise KeyboardInterrupt
+
+    Enqueuer(broker).send([DocumentIn(content=content_for(n)) for n in range(6)])
+    with pytest.raises(KeyboardInterrupt):
+        run(engine, broker, Selection(nb), pacing=pacing, on_progress=watch)
+    assert set(queued) == {0}
+
+    broker.client.flushdb()  # the new documents were taken: nothing waits any more
+    queued.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(engine, broker, Selection(nb), pacing=pacing, on_progress=watch)
+    assert max(queued) == pacing.in_flight
