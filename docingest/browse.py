@@ -18,7 +18,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 from docingest.db import get_document, get_failure, store_batch
 from docingest.enqueue import BrokerUnavailableError
 from docingest.ledger import Ledger
-from docingest.models import Document, DocumentQuery, utcnow
+from docingest.models import Document, DocumentQuery, as_utc, utcnow
 
 
 class InvalidCursorError(ValueError):
@@ -70,16 +70,12 @@ def _conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:
         (col(Document.created_at), query.created_after, query.created_before),
         (col(Document.updated_at), query.updated_after, query.updated_before),
     ):
+        # Stored times are UTC and SQLite compares them as text: bind UTC (naive means UTC).
         if after is not None:
-            conditions.append(column >= _utc(after))
+            conditions.append(column >= as_utc(after))
         if before is not None:
-            conditions.append(column < _utc(before))
+            conditions.append(column < as_utc(before))
     return conditions
-
-
-def _utc(value: datetime) -> datetime:
-    """Stored times are UTC, and SQLite compares them as text: bind UTC. Naive means UTC."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def is_tombstone(session: Session, document_id: uuid.UUID) -> bool:
