@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
+import dramatiq
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from docingest.enqueue import Enqueuer
@@ -28,6 +30,18 @@ async def get_enqueuer(request: Request) -> Enqueuer:
     return enqueuer
 
 
+async def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def get_broker(request: Request) -> dramatiq.Broker:
+    broker: dramatiq.Broker = request.app.state.broker
+    return broker
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+BrokerDep = Annotated[dramatiq.Broker, Depends(get_broker)]

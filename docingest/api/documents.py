@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import NDJSON_TYPES, parse_items, request_validation_error
-from docingest.api.deps import EnqueuerDep, SessionDep, SettingsDep
+from docingest.api.deps import EngineDep, EnqueuerDep, SessionDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
 from docingest.browse import InvalidCursorError, delete_document, is_tombstone, list_documents
 from docingest.db import get_document
@@ -152,12 +152,12 @@ def read_document(document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
     responses={code: ERROR_RESPONSES[code] for code in (404, 503)},
     dependencies=[require_scope(Scope.ADMIN)],
 )
-def remove_document(document_id: uuid.UUID, request: Request, enqueuer: EnqueuerDep) -> Response:
+def remove_document(document_id: uuid.UUID, engine: EngineDep, enqueuer: EnqueuerDep) -> Response:
     """Delete a document, stored or still queued: older queued versions cannot revive it.
 
     A later POST with the same id does. `404` when nothing is stored or queued for the id.
     """
-    if not delete_document(request.app.state.engine, enqueuer.ledger, document_id):
+    if not delete_document(engine, enqueuer.ledger, document_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

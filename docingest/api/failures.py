@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from docingest.api.auth import Scope, require_scope
-from docingest.api.deps import EnqueuerDep, SessionDep
+from docingest.api.deps import BrokerDep, EngineDep, EnqueuerDep, SessionDep
 from docingest.db import list_failures
 from docingest.failures import Replayed, replay
 from docingest.models import FailureOut
@@ -28,6 +28,6 @@ def read_failures(
 
 
 @router.post("/replay", dependencies=[require_scope(Scope.ADMIN)])
-def replay_failures(request: Request, enqueuer: EnqueuerDep) -> Replayed:
+def replay_failures(engine: EngineDep, enqueuer: EnqueuerDep, broker: BrokerDep) -> Replayed:
     """Queue every failed document again (and every dead-lettered message), versions kept."""
-    return replay(request.app.state.engine, enqueuer, request.app.state.broker)
+    return replay(engine, enqueuer, broker)

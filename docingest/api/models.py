@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from docingest import registry
 from docingest.api.auth import Scope, require_scope
+from docingest.api.deps import EngineDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
 from docingest.models import UTCDateTime
 
@@ -36,26 +37,20 @@ class Activated(BaseModel):
     refresh_seconds: float
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-def _card(request: Request, version: str | None) -> dict[str, Any]:
+def _card(engine: Engine, version: str | None) -> dict[str, Any]:
     try:
-        return registry.card(_engine(request), version)
+        return registry.card(engine, version)
     except registry.RegistryError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
 
 
 @router.get("/model", dependencies=READ, responses=NOT_FOUND, summary="The active model's card")
-def active_model(request: Request) -> dict[str, Any]:
-    return _card(request, None)
+def active_model(engine: EngineDep) -> dict[str, Any]:
+    return _card(engine, None)
 
 
 @router.get("/models", dependencies=READ, summary="Every registered model, newest first")
-def list_models(request: Request) -> list[ModelSummary]:
-    engine = _engine(request)
+def list_models(engine: EngineDep) -> list[ModelSummary]:
     active = registry.active_version(engine)
     return [
         _summary(model.card, model.created_at, model.activated_at, active)
@@ -80,8 +75,8 @@ def _summary(
 
 
 @router.get("/models/{version}", dependencies=READ, responses=NOT_FOUND, summary="A model's card")
-def model_card(request: Request, version: str) -> dict[str, Any]:
-    return _card(request, version)
+def model_card(engine: EngineDep, version: str) -> dict[str, Any]:
+    return _card(engine, version)
 
 
 @router.get(
@@ -91,10 +86,10 @@ def model_card(request: Request, version: str) -> dict[str, Any]:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **NOT_FOUND},
 )
-def confusion_matrix(request: Request, version: str) -> Response:
+def confusion_matrix(engine: EngineDep, version: str) -> Response:
     from docingest.card import confusion_matrix_png
 
-    return Response(confusion_matrix_png(_card(request, version)), media_type="image/png")
+    return Response(confusion_matrix_png(_card(engine, version)), media_type="image/png")
 
 
 @router.post(
@@ -103,13 +98,11 @@ def confusion_matrix(request: Request, version: str) -> Response:
     responses={code: ERROR_RESPONSES[code] for code in (404, 409)},
     summary="Make a model the active one; workers switch within MODEL_REFRESH_SECONDS",
 )
-def activate(request: Request, version: str) -> Activated:
+def activate(engine: EngineDep, settings: SettingsDep, version: str) -> Activated:
     try:
-        registry.activate(_engine(request), version)
+        registry.activate(engine, version)
     except registry.ArtifactRefusedError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     except registry.RegistryError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-    return Activated(
-        version=version, refresh_seconds=request.app.state.settings.model_refresh_seconds
-    )
+    return Activated(version=version, refresh_seconds=settings.model_refresh_seconds)
