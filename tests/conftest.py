@@ -27,7 +27,7 @@ from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
 from tests.faults import Processes
-from tests.helpers import make_settings
+from tests.helpers import make_settings, migrated_sqlite
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +93,16 @@ def database_url(
 ) -> str:
     """A new, migrated database of each kind."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'docingest.db'}"
-    else:
-        url = _create_postgres_database(postgres_server)
+        return migrated_sqlite(tmp_path)
+    url = _create_postgres_database(postgres_server)
     migrate(url)
     return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A new, migrated SQLite database, for tests that need no PostgreSQL variant."""
+    return migrated_sqlite(tmp_path)
 
 
 @pytest.fixture

@@ -26,6 +26,15 @@ def make_settings(
     )
 
 
+def migrated_sqlite(folder: Path) -> str:
+    """A new SQLite database in `folder`, migrated to the current schema; its URL."""
+    from docingest.db import migrate
+
+    url = f"sqlite:///{folder / 'docingest.db'}"
+    migrate(url)
+    return url
+
+
 # Texts no reader would hesitate over, one per BBC News category.
 UNAMBIGUOUS = {
     "business": "Shares in the bank fell sharply after quarterly profits missed analysts' "

@@ -21,10 +21,9 @@ from typer.testing import CliRunner
 from docingest.api import create_app
 from docingest.cli import app as cli
 from docingest.cli.keys import refuse_open_exposure
-from docingest.db import migrate
 from docingest.keys import ApiKey, Keyring, Scope, digest, generate_key, load_keys_file
 from docingest.settings import PublicEndpoint, Settings
-from tests.helpers import make_settings
+from tests.helpers import make_settings, migrated_sqlite
 
 # (method, path) -> the scope it needs, or the PUBLIC_ENDPOINTS name that opens it (open by
 # default when that name is in the default PUBLIC_ENDPOINTS).
@@ -101,9 +100,8 @@ def bearer(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('auth') / 'auth.db'}"
-    migrate(url)
-    return url
+    """One database for the module: its hundreds of requests only read or are refused."""
+    return migrated_sqlite(tmp_path_factory.mktemp("auth"))
 
 
 ClientFactory = Callable[..., TestClient]

@@ -7,7 +7,6 @@ as test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,8 @@ import httpx
 import pytest
 
 from docingest.classifier import Classifier, Prediction
-from docingest.db import make_engine, migrate
+from docingest.db import make_engine
+from docingest.keys import digest, generate_key
 from docingest.ledger import RedisLedger
 from docingest.models import QueuedDocument, utcnow
 from docingest.worker import ingest
@@ -47,13 +47,6 @@ class HostileClassifier(Classifier):
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'docingest.db'}"
-    migrate(url)
-    return url
-
-
-@pytest.fixture
 def browser() -> Iterator[object]:
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -65,7 +58,7 @@ def browser() -> Iterator[object]:
 
 def start_service(
     procs: Processes,
-    database: str,
+    sqlite_url: str,
     redis_url: str,
     model_path: Path,
     tmp_path: Path,
@@ -74,7 +67,7 @@ def start_service(
     **env: str,
 ) -> Api:
     procs.env = service_env(
-        database_url=database,
+        database_url=sqlite_url,
         broker_url=redis_url,
         model_path=model_path,
         data_dir=tmp_path,
@@ -96,12 +89,12 @@ def wait_for_figure(page: object, element: str, at_least: int, timeout: float = 
     wait_until(lambda: figure(page, element) >= at_least, timeout, f"#{element} >= {at_least}")
 
 
-def fail_one_document(database: str, redis_url: str, classifier: Classifier) -> uuid.UUID:
+def fail_one_document(sqlite_url: str, redis_url: str, classifier: Classifier) -> uuid.UUID:
     """What a classifier bug does in a worker (see test_failures.py), error text included."""
     import redis
 
     document = QueuedDocument(id=uuid.uuid4(), content=XSS, version=1, accepted_at=utcnow())
-    engine = make_engine(database)
+    engine = make_engine(sqlite_url)
     try:
         ingest(
             [document.to_message()],
@@ -117,13 +110,13 @@ def fail_one_document(database: str, redis_url: str, classifier: Classifier) -> 
 def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
     browser: object,
     procs: Processes,
-    database: str,
+    sqlite_url: str,
     redis_url: str,
     model_path: Path,
     classifier: Classifier,
     tmp_path: Path,
 ) -> None:
-    api = start_service(procs, database, redis_url, model_path, tmp_path)
+    api = start_service(procs, sqlite_url, redis_url, model_path, tmp_path)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})  # type: ignore[attr-defined]
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
@@ -135,7 +128,7 @@ def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
         assert client.post("/documents", json={"content": XSS}).status_code == 202
         documents = new_documents(20, "dashboard")
         assert client.post("/documents/bulk", json=documents).status_code == 202
-    failed_id = fail_one_document(database, redis_url, classifier)
+    failed_id = fail_one_document(sqlite_url, redis_url, classifier)
 
     wait_for_figure(page, "stored", 21)
     wait_for_figure(page, "processed", 21, timeout=30)
@@ -159,21 +152,20 @@ def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
 def test_the_dashboard_asks_for_a_key_and_sends_it(
     browser: object,
     procs: Processes,
-    database: str,
+    sqlite_url: str,
     redis_url: str,
     model_path: Path,
     tmp_path: Path,
 ) -> None:
-    key = f"dik_{uuid.uuid4().hex}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    key = generate_key()
     api = start_service(
         procs,
-        database,
+        sqlite_url,
         redis_url,
         model_path,
         tmp_path,
         worker=False,
-        API_KEYS=f"dashboard:read:{digest}",
+        API_KEYS=f"dashboard:read:{digest(key)}",
     )
     assert httpx.get(f"{api.base_url}/stats").status_code == 401
     page = browser.new_page()  # type: ignore[attr-defined]

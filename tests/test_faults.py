@@ -44,6 +44,7 @@ from tests.faults import (
     wait_for_figures,
     wait_until,
 )
+from tests.helpers import migrated_sqlite
 
 
 @pytest.fixture
@@ -72,12 +73,6 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
         except Exception as error:  # already stopped by the test
             print(f"PostgreSQL stop at teardown: {error!r}")
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'docingest.db'}"
-    migrate(url)
-    return url
 
 
 @pytest.mark.timeout(90)
@@ -140,7 +135,7 @@ def test_queued_documents_survive_a_redis_restart(
     The restart comes right after a 202 given while Redis runs its once-a-second background
     fsync: the moment when, under everysec, Redis acknowledges writes it has not yet written.
     """
-    database_url = sqlite_url(tmp_path)
+    database_url = migrated_sqlite(tmp_path)
     procs.env = service_env(
         database_url=database_url, broker_url=own_redis.url, model_path=model_path,
         data_dir=tmp_path,
@@ -281,7 +276,7 @@ def test_a_client_retrying_through_a_broker_outage_loses_nothing(
 ) -> None:
     """Redis stops: the API answers 503 + Retry-After and accepts nothing; a client that waits
     as told and retries gets every document accepted once Redis is back, and all are stored."""
-    database_url = sqlite_url(tmp_path)
+    database_url = migrated_sqlite(tmp_path)
     procs.env = service_env(
         database_url=database_url, broker_url=own_redis.url, model_path=model_path,
         data_dir=tmp_path, RETRY_AFTER_SECONDS="1", BROKER_TIMEOUT_SECONDS="1",

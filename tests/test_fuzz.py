@@ -29,7 +29,7 @@ from docingest.api import create_app
 from docingest.api.bulk import NDJSON_TYPES
 from docingest.broker import QUEUE_NAME, make_broker
 from docingest.classifier import Classifier
-from docingest.db import make_engine, migrate
+from docingest.db import make_engine
 from docingest.keys import ApiKey, Scope, digest, generate_key
 from docingest.ledger import ledger_for
 from docingest.settings import Settings
@@ -55,13 +55,6 @@ def fuzz_settings(database_url: str, redis_url: str, model_path: Path, tmp_path:
         max_body_bytes=MAX_BODY_BYTES,
         api_keys=API_KEYS,
     )
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'fuzz.db'}"
-    migrate(url)
-    return url
 
 
 @pytest.fixture
