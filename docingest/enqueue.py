@@ -216,8 +216,9 @@ def _enqueue_atomically(broker: RedisBroker, messages: Sequence[dramatiq.Message
         broker.emit_after("enqueue", message, None)
 
 
-def queue_key(broker: RedisBroker) -> str:
-    return f"{broker.namespace}:{QUEUE_NAME}"
+def queue_key(broker: RedisBroker, queue_name: str = QUEUE_NAME) -> str:
+    """The Redis list of a Dramatiq queue's waiting message ids."""
+    return f"{broker.namespace}:{queue_name}"
 
 
 def push_message(

@@ -19,6 +19,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import ColumnElement, Engine, func, or_, select
 
 from docingest.broker import RECLASSIFY_ACTOR, RECLASSIFY_QUEUE
+from docingest.enqueue import queue_key
 from docingest.ledger import ledger_for
 from docingest.models import Document
 
@@ -88,7 +89,7 @@ def _next_ids(
 
 def _queue_length(broker: dramatiq.Broker, queue_name: str) -> int:
     if isinstance(broker, RedisBroker):
-        return int(broker.client.llen(f"{broker.namespace}:{queue_name}"))
+        return int(broker.client.llen(queue_key(broker, queue_name)))
     return 0  # other brokers: no pacing by queue length
 
 
