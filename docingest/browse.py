@@ -28,7 +28,8 @@ from sqlmodel import Session, col, select
 from docingest.db import get_document, get_failure, store_batch
 from docingest.enqueue import BrokerUnavailableError
 from docingest.ledger import Ledger
-from docingest.models import Document, DocumentQuery, as_utc, utcnow
+from docingest.schemas import DocumentQuery, as_utc, utcnow
+from docingest.tables import Document
 
 
 class InvalidCursorError(ValueError):

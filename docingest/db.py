@@ -13,11 +13,11 @@ from sqlalchemy import Engine, Insert, Table, bindparam, delete, event, func, or
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from docingest.models import Document, Failure
 from docingest.settings import get_settings
+from docingest.tables import DOCUMENTS, FAILURES, Document, Failure
 
 
 def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
@@ -82,14 +82,14 @@ def store_batch(
     (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
     """
     with engine.begin() as connection:
-        for table, rows in ((Document, documents), (Failure, failures)):
+        for table, rows in ((DOCUMENTS, documents), (FAILURES, failures)):
             if rows:
                 statement = _upsert_statement(connection.dialect.name, table)
                 connection.execute(statement, _newest_per_id(rows))
 
 
 @cache
-def _upsert_statement(dialect_name: str, model: type[SQLModel]) -> Insert:
+def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     """Built once per process: constructing the statement costs more than running a small batch.
 
     A document row is replaced only by a newer version. A failure row also by the same version
@@ -98,12 +98,11 @@ def _upsert_statement(dialect_name: str, model: type[SQLModel]) -> Insert:
     tombstone brings the document back.
     """
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    table: Table = model.__table__  # type: ignore[attr-defined]
     insert = dialect.insert(table)
     newer = insert.excluded.version
-    kept = {"id", "created_at"} if model is Document else {"id", "attempts"}
+    kept = {"id", "created_at"} if table is DOCUMENTS else {"id", "attempts"}
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in kept}
-    if model is Document:
+    if table is DOCUMENTS:
         where = table.c.version < newer
     else:
         updates["attempts"] = table.c.attempts + 1
@@ -126,7 +125,7 @@ def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def current_contents(engine: Engine, ids: Sequence[str]) -> list[tuple[uuid.UUID, int, str]]:
     """(id, version, content) of the stored, not deleted documents among `ids`."""
-    documents = Document.__table__  # type: ignore[attr-defined]
+    documents = DOCUMENTS
     statement = sa_select(documents.c.id, documents.c.version, documents.c.content).where(
         documents.c.id.in_([uuid.UUID(value) for value in ids]),
         documents.c.deleted_at.is_(None),
@@ -142,7 +141,7 @@ def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) ->
     """
     if not updates:
         return 0
-    documents = Document.__table__  # type: ignore[attr-defined]
+    documents = DOCUMENTS
     fields = [name for name in updates[0] if name not in {"id", "version"}]
     statement = (
         update(documents)

@@ -22,7 +22,7 @@ from redis.client import Pipeline
 
 from docingest.broker import INGEST_ACTOR, QUEUE_NAME
 from docingest.ledger import Ledger, ledger_for
-from docingest.models import DocumentIn, QueuedDocument, utcnow
+from docingest.schemas import DocumentIn, QueuedDocument, utcnow
 
 # How long a queue-depth reading stays good enough to refuse work on.
 _DEPTH_MAX_AGE_SECONDS = 1.0

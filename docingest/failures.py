@@ -21,7 +21,8 @@ from sqlmodel import Session
 from docingest.db import get_document, get_failure, take_failures
 from docingest.enqueue import Enqueuer, push_message, queue_key
 from docingest.ledger import Ledger
-from docingest.models import DocumentStatus, Failure, QueuedDocument
+from docingest.schemas import DocumentStatus, QueuedDocument
+from docingest.tables import Failure
 
 
 @dataclass(frozen=True)

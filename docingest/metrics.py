@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docingest.broker import QUEUE_NAME, RECLASSIFY_QUEUE
 from docingest.ledger import PENDING_KEY
-from docingest.models import utcnow
+from docingest.schemas import utcnow
 
 WORKER_KEY = "docingest:metrics:worker"
 UNMATCHED_ROUTE = "<unmatched>"

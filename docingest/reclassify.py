@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Engine, func, or_, select
 from docingest.broker import RECLASSIFY_ACTOR, RECLASSIFY_QUEUE
 from docingest.enqueue import queue_key
 from docingest.ledger import ledger_for
-from docingest.models import Document
+from docingest.tables import DOCUMENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Selection:
     classified_before: datetime | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
-        table = Document.__table__  # type: ignore[attr-defined]
+        table = DOCUMENTS
         conditions = [
             table.c.deleted_at.is_(None),
             or_(table.c.model_version.is_(None), table.c.model_version != self.model_version),
@@ -68,7 +68,7 @@ class Outcome:
 
 
 def remaining(engine: Engine, selection: Selection) -> int:
-    table = Document.__table__  # type: ignore[attr-defined]
+    table = DOCUMENTS
     statement = select(func.count()).select_from(table).where(*selection.where())
     with engine.connect() as connection:
         return int(connection.execute(statement).scalar_one())
@@ -78,7 +78,7 @@ def _next_ids(
     engine: Engine, selection: Selection, after: uuid.UUID | None, limit: int
 ) -> list[uuid.UUID]:
     """Keyset pagination by id: stable while the run changes the rows it has passed."""
-    table = Document.__table__  # type: ignore[attr-defined]
+    table = DOCUMENTS
     conditions = selection.where()
     if after is not None:
         conditions.append(table.c.id > after)

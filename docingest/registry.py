@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from docingest.models import Model, utcnow
+from docingest.schemas import utcnow
+from docingest.tables import RegisteredModel
 
 # The web process reads cards and activates models without loading scikit-learn at import.
 if TYPE_CHECKING:
@@ -52,13 +53,15 @@ def checksum(artifact: bytes) -> str:
     return hashlib.sha256(artifact).hexdigest()
 
 
-def register(engine: Engine, model: TrainedModel, *, activate: bool) -> Model:
+def register(engine: Engine, model: TrainedModel, *, activate: bool) -> RegisteredModel:
     from docingest.training import model_bytes
 
     return add(engine, model_bytes(model), activate=activate)
 
 
-def add(engine: Engine, artifact: bytes, *, activate: bool, source: str = "artifact") -> Model:
+def add(
+    engine: Engine, artifact: bytes, *, activate: bool, source: str = "artifact"
+) -> RegisteredModel:
     """Register an artifact (loaded first, so a bad one never enters); idempotent per version.
 
     The same version with other bytes is refused: a version names one model, forever.
@@ -66,9 +69,9 @@ def add(engine: Engine, artifact: bytes, *, activate: bool, source: str = "artif
     classifier = _rebuild(artifact, source)
     digest = checksum(artifact)
     with Session(engine, expire_on_commit=False) as session:
-        record = session.get(Model, classifier.version)
+        record = session.get(RegisteredModel, classifier.version)
         if record is None:
-            record = Model(
+            record = RegisteredModel(
                 version=classifier.version,
                 sha256=digest,
                 artifact=artifact,
@@ -90,11 +93,13 @@ def add(engine: Engine, artifact: bytes, *, activate: bool, source: str = "artif
         return record
 
 
-def list_models(engine: Engine) -> Sequence[Model]:
+def list_models(engine: Engine) -> Sequence[RegisteredModel]:
     """Newest first, without their artifacts (megabytes each)."""
     with Session(engine) as session:
         statement = (
-            select(Model).options(defer(Model.artifact)).order_by(col(Model.created_at).desc())  # type: ignore[arg-type]
+            select(RegisteredModel)
+            .options(defer(RegisteredModel.artifact))  # type: ignore[arg-type]
+            .order_by(col(RegisteredModel.created_at).desc())
         )
         return session.exec(statement).all()
 
@@ -103,9 +108,9 @@ def active_version(engine: Engine) -> str | None:
     """The model activated last; one indexed read, cheap enough to poll every few seconds."""
     with Session(engine) as session:
         statement = (
-            select(Model.version)
-            .where(col(Model.activated_at).is_not(None))
-            .order_by(col(Model.activated_at).desc())
+            select(RegisteredModel.version)
+            .where(col(RegisteredModel.activated_at).is_not(None))
+            .order_by(col(RegisteredModel.activated_at).desc())
             .limit(1)
         )
         return session.exec(statement).first()
@@ -117,7 +122,9 @@ def card(engine: Engine, version: str | None = None) -> dict[str, Any]:
     if version is None:
         raise RegistryError("no model is active yet")
     with Session(engine) as session:
-        found = session.exec(select(Model.card).where(col(Model.version) == version)).first()
+        found = session.exec(
+            select(RegisteredModel.card).where(col(RegisteredModel.version) == version)
+        ).first()
     if found is None:
         raise RegistryError(f"no model {version} in the registry")
     return dict(found)
@@ -127,7 +134,9 @@ def load(engine: Engine, version: str) -> Classifier:
     """Rebuild a registered model after checking its bytes are the ones registered."""
     with Session(engine) as session:
         row = session.exec(
-            select(Model.artifact, Model.sha256).where(col(Model.version) == version)
+            select(RegisteredModel.artifact, RegisteredModel.sha256).where(
+                col(RegisteredModel.version) == version
+            )
         ).first()
     if row is None:
         raise RegistryError(f"no model {version} in the registry")
@@ -144,7 +153,7 @@ def activate(engine: Engine, version: str) -> Classifier:
     """Load before activating: a model no worker could load never becomes the active one."""
     classifier = load(engine, version)
     with Session(engine) as session:
-        record = session.get(Model, version)
+        record = session.get(RegisteredModel, version)
         assert record is not None  # load() found it
         record.activated_at = utcnow()
         session.commit()

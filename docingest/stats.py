@@ -28,7 +28,8 @@ from docingest.metrics import (
     queue_depths,
     read_worker_values,
 )
-from docingest.models import Document, as_utc, utcnow
+from docingest.schemas import as_utc, utcnow
+from docingest.tables import DOCUMENTS
 
 THROUGHPUT_MINUTES = 15
 
@@ -90,7 +91,7 @@ def collect_stats(engine: Engine, broker: dramatiq.Broker) -> Stats:
 
 
 def count_categories(engine: Engine) -> dict[str, int]:
-    documents = Document.__table__  # type: ignore[attr-defined]
+    documents = DOCUMENTS
     statement = (
         select(documents.c.category, func.count())
         .where(documents.c.deleted_at.is_(None))
@@ -103,7 +104,7 @@ def count_categories(engine: Engine) -> dict[str, int]:
 
 def stored_per_minute(engine: Engine, now: datetime) -> list[MinuteCount]:
     """Documents stored in each of the last THROUGHPUT_MINUTES minutes, oldest first, zeros in."""
-    documents = Document.__table__  # type: ignore[attr-defined]
+    documents = DOCUMENTS
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
     with engine.connect() as connection:
         minute = _minute_of(documents.c.updated_at, connection.dialect.name)

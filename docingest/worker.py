@@ -24,8 +24,8 @@ from docingest.db import current_contents, get_engine, store_batch, update_class
 from docingest.ledger import Ledger, ledger_for
 from docingest.logs import configure_logging
 from docingest.metrics import worker_metrics
-from docingest.models import QueuedDocument, utcnow
 from docingest.registry import ModelCache
+from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ ledger = ledger_for(broker)
 
 
 @cache
-def models() -> ModelCache:
+def model_cache() -> ModelCache:
     """Created on first use, in the worker process (not in Dramatiq's parent)."""
     settings = get_settings()
     return ModelCache(
@@ -143,7 +143,7 @@ def failure_row(document: QueuedDocument, error: str, now: datetime) -> dict[str
     max_backoff=60_000,
 )
 def ingest_documents(documents: list[dict[str, Any]]) -> None:
-    ingest(documents, engine=get_engine(), classifier=models().active(), ledger=ledger)
+    ingest(documents, engine=get_engine(), classifier=model_cache().active(), ledger=ledger)
 
 
 def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Classifier) -> int:
@@ -176,4 +176,4 @@ def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Classifier) ->
 )
 def reclassify_documents(ids: list[str], model_version: str) -> None:
     engine = get_engine()
-    reclassify(ids, engine=engine, classifier=models().get(model_version))
+    reclassify(ids, engine=engine, classifier=model_cache().get(model_version))

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from docingest.classifier import Classifier
 from docingest.cli import app
 from docingest.db import store_batch
-from docingest.models import QueuedDocument, utcnow
+from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import get_settings
 from docingest.worker import failure_row
 

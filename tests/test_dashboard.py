@@ -19,7 +19,7 @@ from docingest.classifier import Classifier, Prediction
 from docingest.db import make_engine
 from docingest.keys import digest, generate_key
 from docingest.ledger import RedisLedger
-from docingest.models import QueuedDocument, utcnow
+from docingest.schemas import QueuedDocument, utcnow
 from docingest.worker import ingest
 from tests.faults import Api, Processes, new_documents, service_env, wait_until
 

@@ -8,7 +8,8 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from docingest.db import get_document, store_batch
-from docingest.models import Document, as_utc, utcnow
+from docingest.schemas import as_utc, utcnow
+from docingest.tables import Document
 
 T0 = utcnow()
 

@@ -18,7 +18,7 @@ from docingest.broker import INGEST_ACTOR, QUEUE_NAME
 from docingest.classifier import Classifier
 from docingest.ledger import ledger_for
 from docingest.logs import configure_logging
-from docingest.models import QueuedDocument, utcnow
+from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker import ingest
 from tests.helpers import UNAMBIGUOUS

@@ -16,8 +16,8 @@ from docingest import registry
 from docingest.classifier import Classifier
 from docingest.cli import app as cli
 from docingest.ledger import ledger_for
-from docingest.models import utcnow
 from docingest.reclassify import Pacing, Selection, remaining, run
+from docingest.schemas import utcnow
 from docingest.settings import get_settings
 from docingest.worker import ingest
 from tests.faults import Processes, content_for, service_env
@@ -126,7 +126,7 @@ def test_reclassify_waits_behind_new_documents_and_keeps_few_messages_queued(
     """No worker runs: what the run queues stays visible. While more new documents wait than
     `live_backlog`, it queues nothing; then never more than `in_flight` messages at a time."""
     from docingest.enqueue import Enqueuer
-    from docingest.models import DocumentIn
+    from docingest.schemas import DocumentIn
 
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
     pacing = Pacing(batch_size=10, in_flight=2, live_backlog=5, poll_seconds=0.01)

@@ -17,8 +17,9 @@ from docingest.broker import make_broker
 from docingest.classifier import TOP_ALTERNATIVES, Classifier
 from docingest.cli import app as cli
 from docingest.enqueue import Enqueuer
-from docingest.models import DocumentIn, Model
+from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
+from docingest.tables import MODELS
 from tests.faults import Processes, content_for, service_env, wait_until
 from tests.helpers import UNAMBIGUOUS
 
@@ -62,7 +63,7 @@ def _tamper(engine: Engine, version: str) -> None:
         ).scalar_one()
         changed = bytes(artifact[:-10]) + bytes(10)
         connection.execute(
-            update(Model.__table__).where(Model.__table__.c.version == version),  # type: ignore[attr-defined]
+            update(MODELS).where(MODELS.c.version == version),
             {"artifact": changed},
         )
 

@@ -15,7 +15,7 @@ from docingest.classifier import Classifier
 from docingest.cli import app
 from docingest.db import store_batch
 from docingest.metrics import LAG_SECONDS
-from docingest.models import utcnow
+from docingest.schemas import utcnow
 from docingest.settings import get_settings
 from docingest.stats import THROUGHPUT_MINUTES, quantile_bound
 from tests.helpers import UNAMBIGUOUS, drain

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from docingest.api import dashboard, documents, failures, health, models, stats
+from docingest.api import dashboard, documents, failures, health, registry, stats
 from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees every answer
     app.include_router(documents.router)
     app.include_router(failures.router)
-    app.include_router(models.router)
+    app.include_router(registry.router)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(stats.router)

@@ -17,7 +17,7 @@ from docingest.api.errors import ERROR_RESPONSES
 from docingest.browse import InvalidCursorError, delete_document, is_tombstone, list_documents
 from docingest.db import get_document
 from docingest.failures import document_status
-from docingest.models import (
+from docingest.schemas import (
     BulkAccepted,
     DocumentAccepted,
     DocumentIn,

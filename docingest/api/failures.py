@@ -10,7 +10,7 @@ from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import BrokerDep, EngineDep, EnqueuerDep, SessionDep
 from docingest.db import list_failures
 from docingest.failures import Replayed, replay
-from docingest.models import FailureOut
+from docingest.schemas import FailureOut
 
 router = APIRouter(prefix="/failures", tags=["failures"])
 

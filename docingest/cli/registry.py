@@ -124,8 +124,8 @@ def reclassify(
     """
     from docingest import registry
     from docingest.broker import setup_broker
-    from docingest.models import as_utc
     from docingest.reclassify import Pacing, Selection, run
+    from docingest.schemas import as_utc
 
     settings = get_settings()
     engine = _engine()

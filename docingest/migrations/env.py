@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-from docingest import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from docingest import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from docingest.db import make_engine
 from docingest.settings import get_settings
 

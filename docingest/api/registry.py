@@ -13,7 +13,7 @@ from docingest import registry
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
-from docingest.models import UTCDateTime
+from docingest.schemas import UTCDateTime
 
 router = APIRouter(tags=["models"])
 READ = [require_scope(Scope.READ)]

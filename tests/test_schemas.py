@@ -3,7 +3,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from docingest.models import DocumentIn, DocumentOut, QueuedDocument, utcnow
+from docingest.schemas import DocumentIn, DocumentOut, QueuedDocument, utcnow
 
 
 def test_id_is_generated_when_absent() -> None:

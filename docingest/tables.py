@@ -1,0 +1,81 @@
+"""The tables: what the database stores, and one typed handle per table for SQL Core statements."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, String, Table, Text
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+
+class Document(SQLModel, table=True):
+    """A classified document. `version` orders the updates of one id: the highest one wins.
+
+    A deleted document stays as a tombstone (`deleted_at` set, content emptied) holding the
+    version of its deletion, so that an older version still in the queue cannot bring it back.
+    """
+
+    __tablename__ = "documents"
+
+    id: uuid.UUID = SQLField(primary_key=True)
+    content: str = SQLField(sa_column=Column(Text, nullable=False))
+    category: str | None = SQLField(default=None, index=True)
+    confidence: float | None = None
+    # The top labels with their probabilities, best first: [{"category": ..., "probability": ...}]
+    alternatives: list[dict[str, Any]] | None = SQLField(default=None, sa_column=Column(JSON))
+    model_version: str | None = None
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = SQLField(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+    deleted_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class RegisteredModel(SQLModel, table=True):
+    """A registered classifier. The artifact lives in the database so that every worker, on any
+    machine, loads the same bytes; the checksum is taken at registration and checked at load.
+
+    The active model is the one activated last, so activating an older version rolls back.
+    """
+
+    __tablename__ = "models"
+
+    version: str = SQLField(sa_column=Column(String(200), primary_key=True))
+    sha256: str = SQLField(sa_column=Column(String(64), nullable=False))
+    artifact: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
+    card: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    activated_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
+
+
+class Failure(SQLModel, table=True):
+    """A document version that could not be classified, kept with its error until replayed.
+
+    A newer stored version of the same id supersedes it (see `db.list_failures`).
+    """
+
+    __tablename__ = "failures"
+
+    id: uuid.UUID = SQLField(primary_key=True)
+    content: str = SQLField(sa_column=Column(Text, nullable=False))
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    accepted_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    error: str = SQLField(sa_column=Column(Text, nullable=False))
+    attempts: int = 1
+    failed_at: datetime = SQLField(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
+# SQLModel types `__table__` loosely; these are the handles Core statements use.
+DOCUMENTS: Table = Document.__table__  # type: ignore[attr-defined]
+FAILURES: Table = Failure.__table__  # type: ignore[attr-defined]
+MODELS: Table = RegisteredModel.__table__  # type: ignore[attr-defined]
