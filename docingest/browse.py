@@ -21,12 +21,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import redis
 from sqlalchemy import ColumnElement, Engine
 from sqlmodel import Session, col, select
 
 from docingest.db import get_document, get_failure, store_batch
-from docingest.enqueue import BrokerUnavailableError
 from docingest.ledger import Ledger
 from docingest.schemas import DocumentQuery, as_utc, utcnow
 from docingest.tables import Document
@@ -89,19 +87,16 @@ def delete_document(engine: Engine, ledger: Ledger, document_id: uuid.UUID) -> b
 
     Something to delete: a stored (not deleted) row, a failure no row supersedes, or a version
     still queued. The ledger entry is settled even if the write fails, so that the id does not
-    read as queued forever. Redis unreachable: `BrokerUnavailableError` (a 503).
+    read as queued forever. Ledger unreachable: `LedgerUnavailableError` (a 503).
     """
+    with Session(engine) as session:
+        if not _deletable(session, ledger, document_id):
+            return False
+    version, _ = ledger.reserve([document_id])
     try:
-        with Session(engine) as session:
-            if not _deletable(session, ledger, document_id):
-                return False
-        version, _ = ledger.reserve([document_id])
-        try:
-            store_batch(engine, [tombstone(document_id, version, utcnow())])
-        finally:
-            ledger.settle([(document_id, version)])
-    except redis.RedisError as error:
-        raise BrokerUnavailableError(str(error)) from error
+        store_batch(engine, [tombstone(document_id, version, utcnow())])
+    finally:
+        ledger.settle([(document_id, version)])
     return True
 
 

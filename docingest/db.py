@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
@@ -9,15 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Insert, Table, bindparam, delete, event, func, or_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    or_,
+    tuple_,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, create_engine, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from docingest.schemas import utcnow
 from docingest.settings import get_settings
-from docingest.tables import DOCUMENTS, FAILURES, Document, Failure
+from docingest.tables import DOCUMENTS, FAILURES, VERSION_FLOORS, Document, Failure
 
 
 def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
@@ -37,9 +53,23 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
         pool_pre_ping=pre_ping,
         pool_size=5,
         max_overflow=10,
-        connect_args={"options": "-c timezone=UTC"},
+        connect_args=POSTGRESQL_TIMEOUTS,
         json_serializer=_json,
     )
+
+
+# A cut link must not hang a request or a worker: connecting, a dead peer (TCP keepalives and
+# unacknowledged data), a lock held by another transaction, and a session left idle inside a
+# transaction are all bounded. Statements themselves are not: a big batch may take a while.
+POSTGRESQL_TIMEOUTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+    "options": ("-c timezone=UTC -c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"),
+}
 
 
 def _json(value: Any) -> str:
@@ -48,10 +78,12 @@ def _json(value: Any) -> str:
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets the API read while a worker writes; NORMAL sync is durable across app crashes."""
+    """WAL lets the API read while a worker writes. FULL sync: a commit is on disk before the
+    worker acknowledges its message, so a power cut cannot lose an acknowledged batch (NORMAL,
+    faster, would only survive crashes of the process; docs/reliability.md has the cost)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
@@ -81,11 +113,46 @@ def store_batch(
     versions are harmless: each upsert only replaces a row with a *newer* version
     (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
     """
+    rows = [*documents, *failures]
+    if not rows:
+        return
     with engine.begin() as connection:
-        for table, rows in ((DOCUMENTS, documents), (FAILURES, failures)):
-            if rows:
+        for table, table_rows in ((DOCUMENTS, documents), (FAILURES, failures)):
+            if table_rows:
                 statement = _upsert_statement(connection.dialect.name, table)
-                connection.execute(statement, _newest_per_id(rows))
+                connection.execute(statement, _sorted_newest(table_rows))
+        raise_floor(connection, max(row["version"] for row in rows))
+
+
+def _sorted_newest(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each id once, in id order: concurrent batches sharing ids then lock their rows in the same
+    order, so PostgreSQL never has two of them wait for each other (a deadlock)."""
+    return sorted(newest_per_id(rows), key=lambda row: row["id"])
+
+
+def raise_floor(connection: Connection, version: int) -> None:
+    """Record in the storing transaction how high this process's stored versions went."""
+    insert = dialect_insert(connection, VERSION_FLOORS)
+    statement = insert.on_conflict_do_update(
+        index_elements=[VERSION_FLOORS.c.writer],
+        set_={"version": insert.excluded.version, "updated_at": insert.excluded.updated_at},
+        where=VERSION_FLOORS.c.version < insert.excluded.version,
+    )
+    writer = f"{socket.gethostname()}:{os.getpid()}"
+    connection.execute(statement, {"writer": writer, "version": version, "updated_at": utcnow()})
+
+
+def version_floor(engine: Engine) -> int:
+    """The highest version ever stored (0 on a new database)."""
+    with engine.connect() as connection:
+        statement = sa_select(func.max(VERSION_FLOORS.c.version))
+        return int(connection.execute(statement).scalar() or 0)
+
+
+def dialect_insert(connection: Connection, table: Table) -> Any:
+    """PostgreSQL's or SQLite's INSERT, both with `on_conflict_do_update`."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 @cache
@@ -113,7 +180,7 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     return statement
 
 
-def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One statement may not touch a row twice (PostgreSQL refuses), so keep each id's newest."""
     newest: dict[uuid.UUID, dict[str, Any]] = {}
     for row in rows:
@@ -121,6 +188,17 @@ def _newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if current is None or row["version"] > current["version"]:
             newest[row["id"]] = row
     return list(newest.values())
+
+
+def stored_versions(engine: Engine, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Each id's highest version stored, as a document (or tombstone) or as a failure."""
+    found: dict[uuid.UUID, int] = {}
+    with engine.connect() as connection:
+        for table in (DOCUMENTS, FAILURES):
+            statement = sa_select(table.c.id, table.c.version).where(table.c.id.in_(ids))
+            for document_id, version in connection.execute(statement):
+                found[document_id] = max(found.get(document_id, -1), int(version))
+    return found
 
 
 def current_contents(engine: Engine, ids: Sequence[str]) -> list[tuple[uuid.UUID, int, str]]:
@@ -184,24 +262,33 @@ def get_failure(session: Session, document_id: uuid.UUID) -> Failure | None:
 def take_failures(
     engine: Engine, requeue: Callable[[Sequence[Failure]], None], *, batch: int = 500
 ) -> int:
-    """Hand unsuperseded failures to `requeue` a batch at a time, deleting each batch after.
+    """Hand the unsuperseded failures found now to `requeue`, a batch at a time.
 
-    A failure is deleted only once requeued, and only if it was not replaced meanwhile: a
-    crash in between replays it twice, which the versioned upsert makes harmless.
+    The list is a snapshot: a document that fails again during the replay is not replayed
+    again by it. Each batch is read, requeued and deleted in one transaction, and a row is
+    deleted only as it was read (same version and attempts): a worker that failed the replayed
+    document again meanwhile has rewritten the row, which then stays visible.
     """
+    with engine.connect() as connection:
+        keys = [tuple(key) for key in connection.execute(_failure_keys())]
     taken = 0
-    with Session(engine) as session:
-        while failures := session.exec(_unsuperseded_failures().limit(batch)).all():
-            requeue(failures)
-            for failure in failures:
-                session.execute(
-                    delete(Failure).where(
-                        col(Failure.id) == failure.id, col(Failure.version) == failure.version
-                    )
-                )
+    for start in range(0, len(keys), batch):
+        as_read = tuple_(col(Failure.id), col(Failure.version), col(Failure.attempts)).in_(
+            keys[start : start + batch]
+        )
+        with Session(engine) as session:
+            failures = session.exec(select(Failure).where(as_read)).all()
+            if failures:
+                session.execute(delete(Failure).where(as_read))
+                requeue(failures)
             session.commit()
-            taken += len(failures)
+        taken += len(failures)
     return taken
+
+
+def _failure_keys() -> Select[tuple[uuid.UUID, int, int]]:
+    unsuperseded = _unsuperseded_failures().subquery()
+    return sa_select(unsuperseded.c.id, unsuperseded.c.version, unsuperseded.c.attempts)
 
 
 def migrate(url: str, revision: str = "head") -> None:

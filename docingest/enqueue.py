@@ -2,70 +2,69 @@
 
 A queue message carries a list of documents. Concurrent requests are coalesced: while one
 batch is being written to the broker, the next one fills up, so under load the broker sees a
-few large messages instead of one per request, and under low load nothing waits.
+few large messages instead of one per request, and under low load nothing waits. Messages are
+bounded by documents (ENQUEUE_MAX_BATCH) and by bytes (ENQUEUE_MAX_MESSAGE_BYTES), what waits by
+documents (MAX_QUEUED_DOCUMENTS) and by bytes (MAX_QUEUED_BYTES).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import anyio.to_thread
-import dramatiq
-import dramatiq.errors
-import redis
-from dramatiq.brokers.redis import RedisBroker
-from redis.client import Pipeline
-
-from docingest.broker import INGEST_ACTOR, QUEUE_NAME
-from docingest.ledger import Ledger, ledger_for
+from docingest.ledger import Ledger, LedgerUnavailableError
+from docingest.queue import (
+    BrokerUnavailableError,
+    MessageQueue,
+    PublishUncertainError,
+    QueueFullError,
+)
+from docingest.queue.messages import ingest_message
 from docingest.schemas import DocumentIn, QueuedDocument, utcnow
 
 # How long a queue-depth reading stays good enough to refuse work on.
 _DEPTH_MAX_AGE_SECONDS = 1.0
 
 
-class BrokerUnavailableError(Exception):
-    """The broker did not take the message: none of its documents were accepted."""
-
-
-class QueueFullError(Exception):
-    """More documents are waiting than MAX_QUEUED_DOCUMENTS: come back later."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_batch: int = 500
+    max_message_bytes: int = 8 * 1024**2
+    linger_seconds: float = 0.0
+    max_queued: int | None = None
+    max_queued_bytes: int | None = None
 
 
 class Enqueuer:
-    def __init__(
-        self,
-        broker: dramatiq.Broker,
-        *,
-        max_batch: int = 500,
-        linger_seconds: float = 0.0,
-        max_queued: int | None = None,
-        ledger: Ledger | None = None,
-    ) -> None:
-        self._broker = broker
-        self.ledger = ledger or ledger_for(broker)
-        self._max_batch = max_batch
-        self._linger = linger_seconds
-        self._max_queued = max_queued
-        self._depth: tuple[float, int | None] = (0.0, None)
+    def __init__(self, queue: MessageQueue, ledger: Ledger, limits: Limits = Limits()) -> None:
+        self.queue = queue
+        self.ledger = ledger
+        self._limits = limits
+        self._room: tuple[float, str | None] = (-float("inf"), None)
         self._last_batch_requests = 0
         self._pending: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Its own threads: a slow /stats or a long replay in the shared pool cannot stall ingestion.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="enqueue")
 
     def send(self, documents: Sequence[DocumentIn]) -> list[QueuedDocument]:
-        """Stamp versions and queue the documents; return only once the broker holds them."""
+        """Stamp versions and queue the documents; return only once the broker holds them.
+
+        `BrokerUnavailableError`: nothing was accepted. `PublishUncertainError`: the broker may
+        hold them; their pending entries stay, for the worker or the reconciler to clear.
+        """
         if not documents:
             return []
         ids = [doc.id for doc in documents]
         try:
             first, depth = self.ledger.reserve(ids)
-        except redis.RedisError as error:
-            raise BrokerUnavailableError(str(error)) from error
-        self._depth = (time.monotonic(), depth)
+        except LedgerUnavailableError as error:
+            raise BrokerUnavailableError(f"version ledger unavailable: {error}") from error
+        if depth is not None:
+            self._note_room(depth, None)
         accepted_at = utcnow()
         # Built from fields already validated, so without validating them again.
         queued = [
@@ -76,31 +75,38 @@ class Enqueuer:
         ]
         try:
             self.requeue(queued)
-        except BrokerUnavailableError:
-            self._forget(ids)
+        except PublishUncertainError as error:
+            raise PublishUncertainError(str(error), ids=ids) from error
+        except (BrokerUnavailableError, QueueFullError):
+            self._forget(queued)
             raise
         return queued
 
     def requeue(self, queued: Sequence[QueuedDocument]) -> None:
         """Put already versioned documents on the queue (a new batch, or a replay), all or none."""
-        messages = [
-            _message(queued[start : start + self._max_batch])
-            for start in range(0, len(queued), self._max_batch)
-        ]
-        try:
-            if isinstance(self._broker, RedisBroker):
-                _enqueue_atomically(self._broker, messages)
-            else:
-                for message in messages:
-                    self._broker.enqueue(message)
-        except (redis.RedisError, dramatiq.errors.BrokerConnectionError) as error:
-            raise BrokerUnavailableError(str(error)) from error
+        self.queue.publish([ingest_message(part) for part in self._messages(queued)])
 
-    def _forget(self, ids: Sequence[uuid.UUID]) -> None:
-        """Best effort: with Redis down this fails too, and the ids read as waiting."""
+    def _messages(self, queued: Sequence[QueuedDocument]) -> Iterator[list[dict[str, object]]]:
+        """Consecutive documents, at most `max_batch` and `max_message_bytes` a message (a larger
+        document travels alone)."""
+        limits = self._limits
+        part: list[dict[str, object]] = []
+        size = 0
+        for document in queued:
+            length = len(document.content.encode())
+            if part and (len(part) >= limits.max_batch or size + length > limits.max_message_bytes):
+                yield part
+                part, size = [], 0
+            part.append(document.to_message())
+            size += length
+        if part:
+            yield part
+
+    def _forget(self, queued: Sequence[QueuedDocument]) -> None:
+        """Best effort: with the ledger down this fails too, and the reconciler clears them."""
         try:
-            self.ledger.forget(ids)
-        except redis.RedisError:
+            self.ledger.forget([(document.id, document.version) for document in queued])
+        except LedgerUnavailableError:
             return
 
     async def submit(self, documents: Sequence[DocumentIn]) -> list[QueuedDocument]:
@@ -115,35 +121,58 @@ class Enqueuer:
         return await request.result
 
     async def _check_room(self) -> None:
-        if self._max_queued is None:
-            return
-        read_at, depth = self._depth
+        read_at, refusal = self._room
         if time.monotonic() - read_at > _DEPTH_MAX_AGE_SECONDS:
-            depth = await anyio.to_thread.run_sync(self._read_depth)
-        if depth is not None and depth >= self._max_queued:
-            raise QueueFullError(f"{depth} documents are waiting (limit {self._max_queued})")
+            loop = asyncio.get_running_loop()
+            refusal = await loop.run_in_executor(self._executor, self._read_room)
+        if refusal is not None:
+            raise QueueFullError(refusal)
 
-    def _read_depth(self) -> int | None:
-        try:
-            depth = self.ledger.pending_count()
-        except redis.RedisError:
-            depth = None  # the send will fail and say why
-        self._depth = (time.monotonic(), depth)
-        return depth
+    def _read_room(self) -> str | None:
+        """Why new documents must wait, or None. Unreadable figures do not refuse: the send will
+        fail and say why."""
+        limits = self._limits
+        depth = queued_bytes = None
+        if limits.max_queued is not None:
+            try:
+                depth = self.ledger.pending_count()
+            except LedgerUnavailableError:
+                depth = None
+        if limits.max_queued_bytes is not None:
+            try:
+                queued_bytes = self.queue.queued_bytes()
+            except BrokerUnavailableError:
+                queued_bytes = None
+        return self._note_room(depth, queued_bytes)
+
+    def _note_room(self, depth: int | None, queued_bytes: int | None) -> str | None:
+        limits = self._limits
+        refusal = None
+        if depth is not None and limits.max_queued is not None and depth >= limits.max_queued:
+            refusal = f"{depth} documents are waiting (limit {limits.max_queued})"
+        elif (
+            queued_bytes is not None
+            and limits.max_queued_bytes is not None
+            and queued_bytes >= limits.max_queued_bytes
+        ):
+            refusal = f"{queued_bytes} bytes are waiting (limit {limits.max_queued_bytes})"
+        self._room = (time.monotonic(), refusal)
+        return refusal
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
+            documents = [doc for request in batch for doc in request.documents]
             try:
-                queued = await anyio.to_thread.run_sync(
-                    self.send, [doc for request in batch for doc in request.documents]
-                )
+                queued = await loop.run_in_executor(self._executor, self.send, documents)
             except Exception as error:  # every waiting request must hear of the failure
                 for request in batch:
                     request.fail(error)
@@ -158,13 +187,15 @@ class Enqueuer:
 
         The linger applies only when the previous batch held several requests: a lone client
         never waits, while concurrent ones fill larger messages, which the worker stores for
-        a fraction of the per-message cost.
+        a fraction of the per-message cost. A batch stops growing at `max_batch` documents or
+        `max_message_bytes`.
         """
+        limits = self._limits
         batch = [await self._pending.get()]
-        size = len(batch[0].documents)
-        linger = self._linger if self._last_batch_requests > 1 else 0.0
+        count, size = len(batch[0].documents), batch[0].size
+        linger = limits.linger_seconds if self._last_batch_requests > 1 else 0.0
         deadline = time.monotonic() + linger
-        while size < self._max_batch:
+        while count < limits.max_batch and size < limits.max_message_bytes:
             if self._pending.empty():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -176,7 +207,8 @@ class Enqueuer:
             else:
                 request = self._pending.get_nowait()
             batch.append(request)
-            size += len(request.documents)
+            count += len(request.documents)
+            size += request.size
         self._last_batch_requests = len(batch)
         return batch
 
@@ -185,6 +217,10 @@ class Enqueuer:
 class _Request:
     documents: list[DocumentIn]
     result: asyncio.Future[list[QueuedDocument]] = field(repr=False)
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(document.content) for document in self.documents)
 
     def succeed(self, queued: list[QueuedDocument]) -> None:
         if not self.result.done():
@@ -193,42 +229,3 @@ class _Request:
     def fail(self, error: Exception) -> None:
         if not self.result.done():
             self.result.set_exception(error)
-
-
-def _message(documents: Sequence[QueuedDocument]) -> dramatiq.Message[None]:
-    return dramatiq.Message(
-        queue_name=QUEUE_NAME,
-        actor_name=INGEST_ACTOR,
-        args=([doc.to_message() for doc in documents],),
-        kwargs={},
-        options={"redis_message_id": str(uuid.uuid4())},
-    )
-
-
-def _enqueue_atomically(broker: RedisBroker, messages: Sequence[dramatiq.Message[None]]) -> None:
-    """All messages in one MULTI/EXEC: a bulk request is queued whole or not at all."""
-    with broker.client.pipeline(transaction=True) as pipeline:
-        for message in messages:
-            broker.emit_before("enqueue", message, None)
-            push_message(pipeline, broker, message.options["redis_message_id"], message.encode())
-        pipeline.execute()
-    for message in messages:
-        broker.emit_after("enqueue", message, None)
-
-
-def queue_key(broker: RedisBroker, queue_name: str = QUEUE_NAME) -> str:
-    """The Redis list of a Dramatiq queue's waiting message ids."""
-    return f"{broker.namespace}:{queue_name}"
-
-
-def push_message(
-    pipeline: Pipeline, broker: RedisBroker, message_id: str | bytes, data: bytes
-) -> None:
-    """Write what Dramatiq's own enqueue script writes, onto a pipeline of the caller's.
-
-    The message body into `<queue>.msgs`, its id onto the `<queue>` list: one round trip for
-    many messages instead of one each.
-    """
-    key = queue_key(broker)
-    pipeline.hset(f"{key}.msgs", message_id, data)
-    pipeline.rpush(key, message_id)

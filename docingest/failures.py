@@ -1,8 +1,9 @@
 """Every failure stays visible and replayable.
 
-Two kinds: a document the classifier raised on (a row in `failures`, written by the worker beside
-the rest of its batch), and a message Dramatiq gave up on after its retries (dead-lettered in
-Redis, e.g. after a database outage longer than the retry window). Replay puts both back on the
+Two kinds: a document the classifier raised on or the database refused (a row in `failures`,
+written by the worker beside the rest of its batch), and a message Dramatiq gave up on after its
+retries (a dead letter of its queue, e.g. after a database outage longer than the retry window;
+`MessageQueue.dead_letters` lists them for every queue). Replay puts both back on the
 queue; versions are kept, so a replay never overwrites a newer version stored meanwhile.
 """
 
@@ -11,15 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from docingest.db import get_document, get_failure, take_failures
-from docingest.enqueue import Enqueuer, push_message, queue_key
+from docingest.enqueue import Enqueuer
 from docingest.ledger import Ledger
 from docingest.schemas import DocumentStatus, QueuedDocument
 from docingest.tables import Failure
@@ -31,7 +29,9 @@ class Replayed:
     dead_letters: int
 
 
-def replay(engine: Engine, enqueuer: Enqueuer, broker: dramatiq.Broker) -> Replayed:
+def replay(engine: Engine, enqueuer: Enqueuer) -> Replayed:
+    """Failed documents found now, then the dead letters of every queue, back on their queues."""
+
     def requeue(failures: Sequence[Failure]) -> None:
         queued = [
             QueuedDocument(id=f.id, content=f.content, version=f.version, accepted_at=f.accepted_at)
@@ -41,41 +41,7 @@ def replay(engine: Engine, enqueuer: Enqueuer, broker: dramatiq.Broker) -> Repla
         enqueuer.requeue(queued)
 
     documents = take_failures(engine, requeue)
-    return Replayed(documents=documents, dead_letters=requeue_dead_letters(broker))
-
-
-def _dead_letter_keys(broker: RedisBroker) -> tuple[str, str]:
-    dead = f"{queue_key(broker)}.XQ"
-    return dead, f"{dead}.msgs"
-
-
-def count_dead_letters(broker: dramatiq.Broker) -> int:
-    if not isinstance(broker, RedisBroker):
-        return 0
-    dead, _ = _dead_letter_keys(broker)
-    return int(broker.client.zcard(dead))
-
-
-def requeue_dead_letters(broker: dramatiq.Broker) -> int:
-    """Move dead-lettered messages back onto the queue, with their retry count reset."""
-    if not isinstance(broker, RedisBroker):
-        return 0
-    dead, dead_messages = _dead_letter_keys(broker)
-    moved = 0
-    message_ids = cast(list[bytes], broker.client.zrange(dead, 0, -1))
-    for message_id in message_ids:
-        data = cast(bytes | None, broker.client.hget(dead_messages, message_id))
-        if data is None:
-            continue
-        message = dramatiq.Message.decode(data)
-        fresh = message.copy(options={**message.options, "retries": 0})
-        with broker.client.pipeline(transaction=True) as pipeline:
-            push_message(pipeline, broker, message_id, fresh.encode())
-            pipeline.zrem(dead, message_id)
-            pipeline.hdel(dead_messages, message_id)
-            pipeline.execute()
-        moved += 1
-    return moved
+    return Replayed(documents=documents, dead_letters=enqueuer.queue.requeue_dead_letters())
 
 
 def document_status(

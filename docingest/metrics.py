@@ -3,10 +3,10 @@
 - The API's own (requests, latency) live in this process's prometheus-client registry, or, with
   `PROMETHEUS_MULTIPROC_DIR` set, in prometheus-client's files shared by the API processes of
   one machine (uvicorn with several workers).
-- Workers run anywhere, so each worker process adds its counts into one Redis hash every
-  `METRICS_FLUSH_SECONDS` (a single pipelined round trip), beside the queue it consumes; the API
-  reads that hash at scrape time. The figures are totals over every worker that ever ran.
-- Queue depths are read from Redis at scrape time: nothing to keep in step.
+- Workers run anywhere, so each worker process adds its counts into the metrics store
+  (`metrics_store.py`: a Redis hash, or a table) every `METRICS_FLUSH_SECONDS`; the API reads
+  the totals at scrape time. The figures are totals over every worker that ever ran.
+- Queue depths and pending documents are read from the queue and the ledger at scrape time.
 
 docs/operations.md lists every metric.
 """
@@ -19,29 +19,24 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-import dramatiq
-import redis
 import structlog
-from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from redis.client import Pipeline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from docingest.broker import QUEUE_NAME, RECLASSIFY_QUEUE
-from docingest.ledger import PENDING_KEY
+from docingest.ledger import Ledger, LedgerUnavailableError
+from docingest.metrics_store import MetricsStore, MetricsStoreUnavailableError
+from docingest.queue import BrokerUnavailableError, MessageQueue
 from docingest.schemas import utcnow
 
-WORKER_KEY = "docingest:metrics:worker"
 UNMATCHED_ROUTE = "<unmatched>"
-QUEUES = (QUEUE_NAME, RECLASSIFY_QUEUE)
 
 logger = structlog.get_logger(__name__)
 
@@ -161,7 +156,7 @@ COUNTERS = (PROCESSED, FAILED, MESSAGES)
 
 
 class WorkerMetrics:
-    """One process's counts since its last flush, as increments of the fields of WORKER_KEY.
+    """One process's counts since its last flush, as increments of the metrics store's fields.
 
     Field names: `<counter>` or `<counter>|<label value>`, and for histograms `<name>|<le>`
     (a bucket's own count, not cumulative), `<name>|sum` and `<name>|count`.
@@ -208,18 +203,15 @@ class WorkerMetrics:
         self.observe(DATABASE_SECONDS, [database_seconds])
         self.observe(LAG_SECONDS, [(now - moment).total_seconds() for moment in accepted_at])
 
-    def flush(self, client: redis.Redis) -> None:
-        """Add the increments into Redis; kept for the next flush if Redis does not answer."""
+    def flush(self, store: MetricsStore) -> None:
+        """Add the increments into the store; kept for the next flush if it does not answer."""
         with self._lock:
             increments, self._increments = self._increments, {}
         if not increments:
             return
         try:
-            with client.pipeline(transaction=False) as pipeline:
-                for field, amount in increments.items():
-                    pipeline.hincrbyfloat(WORKER_KEY, field, amount)
-                pipeline.execute()
-        except redis.RedisError:
+            store.add(increments)
+        except MetricsStoreUnavailableError:
             with self._lock:
                 for field, amount in increments.items():
                     self._add(field, amount)
@@ -229,122 +221,39 @@ class WorkerMetrics:
 worker_metrics = WorkerMetrics()
 
 
-class WorkerMetricsMiddleware(dramatiq.Middleware):
-    """Flushes `worker_metrics` to Redis from a thread of each worker process; logs each batch
-    with its message id and document count, which every log line of its processing carries."""
-
-    def __init__(self, flush_seconds: float) -> None:
-        self._flush_seconds = flush_seconds
-        self._stop = threading.Event()
-        self._local = threading.local()
-
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if isinstance(broker, RedisBroker):
-            thread = threading.Thread(
-                target=self._flush_forever, args=(broker.client,), name="metrics", daemon=True
-            )
-            thread.start()
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop.set()
-        if isinstance(broker, RedisBroker):
-            self._flush(broker.client)
-
-    def _flush_forever(self, client: redis.Redis) -> None:
-        while not self._stop.wait(self._flush_seconds):
-            self._flush(client)
-
-    def _flush(self, client: redis.Redis) -> None:
-        try:
-            worker_metrics.flush(client)
-        except redis.RedisError as error:
-            logger.warning("worker metrics not flushed, kept for the next try", error=str(error))
-
-    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        documents = message.args[0] if message.args else []
-        structlog.contextvars.bind_contextvars(
-            message_id=message.message_id, documents=len(documents)
-        )
-        self._local.started = time.perf_counter()
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: MessageProxy,
-        *,
-        result: object | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        seconds = round(
-            time.perf_counter() - getattr(self._local, "started", time.perf_counter()), 4
-        )
-        if exception is None:
-            worker_metrics.count(MESSAGES, label="ok")
-            logger.info("batch processed", seconds=seconds)
-        else:
-            worker_metrics.count(MESSAGES, label="error")
-            logger.warning(
-                "batch failed, Dramatiq retries it",
-                seconds=seconds,
-                retries=message.options.get("retries", 0),
-                exc_info=exception,
-            )
-        structlog.contextvars.clear_contextvars()
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        structlog.contextvars.clear_contextvars()
-
-
 # --- scrape time: the workers' totals and the queue -------------------------------------------
 
 
-class RedisCollector(Collector):
-    """Reads the workers' hash and the queue depths in one pipelined round trip per scrape."""
+class DeploymentCollector(Collector):
+    """At each scrape: the workers' totals, each queue's depth and the pending documents.
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
-        self._client = client
-        self._namespace = namespace
+    A part that cannot be read now is left out of the scrape (and logged), not reported as 0.
+    """
+
+    def __init__(self, queue: MessageQueue, ledger: Ledger, store: MetricsStore) -> None:
+        self._queue = queue
+        self._ledger = ledger
+        self._store = store
 
     def collect(self) -> Iterator[Any]:
-        try:
-            with self._client.pipeline(transaction=False) as pipeline:
-                pipeline.hgetall(WORKER_KEY)
-                pipeline.hlen(PENDING_KEY)
-                read_queue_depths(pipeline, self._namespace)
-                fields, pending, *depths = pipeline.execute()
-        except redis.RedisError as error:
-            logger.warning("metrics: Redis unreachable at scrape time", error=str(error))
-            return
-        values = {key.decode(): float(value) for key, value in fields.items()}
-        yield from worker_families(values)
-        yield queue_family(dict(zip(queue_names(), depths, strict=True)))
-        yield GaugeMetricFamily(
-            "docingest_queue_pending_documents",
-            "Documents accepted and not yet stored or failed (the ledger's pending set).",
-            value=pending,
-        )
+        with _logged("worker metrics"):
+            yield from worker_families(self._store.read())
+        with _logged("queue depths"):
+            yield queue_family(self._queue.depths())
+        with _logged("pending documents"):
+            yield GaugeMetricFamily(
+                "docingest_queue_pending_documents",
+                "Documents accepted and not yet stored or failed (the ledger's pending set).",
+                value=self._ledger.pending_count(),
+            )
 
 
-def queue_names() -> list[str]:
-    """Each queue's waiting list, its delay queue (retries, `.DQ`) and dead letters (`.XQ`)."""
-    return [f"{queue}{suffix}" for queue in QUEUES for suffix in ("", ".DQ", ".XQ")]
-
-
-def read_queue_depths(pipeline: Pipeline, namespace: str) -> None:
-    """Queue the reads of every queue's depth, in `queue_names()` order, on a pipeline."""
-    for name in queue_names():
-        key = f"{namespace}:{name}"
-        if name.endswith(".XQ"):
-            pipeline.zcard(key)
-        else:
-            pipeline.llen(key)
-
-
-def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
-    with client.pipeline(transaction=False) as pipeline:
-        read_queue_depths(pipeline, namespace)
-        depths = pipeline.execute()
-    return dict(zip(queue_names(), (int(depth) for depth in depths), strict=True))
+@contextmanager
+def _logged(part: str) -> Iterator[None]:
+    try:
+        yield
+    except (BrokerUnavailableError, LedgerUnavailableError, MetricsStoreUnavailableError) as error:
+        logger.warning("metrics: part of the scrape unreadable", part=part, error=str(error))
 
 
 def queue_family(depths: dict[str, int]) -> GaugeMetricFamily:
@@ -388,9 +297,3 @@ def histogram_family(spec: HistogramSpec, values: dict[str, float]) -> Histogram
 
 def _le_label(le: float | str) -> str:
     return le if isinstance(le, str) else repr(float(le))
-
-
-def read_worker_values(client: redis.Redis) -> dict[str, float]:
-    """The workers' totals, as the collector reads them (for `stats`)."""
-    fields = cast(dict[bytes, bytes], client.hgetall(WORKER_KEY))
-    return {key.decode(): float(value) for key, value in fields.items()}

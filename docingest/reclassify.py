@@ -12,15 +12,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import ColumnElement, Engine, func, or_, select
 
-from docingest.broker import RECLASSIFY_ACTOR, RECLASSIFY_QUEUE
-from docingest.enqueue import queue_key
-from docingest.ledger import ledger_for
+from docingest.ledger import Ledger
+from docingest.queue import MessageQueue
+from docingest.queue.messages import reclassify_message
+from docingest.queue.names import RECLASSIFY_QUEUE
 from docingest.tables import DOCUMENTS
 
 
@@ -33,15 +31,16 @@ class Selection:
     classified_before: datetime | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
-        table = DOCUMENTS
         conditions = [
-            table.c.deleted_at.is_(None),
-            or_(table.c.model_version.is_(None), table.c.model_version != self.model_version),
+            DOCUMENTS.c.deleted_at.is_(None),
+            or_(
+                DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version != self.model_version
+            ),
         ]
         if self.category is not None:
-            conditions.append(table.c.category == self.category)
+            conditions.append(DOCUMENTS.c.category == self.category)
         if self.classified_before is not None:
-            conditions.append(table.c.updated_at < self.classified_before)
+            conditions.append(DOCUMENTS.c.updated_at < self.classified_before)
         return conditions
 
 
@@ -68,8 +67,7 @@ class Outcome:
 
 
 def remaining(engine: Engine, selection: Selection) -> int:
-    table = DOCUMENTS
-    statement = select(func.count()).select_from(table).where(*selection.where())
+    statement = select(func.count()).select_from(DOCUMENTS).where(*selection.where())
     with engine.connect() as connection:
         return int(connection.execute(statement).scalar_one())
 
@@ -78,42 +76,24 @@ def _next_ids(
     engine: Engine, selection: Selection, after: uuid.UUID | None, limit: int
 ) -> list[uuid.UUID]:
     """Keyset pagination by id: stable while the run changes the rows it has passed."""
-    table = DOCUMENTS
     conditions = selection.where()
     if after is not None:
-        conditions.append(table.c.id > after)
-    statement = select(table.c.id).where(*conditions).order_by(table.c.id).limit(limit)
+        conditions.append(DOCUMENTS.c.id > after)
+    statement = select(DOCUMENTS.c.id).where(*conditions).order_by(DOCUMENTS.c.id).limit(limit)
     with engine.connect() as connection:
         return list(connection.execute(statement).scalars())
 
 
-def _queue_length(broker: dramatiq.Broker, queue_name: str) -> int:
-    if isinstance(broker, RedisBroker):
-        return int(broker.client.llen(queue_key(broker, queue_name)))
-    return 0  # other brokers: no pacing by queue length
-
-
-def _message(ids: list[uuid.UUID], model_version: str) -> dramatiq.Message[Any]:
-    return dramatiq.Message(
-        queue_name=RECLASSIFY_QUEUE,
-        actor_name=RECLASSIFY_ACTOR,
-        args=([str(document_id) for document_id in ids], model_version),
-        kwargs={},
-        options={},
-    )
-
-
 def run(
     engine: Engine,
-    broker: dramatiq.Broker,
+    queue: MessageQueue,
+    ledger: Ledger,
     selection: Selection,
     *,
     pacing: Pacing = Pacing(),
     on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Outcome:
     """Queue the selection in batches as room allows; return once none is left or it stalls."""
-    broker.declare_queue(RECLASSIFY_QUEUE)
-    ledger = ledger_for(broker)
     total = remaining(engine, selection)
     cursor: uuid.UUID | None = None
     exhausted = False
@@ -121,13 +101,13 @@ def run(
     while left:
         on_progress(total - left, total)
         has_room = (
-            _queue_length(broker, RECLASSIFY_QUEUE) < pacing.in_flight
-            and (ledger.pending_count() or 0) <= pacing.live_backlog
+            queue.depths()[RECLASSIFY_QUEUE] < pacing.in_flight
+            and ledger.pending_count() <= pacing.live_backlog
         )
         if not exhausted and has_room:
             ids = _next_ids(engine, selection, cursor, pacing.batch_size)
             if ids:
-                broker.enqueue(_message(ids, selection.model_version))
+                queue.publish([reclassify_message(ids, selection.model_version)])
                 cursor = ids[-1]
             exhausted = not ids
             continue

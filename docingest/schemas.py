@@ -148,6 +148,17 @@ class FailureOut(BaseModel):
     failed_at: UTCDateTime
 
 
+class DeadLetterOut(BaseModel):
+    """A message given up on after its retries: `POST /failures/replay` queues it again."""
+
+    queue: str
+    message_id: str
+    actor: str
+    documents: int
+    retries: int
+    dead_since: UTCDateTime | None
+
+
 class BulkItemResult(BaseModel):
     """The fate of one item of a bulk request, at the same index as in the request."""
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         repr=False,
     )
     # The model an empty registry starts with (trained on the built-in corpus if missing).
+    # Where versions, the pending set and the workers' metrics live: a redis:// URL, or
+    # `database` (DATABASE_URL). Default: the broker's Redis, else the database (RabbitMQ).
+    ledger_url: str = Field(default="", repr=False)
     model_path: Path = DEFAULT_DATA_DIR / "models" / "default.skops"
     # How often each worker process looks for a newly activated model.
     model_refresh_seconds: float = Field(default=2.0, gt=0)
@@ -76,6 +79,15 @@ class Settings(BaseSettings):
     # runs: a Redis crash can lose up to ~2 s of accepted documents (seen in tests/test_faults.py).
     redis_appendfsync: str = Field(default="always", pattern="^(always|everysec|no)$")
 
+    # Every worker process looks for pending entries no message will settle this often, among
+    # those reserved more than RECONCILE_AFTER_SECONDS ago (docingest/ledger/reconcile.py).
+    reconcile_seconds: float = Field(default=60.0, gt=0)
+    reconcile_after_seconds: float = Field(default=600.0, ge=0)
+    # Backpressure by size: above this many bytes of waiting messages, ingestion answers 429.
+    max_queued_bytes: int = Field(default=1024**3, gt=0)
+    # A queue message (group commit, bulk split) holds at most this many bytes of documents.
+    enqueue_max_message_bytes: int = Field(default=8 * 1024**2, gt=0)
+
     # Logs: JSON lines unless stderr is a terminal ("auto"); see docs/operations.md.
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
@@ -98,6 +110,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def ledger_url_or_default(self) -> str:
+        if self.ledger_url:
+            return self.ledger_url
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return "database"
 
     @property
     def redis_data_dir(self) -> Path:

@@ -1,9 +1,9 @@
 """The figures of `GET /stats` and `docingest stats`: what is stored, waiting, failing, how fast.
 
 Counts come from the database (documents per category, tombstones left out; failures not
-superseded), waiting documents from the ledger, queue depths from Redis, throughput from
+superseded), waiting documents from the ledger, queue depths from the queue, throughput from
 `updated_at` (documents stored per minute), and the end-to-end lag from the workers' metrics
-in Redis (cumulative sum and count: a client polling twice gets the mean lag between its polls).
+store (cumulative sum and count: a client polling twice gets the mean lag between its polls).
 """
 
 from __future__ import annotations
@@ -11,23 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import dramatiq
-import redis
-from dramatiq.brokers.redis import RedisBroker
 from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from docingest.connections import Connections
 from docingest.db import count_failures
-from docingest.ledger import ledger_for
-from docingest.metrics import (
-    FAILED,
-    LAG_SECONDS,
-    PROCESSED,
-    HistogramSpec,
-    queue_depths,
-    read_worker_values,
-)
+from docingest.metrics import FAILED, LAG_SECONDS, PROCESSED, HistogramSpec
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import DOCUMENTS
 
@@ -36,7 +26,7 @@ THROUGHPUT_MINUTES = 15
 
 class StatusCounts(BaseModel):
     stored: int
-    queued: int | None  # None: the broker keeps no ledger (RabbitMQ)
+    queued: int
     failed: int
 
 
@@ -66,37 +56,35 @@ class Stats(BaseModel):
     statuses: StatusCounts
     queues: dict[str, int]
     throughput_per_minute: list[MinuteCount]
-    lag: Lag | None
-    workers: WorkerTotals | None
+    lag: Lag
+    workers: WorkerTotals
 
 
-def collect_stats(engine: Engine, broker: dramatiq.Broker) -> Stats:
-    """Every figure, read now: a few indexed queries and one Redis round trip."""
+def collect_stats(connections: Connections) -> Stats:
+    """Every figure, read now: a few indexed queries, the queue, the ledger, the workers' totals."""
     now = utcnow()
+    engine = connections.engine
     categories = count_categories(engine)
-    redis_broker = broker if isinstance(broker, RedisBroker) else None
-    client = redis_broker.client if redis_broker is not None else None
     return Stats(
         generated_at=now,
         categories=categories,
         statuses=StatusCounts(
             stored=sum(categories.values()),
-            queued=ledger_for(broker).pending_count(),
+            queued=connections.ledger.pending_count(),
             failed=count_failures(engine),
         ),
-        queues=queue_depths(redis_broker.client, redis_broker.namespace) if redis_broker else {},
+        queues=connections.queue.depths(),
         throughput_per_minute=stored_per_minute(engine, now),
-        **worker_figures(client),
+        **worker_figures(connections.metrics.read()),
     )
 
 
 def count_categories(engine: Engine) -> dict[str, int]:
-    documents = DOCUMENTS
     statement = (
-        select(documents.c.category, func.count())
-        .where(documents.c.deleted_at.is_(None))
-        .group_by(documents.c.category)
-        .order_by(documents.c.category)
+        select(DOCUMENTS.c.category, func.count())
+        .where(DOCUMENTS.c.deleted_at.is_(None))
+        .group_by(DOCUMENTS.c.category)
+        .order_by(DOCUMENTS.c.category)
     )
     with engine.connect() as connection:
         return {str(category): int(count) for category, count in connection.execute(statement)}
@@ -104,13 +92,12 @@ def count_categories(engine: Engine) -> dict[str, int]:
 
 def stored_per_minute(engine: Engine, now: datetime) -> list[MinuteCount]:
     """Documents stored in each of the last THROUGHPUT_MINUTES minutes, oldest first, zeros in."""
-    documents = DOCUMENTS
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
     with engine.connect() as connection:
-        minute = _minute_of(documents.c.updated_at, connection.dialect.name)
+        minute = _minute_of(DOCUMENTS.c.updated_at, connection.dialect.name)
         statement = (
             select(minute, func.count())
-            .where(documents.c.updated_at >= first, documents.c.deleted_at.is_(None))
+            .where(DOCUMENTS.c.updated_at >= first, DOCUMENTS.c.deleted_at.is_(None))
             .group_by(minute)
         )
         counts = {_as_minute(value): int(count) for value, count in connection.execute(statement)}
@@ -130,10 +117,7 @@ def _as_minute(value: datetime | str) -> datetime:
     return as_utc(parsed)
 
 
-def worker_figures(client: redis.Redis | None) -> dict[str, Any]:
-    if client is None:
-        return {"lag": None, "workers": None}
-    values = read_worker_values(client)
+def worker_figures(values: dict[str, float]) -> dict[str, Any]:
     count = int(values.get(f"{LAG_SECONDS.name}|count", 0))
     total = values.get(f"{LAG_SECONDS.name}|sum", 0.0)
     lag = Lag(

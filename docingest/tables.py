@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+)
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
@@ -75,7 +85,55 @@ class Failure(SQLModel, table=True):
     )
 
 
+class VersionFloor(SQLModel, table=True):
+    """The highest version each writer (a worker process, an API process deleting) stored.
+
+    Written in the transaction that stores the rows, so it is as durable as they are; the Redis
+    ledger reads max(version) to notice a counter that went back (docingest/ledger/redis.py).
+    """
+
+    __tablename__ = "version_floors"
+
+    writer: str = SQLField(sa_column=Column(String(200), primary_key=True))
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class VersionCounter(SQLModel, table=True):
+    """The SQL ledger's version authority: one row, raised by each reservation."""
+
+    __tablename__ = "version_counter"
+
+    name: str = SQLField(sa_column=Column(String(50), primary_key=True))
+    value: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+
+
+class PendingDocument(SQLModel, table=True):
+    """The SQL ledger's pending set: the newest accepted version of an id not yet settled."""
+
+    __tablename__ = "pending_documents"
+
+    id: uuid.UUID = SQLField(primary_key=True)
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    reserved_at: datetime = SQLField(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
+class WorkerMetric(SQLModel, table=True):
+    """The workers' metrics summed, when they have no Redis to add them up in."""
+
+    __tablename__ = "worker_metrics"
+
+    field: str = SQLField(sa_column=Column(String(200), primary_key=True))
+    value: float = SQLField(sa_column=Column(Float, nullable=False))
+
+
 # SQLModel types `__table__` loosely; these are the handles Core statements use.
 DOCUMENTS: Table = Document.__table__  # type: ignore[attr-defined]
 FAILURES: Table = Failure.__table__  # type: ignore[attr-defined]
 MODELS: Table = RegisteredModel.__table__  # type: ignore[attr-defined]
+VERSION_FLOORS: Table = VersionFloor.__table__  # type: ignore[attr-defined]
+VERSION_COUNTER: Table = VersionCounter.__table__  # type: ignore[attr-defined]
+PENDING: Table = PendingDocument.__table__  # type: ignore[attr-defined]
+WORKER_METRICS: Table = WorkerMetric.__table__  # type: ignore[attr-defined]

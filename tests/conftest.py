@@ -14,15 +14,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import dramatiq
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from docingest.api import create_app
-from docingest.broker import make_broker
 from docingest.classifier import Classifier
+from docingest.connections import Connections, connect
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
@@ -152,10 +151,11 @@ def settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path
 
 
 @pytest.fixture
-def broker(settings: Settings) -> Iterator[dramatiq.Broker]:
-    broker = make_broker(settings)
-    yield broker
-    broker.close()
+def connections(settings: Settings) -> Iterator[Connections]:
+    """The test's database, queue, ledger and metrics store, as every process makes them."""
+    connections = connect(settings)
+    yield connections
+    connections.close()
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from sqlalchemy import text
 
 from docingest.db import make_engine
 from docingest.embedded import free_port
-from docingest.ledger import PENDING_KEY
+from docingest.ledger.redis import PENDING_KEY
+from docingest.queue.redis import QueueKeys
 from tests.helpers import UNAMBIGUOUS
 
 HEARTBEAT_TIMEOUT_SECONDS = 3
@@ -422,21 +423,24 @@ def count_rows(database_url: str) -> int:
 # --- what is in Redis --------------------------------------------------------------------------
 
 
+DOCUMENTS_KEYS = QueueKeys.of("documents")
+
+
 def queued_messages(broker_url: str) -> int:
     """Messages waiting on the documents queue (not yet fetched by a worker)."""
-    return int(redis.Redis.from_url(broker_url).llen("dramatiq:documents"))
+    return int(redis.Redis.from_url(broker_url).llen(DOCUMENTS_KEYS.waiting))
 
 
 def unacked_messages(broker_url: str) -> int:
     """Messages fetched by some worker and not acknowledged yet: in flight."""
     client = redis.Redis.from_url(broker_url)
-    return sum(int(client.scard(key)) for key in client.scan_iter("dramatiq:__acks__.*"))
+    return sum(int(client.scard(key)) for key in client.scan_iter(DOCUMENTS_KEYS.acks_pattern))
 
 
 def queue_idle(broker_url: str) -> bool:
     """No message waiting, waiting for a retry, or held by a worker (dead or alive)."""
     client = redis.Redis.from_url(broker_url)
-    waiting = int(client.llen("dramatiq:documents")) + int(client.llen("dramatiq:documents.DQ"))
+    waiting = int(client.llen(DOCUMENTS_KEYS.waiting)) + int(client.llen(DOCUMENTS_KEYS.delayed))
     return waiting == 0 and unacked_messages(broker_url) == 0
 
 
@@ -446,7 +450,7 @@ def pending_documents(broker_url: str) -> int:
 
 
 def dead_letters(broker_url: str) -> int:
-    return int(redis.Redis.from_url(broker_url).zcard("dramatiq:documents.XQ"))
+    return int(redis.Redis.from_url(broker_url).zcard(DOCUMENTS_KEYS.dead))
 
 
 BALLAST_KEY = "docingest-test:ballast"

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dramatiq
-from sqlalchemy import Engine
-
 from docingest.classifier import Classifier
+from docingest.connections import Connections
 from docingest.settings import Settings
 
 
@@ -50,19 +48,23 @@ UNAMBIGUOUS = {
 }
 
 
-def drain(broker: dramatiq.Broker, engine: Engine, classifier: Classifier) -> int:
+def drain(connections: Connections, classifier: Classifier) -> int:
     """Do a worker's job in the test process: consume every queued message, ingest, ack."""
-    from docingest.broker import QUEUE_NAME
-    from docingest.ledger import ledger_for
-    from docingest.worker import ingest
+    from docingest.queue.names import DOCUMENTS_QUEUE
+    from docingest.worker.ingest import ingest
 
-    consumer = broker.consume(QUEUE_NAME, prefetch=100, timeout=200)
+    consumer = connections.queue.broker.consume(DOCUMENTS_QUEUE, prefetch=100, timeout=200)
     handled = 0
     try:
         for message in consumer:
             if message is None:
                 break
-            ingest(message.args[0], engine=engine, classifier=classifier, ledger=ledger_for(broker))
+            ingest(
+                message.args[0],
+                engine=connections.engine,
+                classifier=classifier,
+                ledger=connections.ledger,
+            )
             consumer.ack(message)
             handled += 1
     finally:

@@ -3,7 +3,6 @@
 import uuid
 from collections.abc import Iterator
 
-import dramatiq
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -11,11 +10,13 @@ from sqlalchemy import Engine
 
 from docingest.api import create_app
 from docingest.classifier import Classifier
+from docingest.connections import Connections
 from docingest.embedded import free_port
+from docingest.queue.redis import QueueKeys
 from docingest.settings import Settings
 from tests.helpers import UNAMBIGUOUS, drain
 
-QUEUE_KEY = "dramatiq:documents"
+QUEUE_KEY = QueueKeys.of("documents").waiting
 
 
 def queue_length(redis_url: str) -> int:
@@ -25,7 +26,7 @@ def queue_length(redis_url: str) -> int:
 def test_the_articles_demo(
     client: TestClient,
     redis_url: str,
-    broker: dramatiq.Broker,
+    connections: Connections,
     engine: Engine,
     classifier: Classifier,
 ) -> None:
@@ -38,7 +39,7 @@ def test_the_articles_demo(
     assert queue_length(redis_url) == 1
 
     assert client.get(f"/documents/{document_id}").status_code == 404
-    assert drain(broker, engine, classifier) == 1
+    assert drain(connections, classifier) == 1
 
     document = client.get(f"/documents/{document_id}").json()
     assert document["id"] == document_id
@@ -51,17 +52,17 @@ def test_the_articles_demo(
 
 
 def test_posting_the_same_id_updates_the_document(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
     document_id = str(uuid.uuid4())
     first = client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS["sports"]})
     assert first.json()["id"] == document_id
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     before = client.get(f"/documents/{document_id}").json()
 
     second = client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS["politics"]})
     assert second.json()["version"] > first.json()["version"]
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     after = client.get(f"/documents/{document_id}").json()
 
     assert before["category"] == "sports"
@@ -152,7 +153,12 @@ def test_an_unreachable_broker_is_a_503_with_retry_after(settings: Settings) -> 
 def test_ready_when_broker_and_database_answer(client: TestClient) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"broker": "ok", "database": "ok"}
+    assert response.json() == {
+        "broker": "ok",
+        "ledger": "ok",
+        "database": "ok",
+        "broker_durability": "append-only file, fsync always",
+    }
 
 
 def test_concurrent_posts_share_messages(settings: Settings, redis_url: str) -> None:
@@ -180,7 +186,7 @@ def test_concurrent_posts_share_messages(settings: Settings, redis_url: str) -> 
 def test_bulk_json_array_accepts_the_valid_and_explains_the_rest(
     client: TestClient,
     redis_url: str,
-    broker: dramatiq.Broker,
+    connections: Connections,
     engine: Engine,
     classifier: Classifier,
 ) -> None:
@@ -204,7 +210,7 @@ def test_bulk_json_array_accepts_the_valid_and_explains_the_rest(
     assert items[3]["errors"][0]["loc"] == ["body", 3, "id"]
     assert items[0]["version"] < items[2]["version"]
 
-    assert drain(broker, engine, classifier) == 1
+    assert drain(connections, classifier) == 1
     assert client.get(f"/documents/{chosen}").json()["category"] == "business"
     assert client.get(f"/documents/{items[0]['id']}").json()["category"] == "tech"
 

@@ -5,11 +5,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import dramatiq
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from docingest.classifier import Classifier
+from docingest.connections import Connections
 from tests.helpers import UNAMBIGUOUS, drain
 
 
@@ -40,11 +39,11 @@ def browse(client: TestClient, **params: Any) -> dict[str, Any]:
 
 
 def test_pages_stay_correct_while_documents_arrive_and_change(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
     existing = new_documents(23, "old")
     post(client, existing)
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
 
     seen: list[str] = []
     cursor = None
@@ -59,7 +58,7 @@ def test_pages_stay_correct_while_documents_arrive_and_change(
         updates = [{"id": seen[0], "content": UNAMBIGUOUS["tech"]}]
         updates += [{"id": d["id"], "content": UNAMBIGUOUS["sports"]} for d in existing[-1:]]
         post(client, new_documents(3, f"new{pages}") + updates)
-        drain(broker, engine, classifier)
+        drain(connections, classifier)
         cursor = page["next_cursor"]
         if cursor is None:
             break
@@ -70,18 +69,16 @@ def test_pages_stay_correct_while_documents_arrive_and_change(
     assert pages >= 5
 
 
-def test_every_filter(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
-) -> None:
+def test_every_filter(client: TestClient, connections: Connections, classifier: Classifier) -> None:
     first = new_documents(5, "first")  # one per category
     post(client, first)
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     time.sleep(0.05)
     between = datetime.now(UTC)
     time.sleep(0.05)
     second = new_documents(5, "second")
     post(client, second)
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     all_ids = {d["id"] for d in first + second}
 
     assert set(ids_of(browse(client))) == all_ids
@@ -132,18 +129,18 @@ def test_bad_queries_are_422(client: TestClient) -> None:
 
 
 def test_delete_wins_over_older_versions_and_a_newer_post_revives(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
     document_id = str(uuid.uuid4())
     [stored] = post(client, [{"id": document_id, "content": UNAMBIGUOUS["business"]}])
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     assert client.get(f"/documents/{document_id}").status_code == 200
 
     # An update is still queued when the delete arrives: once the worker gets to it, it is older.
     post(client, [{"id": document_id, "content": UNAMBIGUOUS["politics"]}])
     assert client.get(f"/documents/{document_id}/status").json()["status"] == "queued"
     assert client.delete(f"/documents/{document_id}").status_code == 204
-    assert drain(broker, engine, classifier) == 1
+    assert drain(connections, classifier) == 1
     assert client.get(f"/documents/{document_id}").status_code == 404
     status = client.get(f"/documents/{document_id}/status").json()
     assert status["status"] == "deleted"
@@ -151,7 +148,7 @@ def test_delete_wins_over_older_versions_and_a_newer_post_revives(
     assert client.delete(f"/documents/{document_id}").status_code == 404
 
     [revived] = post(client, [{"id": document_id, "content": UNAMBIGUOUS["tech"]}])
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     document = client.get(f"/documents/{document_id}").json()
     assert document["content"] == UNAMBIGUOUS["tech"]
     assert document["category"] == "tech"
@@ -161,12 +158,12 @@ def test_delete_wins_over_older_versions_and_a_newer_post_revives(
 
 
 def test_delete_of_a_document_only_queued(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
     document_id = str(uuid.uuid4())
     post(client, [{"id": document_id, "content": UNAMBIGUOUS["sports"]}])
     assert client.delete(f"/documents/{document_id}").status_code == 204
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     assert client.get(f"/documents/{document_id}").status_code == 404
     assert client.get(f"/documents/{document_id}/status").json()["status"] == "deleted"
 

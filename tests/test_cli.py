@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 from docingest.classifier import Classifier
 from docingest.cli import app
 from docingest.db import store_batch
+from docingest.queue.redis import QueueKeys
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import get_settings
-from docingest.worker import failure_row
+from docingest.worker.ingest import failure_row
 
 runner = CliRunner()
 
@@ -57,4 +58,4 @@ def test_failures_are_listed_and_replayed(
         assert "replayed 1 failed documents" in replayed.output
     finally:
         get_settings.cache_clear()
-    assert redis.Redis.from_url(redis_url).llen("dramatiq:documents") == 1
+    assert redis.Redis.from_url(redis_url).llen(QueueKeys.of("documents").waiting) == 1

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from docingest.classifier import Classifier, Prediction
-from docingest.db import make_engine
+from docingest.connections import connected
 from docingest.keys import digest, generate_key
-from docingest.ledger import RedisLedger
 from docingest.schemas import QueuedDocument, utcnow
-from docingest.worker import ingest
+from docingest.settings import Settings
+from docingest.worker.ingest import ingest
 from tests.faults import Api, Processes, new_documents, service_env, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -91,19 +91,15 @@ def wait_for_figure(page: object, element: str, at_least: int, timeout: float = 
 
 def fail_one_document(sqlite_url: str, redis_url: str, classifier: Classifier) -> uuid.UUID:
     """What a classifier bug does in a worker (see test_failures.py), error text included."""
-    import redis
-
     document = QueuedDocument(id=uuid.uuid4(), content=XSS, version=1, accepted_at=utcnow())
-    engine = make_engine(sqlite_url)
-    try:
+    settings = Settings(_env_file=None, database_url=sqlite_url, broker_url=redis_url)
+    with connected(settings) as connections:
         ingest(
             [document.to_message()],
-            engine=engine,
+            engine=connections.engine,
             classifier=HostileClassifier(classifier),
-            ledger=RedisLedger(redis.Redis.from_url(redis_url)),
+            ledger=connections.ledger,
         )
-    finally:
-        engine.dispose()
     return document.id
 
 

@@ -1,19 +1,18 @@
 """Poison documents, failure records, status, replay and backpressure, on real Redis and SQL."""
 
+import time
 import uuid
 from collections.abc import Sequence
 
-import dramatiq
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from docingest.api import create_app
-from docingest.broker import QUEUE_NAME
 from docingest.classifier import Classifier, Prediction
-from docingest.failures import count_dead_letters, requeue_dead_letters
-from docingest.ledger import ledger_for
+from docingest.connections import Connections
+from docingest.queue.messages import reclassify_message
+from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
 from docingest.settings import Settings
-from docingest.worker import classify_isolating
+from docingest.worker.ingest import classify_isolating
 from tests.helpers import UNAMBIGUOUS, drain
 
 POISON = "this text makes the classifier raise"
@@ -43,14 +42,14 @@ def test_bisection_finds_the_poison_documents(classifier: Classifier) -> None:
 
 
 def test_a_poison_document_fails_alone_and_replays_after_the_fix(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
     texts = [UNAMBIGUOUS["business"], POISON + " " + UNAMBIGUOUS["politics"], UNAMBIGUOUS["tech"]]
     result = client.post("/documents/bulk", json=[{"content": t} for t in texts]).json()
     ids = [item["id"] for item in result["items"]]
     assert [client.get(f"/documents/{i}/status").json()["status"] for i in ids] == ["queued"] * 3
 
-    assert drain(broker, engine, PoisonedClassifier(classifier)) == 1
+    assert drain(connections, PoisonedClassifier(classifier)) == 1
 
     statuses = [client.get(f"/documents/{i}/status").json() for i in ids]
     assert [s["status"] for s in statuses] == ["stored", "failed", "stored"]
@@ -61,7 +60,7 @@ def test_a_poison_document_fails_alone_and_replays_after_the_fix(
     assert client.post("/failures/replay").json() == {"documents": 1, "dead_letters": 0}
     assert client.get(f"/documents/{ids[1]}/status").json()["status"] == "queued"
     assert client.get("/failures").json() == []
-    assert drain(broker, engine, classifier) == 1
+    assert drain(connections, classifier) == 1
 
     stored = client.get(f"/documents/{ids[1]}").json()
     assert stored["category"] == "politics"
@@ -70,16 +69,16 @@ def test_a_poison_document_fails_alone_and_replays_after_the_fix(
 
 
 def test_a_newer_stored_version_supersedes_a_failure(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
     document_id = str(uuid.uuid4())
     client.post("/documents", json={"id": document_id, "content": POISON})
-    drain(broker, engine, PoisonedClassifier(classifier))
+    drain(connections, PoisonedClassifier(classifier))
     assert client.get(f"/documents/{document_id}/status").json()["status"] == "failed"
 
     client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS["tech"]})
     assert client.get(f"/documents/{document_id}/status").json()["status"] == "queued"
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     assert client.get(f"/documents/{document_id}/status").json()["status"] == "stored"
     assert client.get("/failures").json() == []
     assert client.post("/failures/replay").json()["documents"] == 0
@@ -92,7 +91,7 @@ def test_status_of_an_unknown_id_is_404(client: TestClient) -> None:
 
 
 def test_a_full_queue_answers_429_until_drained(
-    settings: Settings, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    settings: Settings, connections: Connections, classifier: Classifier
 ) -> None:
     settings.max_queued_documents = 5
     with TestClient(create_app(settings)) as client:
@@ -102,26 +101,36 @@ def test_a_full_queue_answers_429_until_drained(
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == str(settings.retry_after_seconds)
         assert "5 documents are waiting" in refused.json()["detail"]
-        assert ledger_for(broker).pending_count() == 5
+        assert connections.ledger.pending_count() == 5
 
-        drain(broker, engine, classifier)
-        assert ledger_for(broker).pending_count() == 0
-        client.app.state.enqueuer._depth = (0.0, None)  # skip the one-second reading cache
+        drain(connections, classifier)
+        assert connections.ledger.pending_count() == 0
+        time.sleep(1.1)  # the API reads the pending count at most once a second
         assert client.post("/documents", json={"content": "room again"}).status_code == 202
 
 
-def test_dead_lettered_messages_are_counted_and_requeued(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+def test_dead_letters_of_every_queue_are_listed_counted_and_replayed(
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
-    """What Dramatiq does after the last retry (nack to the dead-letter set), then replay."""
+    """What Dramatiq does after the last retry (nack to the dead letters), on the documents
+    queue and on the reclassify queue; then one replay brings both back to their own queues."""
     document_id = client.post("/documents", json={"content": UNAMBIGUOUS["sports"]}).json()["id"]
-    consumer = broker.consume(QUEUE_NAME, timeout=200)
-    message = next(iter(consumer))
-    consumer.nack(message)
-    consumer.close()
-    assert count_dead_letters(broker) == 1
+    connections.queue.publish([reclassify_message([uuid.UUID(document_id)], "some-model")])
+    for queue in (DOCUMENTS_QUEUE, RECLASSIFY_QUEUE):
+        consumer = connections.queue.broker.consume(queue, timeout=200)
+        consumer.nack(next(iter(consumer)))
+        consumer.close()
+    assert connections.queue.count_dead_letters() == 2
+    listed = client.get("/failures/dead-letters").json()
+    assert sorted((d["queue"], d["actor"], d["documents"]) for d in listed) == [
+        ("documents", "documents.ingest", 1),
+        ("reclassify", "documents.reclassify", 1),
+    ]
+    assert client.get("/metrics").text.count('docingest_queue_depth{queue="reclassify.XQ"} 1.0')
 
-    assert requeue_dead_letters(broker) == 1
-    assert count_dead_letters(broker) == 0
-    assert drain(broker, engine, classifier) == 1
-    assert client.get(f"/documents/{document_id}").json()["category"] == "sports"
+    assert client.post("/failures/replay").json() == {"documents": 0, "dead_letters": 2}
+    assert connections.queue.count_dead_letters() == 0
+    depths = connections.queue.depths()
+    assert (depths["documents"], depths["reclassify"]) == (1, 1)
+    assert drain(connections, classifier) == 1
+    assert client.get(f"/documents/{document_id}/status").json()["status"] == "stored"

@@ -196,7 +196,7 @@ def test_a_postgresql_outage_delays_but_loses_nothing(
         time.sleep(2)
         ready = httpx.get(f"{api.base_url}/ready", timeout=10)
         assert ready.status_code == 503
-        assert ready.json() == {"broker": "ok", "database": "unreachable"}
+        assert ready.json() == {"broker": "ok", "ledger": "ok", "database": "unreachable"}
         time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
         accepted_while_down = sent.accepted - accepted_at_stop
         own_postgres.start()

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import httpx
 import pytest
 import schemathesis
@@ -23,17 +22,15 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from schemathesis.python import asgi as schemathesis_asgi
-from sqlalchemy import Engine
 
 from docingest.api import create_app
 from docingest.api.bulk import NDJSON_TYPES
-from docingest.broker import QUEUE_NAME, make_broker
 from docingest.classifier import Classifier
-from docingest.db import make_engine
+from docingest.connections import Connections, connected
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.ledger import ledger_for
+from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.settings import Settings
-from docingest.worker import ingest
+from docingest.worker.ingest import ingest
 from tests.faults import Processes, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 
@@ -229,18 +226,18 @@ def test_a_real_server_answers_413_to_a_streamed_huge_body(
 # --- a document the database refuses ----------------------------------------------------------
 
 
-def run_worker_once(broker: dramatiq.Broker, engine: Engine, classifier: Classifier) -> list[str]:
+def run_worker_once(connections: Connections, classifier: Classifier) -> list[str]:
     """A worker's job in-process: ingest each queued message once; return what the actor raised
     (Dramatiq would retry such a message, to the same end, then dead-letter it)."""
-    consumer = broker.consume(QUEUE_NAME, prefetch=100, timeout=200)
+    consumer = connections.queue.broker.consume(DOCUMENTS_QUEUE, prefetch=100, timeout=200)
     raised = []
     try:
         for message in consumer:
             if message is None:
                 break
             try:
-                ingest(message.args[0], engine=engine, classifier=classifier,
-                       ledger=ledger_for(broker))  # fmt: skip
+                ingest(message.args[0], engine=connections.engine, classifier=classifier,
+                       ledger=connections.ledger)  # fmt: skip
             except Exception as error:
                 raised.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
             consumer.ack(message)
@@ -267,13 +264,8 @@ def test_a_nul_character_never_holds_its_batch_hostage(
             assert 400 <= items[1]["status"] < 500  # refused at the door: nothing to store
             return
 
-        broker = make_broker(settings_)
-        engine = make_engine(postgres_url)
-        try:
-            raised = run_worker_once(broker, engine, classifier)
-        finally:
-            broker.close()
-            engine.dispose()
+        with connected(settings_) as connections:
+            raised = run_worker_once(connections, classifier)
         good_status = client.get(f"/documents/{good['id']}/status").json()
         nul_status = client.get(f"/documents/{nul['id']}/status").json()
         print(f"actor raised: {raised}; good: {good_status}; with NUL: {nul_status}")

@@ -12,15 +12,14 @@ import dramatiq
 import orjson
 import pytest
 import structlog
-from sqlalchemy import Engine
 
-from docingest.broker import INGEST_ACTOR, QUEUE_NAME
 from docingest.classifier import Classifier
-from docingest.ledger import ledger_for
+from docingest.connections import Connections
 from docingest.logs import configure_logging
+from docingest.queue.names import DOCUMENTS_QUEUE, INGEST_ACTOR
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
-from docingest.worker import ingest
+from docingest.worker.ingest import ingest
 from tests.helpers import UNAMBIGUOUS
 from tests.test_failures import POISON, PoisonedClassifier
 
@@ -81,7 +80,7 @@ def test_a_dramatiq_message_is_logged_by_id_not_by_its_documents(output: io.Stri
     configure_logging(Settings(_env_file=None, log_format="json"), output)
     secret = "the confidential text of a posted document"
     message = dramatiq.Message(
-        queue_name=QUEUE_NAME,
+        queue_name=DOCUMENTS_QUEUE,
         actor_name=INGEST_ACTOR,
         args=([{"content": secret}],),
         kwargs={},
@@ -94,7 +93,7 @@ def test_a_dramatiq_message_is_logged_by_id_not_by_its_documents(output: io.Stri
 
 
 def test_failed_documents_are_logged_with_their_ids_and_batch(
-    output: io.StringIO, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    output: io.StringIO, connections: Connections, classifier: Classifier
 ) -> None:
     configure_logging(Settings(_env_file=None, log_format="json"), output)
     documents = [
@@ -105,13 +104,13 @@ def test_failed_documents_are_logged_with_their_ids_and_batch(
     try:
         ingest(
             [document.to_message() for document in documents],
-            engine=engine,
+            engine=connections.engine,
             classifier=PoisonedClassifier(classifier),
-            ledger=ledger_for(broker),
+            ledger=connections.ledger,
         )
     finally:
         structlog.contextvars.clear_contextvars()
-    (line,) = [line for line in lines(output) if line["logger"] == "docingest.worker"]
+    (line,) = [line for line in lines(output) if line["logger"] == "docingest.worker.ingest"]
     assert line["failed_ids"] == [str(documents[1].id)]
     assert line["message_id"] == "m-1"
     assert line["documents"] == 2

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +24,7 @@ from docingest.metrics import (
     WorkerMetrics,
     histogram_family,
 )
+from docingest.metrics_store import RedisMetricsStore
 from tests.faults import Processes, new_documents, service_env, wait_until
 from tests.helpers import UNAMBIGUOUS, make_settings
 
@@ -70,10 +72,13 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
     assert value(after, "docingest_queue_pending_documents") == 1
 
 
-def test_worker_histograms_cumulate_bucket_counts() -> None:
+def test_worker_histograms_cumulate_bucket_counts(redis_url: str) -> None:
+    """Observed in a worker, added up in the store, read back as Prometheus buckets."""
     recorded = WorkerMetrics()
     recorded.observe(BATCH_SIZE, [1, 3, 3, 500, 10_000])
-    family = histogram_family(BATCH_SIZE, dict(recorded._increments))
+    store = RedisMetricsStore(redis.Redis.from_url(redis_url))
+    recorded.flush(store)
+    family = histogram_family(BATCH_SIZE, store.read())
     buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
     assert buckets["1.0"] == 1
     assert buckets["2.0"] == 1
@@ -140,11 +145,15 @@ def test_ready_answers_503_while_redis_is_stopped(
             database_url, own_redis.url, model_path, tmp_path, broker_timeout_seconds=1
         )
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            assert client.get("/ready").json() == {"broker": "ok", "database": "ok"}
+            assert client.get("/ready").json()["broker"] == "ok"
             own_redis.stop()
             ready = client.get("/ready")
             assert ready.status_code == 503
-            assert ready.json() == {"broker": "unreachable", "database": "ok"}
+            assert ready.json() == {
+                "broker": "unreachable",
+                "ledger": "unreachable",
+                "database": "ok",
+            }
             # The API's own metrics are still served; the Redis-held ones are left out.
             scraped = client.get("/metrics")
             assert scraped.status_code == 200

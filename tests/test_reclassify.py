@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import dramatiq
 import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
@@ -15,11 +14,11 @@ from typer.testing import CliRunner
 from docingest import registry
 from docingest.classifier import Classifier
 from docingest.cli import app as cli
-from docingest.ledger import ledger_for
+from docingest.connections import Connections
 from docingest.reclassify import Pacing, Selection, remaining, run
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
-from docingest.worker import ingest
+from docingest.worker.ingest import ingest
 from tests.faults import Processes, content_for, service_env
 
 runner = CliRunner()
@@ -29,7 +28,7 @@ FAST = Pacing(batch_size=50, poll_seconds=0.1, stall_seconds=20)
 
 @pytest.fixture
 def stored(
-    engine: Engine, broker: dramatiq.Broker, classifier: Classifier, model_path: Path
+    engine: Engine, connections: Connections, classifier: Classifier, model_path: Path
 ) -> list[uuid.UUID]:
     """DOCUMENTS documents classified by the default model, which is active."""
     registry.add(engine, model_path.read_bytes(), activate=True)
@@ -38,7 +37,7 @@ def stored(
         {"id": str(uuid.uuid4()), "content": content_for(n), "version": 1, "accepted_at": now}
         for n in range(DOCUMENTS)
     ]
-    ingest(documents, engine=engine, classifier=classifier, ledger=ledger_for(broker))
+    ingest(documents, engine=engine, classifier=classifier, ledger=connections.ledger)
     return [uuid.UUID(document["id"]) for document in documents]
 
 
@@ -66,25 +65,36 @@ def _versions(engine: Engine) -> dict[str | None, int]:
 
 def test_reclassify_is_resumable_and_ends_with_all_on_the_new_version(
     engine: Engine,
-    broker: dramatiq.Broker,
+    connections: Connections,
     nb_model_path: Path,
     stored: list[uuid.UUID],
     start_worker: Callable[[], None],
 ) -> None:
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
     selection = Selection(nb)
+    services = (engine, connections.queue, connections.ledger)
 
     def interrupt_after_first_batch(done: int, total: int) -> None:
-        if broker.client.llen("dramatiq:reclassify"):
+        if connections.queue.depths()["reclassify"]:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # no worker yet: one batch queued, then Ctrl-C
-        run(engine, broker, selection, pacing=FAST, on_progress=interrupt_after_first_batch)
+        run(
+            *services,
+            selection,
+            pacing=FAST,
+            on_progress=interrupt_after_first_batch,
+        )
     assert remaining(engine, selection) == DOCUMENTS
 
     start_worker()
     progress: list[tuple[int, int]] = []
-    outcome = run(engine, broker, selection, pacing=FAST, on_progress=lambda *p: progress.append(p))
+    outcome = run(
+        *services,
+        selection,
+        pacing=FAST,
+        on_progress=lambda *p: progress.append(p),
+    )
     assert (outcome.total, outcome.remaining) == (DOCUMENTS, 0)
     assert progress[-1] == (DOCUMENTS, DOCUMENTS)
     assert _versions(engine) == {nb: DOCUMENTS}
@@ -121,7 +131,10 @@ def test_reclassify_cli_with_filters(
 
 
 def test_reclassify_waits_behind_new_documents_and_keeps_few_messages_queued(
-    engine: Engine, broker: dramatiq.Broker, nb_model_path: Path, stored: list[uuid.UUID]
+    engine: Engine,
+    connections: Connections,
+    nb_model_path: Path,
+    stored: list[uuid.UUID],
 ) -> None:
     """No worker runs: what the run queues stays visible. While more new documents wait than
     `live_backlog`, it queues nothing; then never more than `in_flight` messages at a time."""
@@ -130,20 +143,33 @@ def test_reclassify_waits_behind_new_documents_and_keeps_few_messages_queued(
 
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
     pacing = Pacing(batch_size=10, in_flight=2, live_backlog=5, poll_seconds=0.01)
+    services = (engine, connections.queue, connections.ledger)
     queued: list[int] = []
 
     def watch(done: int, total: int) -> None:
-        queued.append(broker.client.llen("dramatiq:reclassify"))
+        queued.append(connections.queue.depths()["reclassify"])
         if len(queued) >= 50:
             raise KeyboardInterrupt
 
-    Enqueuer(broker).send([DocumentIn(content=content_for(n)) for n in range(6)])
+    new = [DocumentIn(content=content_for(n)) for n in range(6)]
+    sent = Enqueuer(connections.queue, connections.ledger).send(new)
     with pytest.raises(KeyboardInterrupt):
-        run(engine, broker, Selection(nb), pacing=pacing, on_progress=watch)
+        run(
+            *services,
+            Selection(nb),
+            pacing=pacing,
+            on_progress=watch,
+        )
     assert set(queued) == {0}
 
-    broker.client.flushdb()  # the new documents were taken: nothing waits any more
+    # The new documents were taken: nothing waits any more.
+    connections.ledger.settle([(document.id, document.version) for document in sent])
     queued.clear()
     with pytest.raises(KeyboardInterrupt):
-        run(engine, broker, Selection(nb), pacing=pacing, on_progress=watch)
+        run(
+            *services,
+            Selection(nb),
+            pacing=pacing,
+            on_progress=watch,
+        )
     assert max(queued) == pacing.in_flight

@@ -13,9 +13,9 @@ from sqlalchemy import Engine, text, update
 from typer.testing import CliRunner
 
 from docingest import registry
-from docingest.broker import make_broker
 from docingest.classifier import TOP_ALTERNATIVES, Classifier
 from docingest.cli import app as cli
+from docingest.connections import connect
 from docingest.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
@@ -188,7 +188,8 @@ def test_workers_switch_to_an_activated_model_without_restart(
     )
     procs.worker()
     settings = get_settings().model_copy(update={"broker_url": redis_url})
-    enqueuer = Enqueuer(make_broker(settings))
+    connections = connect(settings)
+    enqueuer = Enqueuer(connections.queue, connections.ledger)
     default = Classifier.load(model_path).version
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
 

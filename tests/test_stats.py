@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import dramatiq
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +12,7 @@ from typer.testing import CliRunner
 
 from docingest.classifier import Classifier
 from docingest.cli import app
+from docingest.connections import Connections
 from docingest.db import store_batch
 from docingest.metrics import LAG_SECONDS
 from docingest.schemas import utcnow
@@ -40,9 +40,9 @@ def tombstone(category: str) -> dict[str, object]:
 
 
 def test_stats_follow_documents_from_queued_to_stored_or_failed(
-    client: TestClient, broker: dramatiq.Broker, engine: Engine, classifier: Classifier
+    client: TestClient, connections: Connections, classifier: Classifier
 ) -> None:
-    store_batch(engine, [tombstone("tech")])
+    store_batch(connections.engine, [tombstone("tech")])
     texts = [UNAMBIGUOUS["tech"], UNAMBIGUOUS["tech"], UNAMBIGUOUS["sports"], POISON]
     assert client.post("/documents/bulk", json=[{"content": t} for t in texts]).status_code == 202
 
@@ -52,7 +52,7 @@ def test_stats_follow_documents_from_queued_to_stored_or_failed(
     assert set(waiting["queues"]) >= {"documents", "documents.DQ", "documents.XQ"}
     assert waiting["categories"] == {}
 
-    drain(broker, engine, PoisonedClassifier(classifier))
+    drain(connections, PoisonedClassifier(classifier))
     done = client.get("/stats").json()
     assert done["statuses"] == {"stored": 3, "queued": 0, "failed": 1}
     assert done["categories"] == {"sports": 1, "tech": 2}
@@ -69,14 +69,14 @@ def test_stats_follow_documents_from_queued_to_stored_or_failed(
 def test_the_cli_prints_the_same_figures(
     monkeypatch: pytest.MonkeyPatch,
     client: TestClient,
-    broker: dramatiq.Broker,
+    connections: Connections,
     engine: Engine,
     classifier: Classifier,
     database_url: str,
     redis_url: str,
 ) -> None:
     client.post("/documents", json={"content": UNAMBIGUOUS["politics"]})
-    drain(broker, engine, classifier)
+    drain(connections, classifier)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("BROKER_URL", redis_url)
     monkeypatch.setenv("COLUMNS", "200")

@@ -12,9 +12,8 @@ from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.limits import BodySizeLimit
-from docingest.broker import setup_broker
-from docingest.db import make_engine
-from docingest.enqueue import Enqueuer
+from docingest.connections import connect
+from docingest.enqueue import Enqueuer, Limits
 from docingest.logs import configure_logging
 from docingest.metrics import RequestMetrics
 from docingest.settings import Settings, get_settings
@@ -26,24 +25,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = setup_broker(settings)
-        engine = make_engine(settings.database_url)
+        connections = connect(settings)
         app.state.settings = settings
-        app.state.broker = broker
-        app.state.engine = engine
-        app.state.metrics_registry = metrics_api.scrape_registry(broker)
+        app.state.connections = connections
+        app.state.engine = connections.engine
+        app.state.metrics_registry = metrics_api.scrape_registry(connections)
         app.state.enqueuer = Enqueuer(
-            broker,
-            max_batch=settings.enqueue_max_batch,
-            linger_seconds=settings.enqueue_linger_ms / 1000,
-            max_queued=settings.max_queued_documents,
+            connections.queue,
+            connections.ledger,
+            Limits(
+                max_batch=settings.enqueue_max_batch,
+                max_message_bytes=settings.enqueue_max_message_bytes,
+                linger_seconds=settings.enqueue_linger_ms / 1000,
+                max_queued=settings.max_queued_documents,
+                max_queued_bytes=settings.max_queued_bytes,
+            ),
         )
         try:
             yield
         finally:
             await app.state.enqueuer.close()
-            broker.close()
-            engine.dispose()
+            connections.close()
 
     app = FastAPI(
         title="docingest",

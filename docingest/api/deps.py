@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-import dramatiq
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from docingest.connections import Connections
 from docingest.enqueue import Enqueuer
 from docingest.settings import Settings
 
@@ -35,13 +35,13 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
-async def get_broker(request: Request) -> dramatiq.Broker:
-    broker: dramatiq.Broker = request.app.state.broker
-    return broker
+async def get_connections(request: Request) -> Connections:
+    connections: Connections = request.app.state.connections
+    return connections
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-BrokerDep = Annotated[dramatiq.Broker, Depends(get_broker)]
+ConnectionsDep = Annotated[Connections, Depends(get_connections)]

@@ -10,7 +10,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from docingest.enqueue import BrokerUnavailableError, QueueFullError
+from docingest.ledger import LedgerUnavailableError
+from docingest.queue import BrokerUnavailableError, PublishUncertainError, QueueFullError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,20 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
 
         return handler
 
+    async def uncertain(request: Request, error: Exception) -> JSONResponse:
+        """The broker may hold the documents or not: say so, with the ids to retry with."""
+        logger.warning("broker outcome unknown: %s", error)
+        ids = [str(i) for i in getattr(error, "ids", [])]
+        return JSONResponse(
+            {
+                "detail": "The queue did not confirm in time: these documents may or may not "
+                "have been accepted. Retrying with the same ids is safe.",
+                "ids": ids,
+            },
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
@@ -64,6 +79,15 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "The queue is unavailable; nothing was accepted. Retry later.",
             "broker unavailable",
+        ),
+    )
+    app.add_exception_handler(PublishUncertainError, uncertain)
+    app.add_exception_handler(
+        LedgerUnavailableError,
+        retry_later(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The version ledger is unavailable; nothing was accepted. Retry later.",
+            "ledger unavailable",
         ),
     )
     app.add_exception_handler(

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from docingest.api.auth import Scope, require_scope
-from docingest.api.deps import BrokerDep, EngineDep, EnqueuerDep, SessionDep
+from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep, SessionDep
 from docingest.db import list_failures
 from docingest.failures import Replayed, replay
-from docingest.schemas import FailureOut
+from docingest.schemas import DeadLetterOut, FailureOut
 
 router = APIRouter(prefix="/failures", tags=["failures"])
 
@@ -27,7 +27,16 @@ def read_failures(
     ]
 
 
+@router.get("/dead-letters", dependencies=[require_scope(Scope.READ)])
+def read_dead_letters(
+    connections: ConnectionsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[DeadLetterOut]:
+    """Messages of every queue that Dramatiq gave up on after their retries, oldest first."""
+    letters = connections.queue.dead_letters(limit)
+    return [DeadLetterOut.model_validate(letter, from_attributes=True) for letter in letters]
+
+
 @router.post("/replay", dependencies=[require_scope(Scope.ADMIN)])
-def replay_failures(engine: EngineDep, enqueuer: EnqueuerDep, broker: BrokerDep) -> Replayed:
+def replay_failures(engine: EngineDep, enqueuer: EnqueuerDep) -> Replayed:
     """Queue every failed document again (and every dead-lettered message), versions kept."""
-    return replay(engine, enqueuer, broker)
+    return replay(engine, enqueuer)

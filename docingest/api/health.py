@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from collections.abc import Callable
+
+from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from docingest.api.auth import Scope, require_scope
+from docingest.api.deps import ConnectionsDep
+from docingest.connections import Connections
 
 router = APIRouter(tags=["health"])
 
@@ -18,33 +22,33 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready", dependencies=[require_scope(Scope.READ, public_if="ready")])
-async def ready(request: Request, response: Response) -> dict[str, str]:
-    """Broker and database reachable: `200`, else `503` naming the one that failed."""
+async def ready(connections: ConnectionsDep, response: Response) -> dict[str, str]:
+    """Broker, ledger and database reachable: `200`, else `503` naming the one that failed.
+    `broker_durability` says what a crash of the broker does to accepted documents."""
     checks = {
-        "broker": _broker_reachable,
-        "database": _database_reachable,
+        "broker": connections.queue.ping,
+        "ledger": connections.ledger.ping,
+        "database": lambda: _select_one(connections),
     }
     results = {
-        name: "ok" if await run_in_threadpool(check, request) else "unreachable"
+        name: "ok" if await run_in_threadpool(_answers, check) else "unreachable"
         for name, check in checks.items()
     }
     if "unreachable" in results.values():
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    else:
+        results["broker_durability"] = await run_in_threadpool(lambda: connections.queue.durability)
     return results
 
 
-def _broker_reachable(request: Request) -> bool:
-    client = getattr(request.app.state.broker, "client", None)
+def _answers(check: Callable[[], object]) -> bool:
     try:
-        return bool(client.ping()) if client is not None else True
-    except Exception:
-        return False
-
-
-def _database_reachable(request: Request) -> bool:
-    try:
-        with request.app.state.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        check()
     except Exception:
         return False
     return True
+
+
+def _select_one(connections: Connections) -> None:
+    with connections.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))

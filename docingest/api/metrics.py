@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from docingest.api.auth import Scope, require_scope
-from docingest.metrics import RedisCollector, api_registry
+from docingest.connections import Connections
+from docingest.metrics import DeploymentCollector, api_registry
 
 router = APIRouter(tags=["operations"])
 
 
-def scrape_registry(broker: dramatiq.Broker) -> CollectorRegistry:
-    """What is read from Redis at each scrape: worker totals, queue depths, pending documents."""
+def scrape_registry(connections: Connections) -> CollectorRegistry:
+    """What is read at each scrape: worker totals, queue depths, pending documents."""
     registry = CollectorRegistry(auto_describe=False)
-    if isinstance(broker, RedisBroker):
-        registry.register(RedisCollector(broker.client, broker.namespace))
+    registry.register(
+        DeploymentCollector(connections.queue, connections.ledger, connections.metrics)
+    )
     return registry
 
 

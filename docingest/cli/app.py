@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="docingest: accept documents over HTTP, classify them in the background, store them.",
@@ -21,3 +28,16 @@ def configure() -> None:
     from docingest.settings import get_settings
 
     configure_logging(get_settings())
+
+
+@contextmanager
+def database() -> Iterator[Engine]:
+    """The database of DATABASE_URL for one command, its connections closed after it."""
+    from docingest.db import make_engine
+    from docingest.settings import get_settings
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

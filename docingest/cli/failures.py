@@ -8,48 +8,58 @@ import typer
 from rich.console import Console
 
 from docingest.cli.app import app, console
-from docingest.settings import get_settings
 
 
 @app.command()
 def failures(
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many")] = 50,
 ) -> None:
-    """List failed documents (oldest first) and dead-lettered messages."""
+    """List failed documents and dead-lettered messages of every queue, oldest first."""
     from rich.table import Table
     from sqlmodel import Session
 
-    from docingest.broker import setup_broker
-    from docingest.db import list_failures, make_engine
-    from docingest.failures import count_dead_letters
+    from docingest.connections import connected
+    from docingest.db import list_failures
 
-    settings = get_settings()
     table = Table("id", "version", "failed at", "attempts", "error")
-    with Session(make_engine(settings.database_url)) as session:
-        for failure in list_failures(session, limit=limit):
-            table.add_row(
-                str(failure.id),
-                str(failure.version),
-                f"{failure.failed_at:%Y-%m-%d %H:%M:%S}",
-                str(failure.attempts),
-                failure.error,
+    letters = Table("queue", "message", "actor", "documents", "retries", "dead since")
+    with connected() as connections:
+        with Session(connections.engine) as session:
+            for failure in list_failures(session, limit=limit):
+                table.add_row(
+                    str(failure.id),
+                    str(failure.version),
+                    f"{failure.failed_at:%Y-%m-%d %H:%M:%S}",
+                    str(failure.attempts),
+                    failure.error,
+                )
+        for letter in connections.queue.dead_letters(limit):
+            since = f"{letter.dead_since:%Y-%m-%d %H:%M:%S}" if letter.dead_since else "?"
+            letters.add_row(
+                letter.queue,
+                letter.message_id,
+                letter.actor,
+                str(letter.documents),
+                str(letter.retries),
+                since,
             )
+        dead = connections.queue.count_dead_letters()
     Console().print(table)
-    dead = count_dead_letters(setup_broker(settings))
+    if letters.row_count:
+        Console().print(letters)
     console.print(f"{table.row_count} failed documents shown; {dead} dead-lettered messages")
 
 
 @app.command()
 def replay() -> None:
     """Queue every failed document and dead-lettered message again, once the cause is fixed."""
-    from docingest.broker import setup_broker
-    from docingest.db import make_engine
+    from docingest.connections import connected
     from docingest.enqueue import Enqueuer
     from docingest.failures import replay as replay_failures
 
-    settings = get_settings()
-    broker = setup_broker(settings)
-    done = replay_failures(make_engine(settings.database_url), Enqueuer(broker), broker)
+    with connected() as connections:
+        enqueuer = Enqueuer(connections.queue, connections.ledger)
+        done = replay_failures(connections.engine, enqueuer)
     console.print(
         f"replayed {done.documents} failed documents and {done.dead_letters} dead-lettered messages"
     )

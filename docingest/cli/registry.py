@@ -4,27 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import Engine
 
-from docingest.cli.app import app, console
+from docingest.cli.app import app, console, database
 from docingest.settings import get_settings
+
+if TYPE_CHECKING:
+    from docingest.connections import Connections
+    from docingest.reclassify import Outcome, Selection
 
 model_app = typer.Typer(help="List, show, import and activate models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
 Version = Annotated[str | None, typer.Argument(help="A model version; default: the active one")]
-
-
-def _engine() -> Engine:
-    from docingest.db import make_engine
-
-    return make_engine(get_settings().database_url)
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -37,11 +34,12 @@ def list_() -> None:
     """Registered models, newest first; the active one is marked."""
     from docingest import registry
 
-    engine = _engine()
-    active = registry.active_version(engine)
+    with database() as engine:
+        active = registry.active_version(engine)
+        models = registry.list_models(engine)
     table = Table("", "estimator", "source", "accuracy", "macro-F1", "registered")
     table.add_column("version", no_wrap=True)  # copied into `model activate`: never cut
-    for model in registry.list_models(engine):
+    for model in models:
         metrics = model.card.get("metrics", {})
         table.add_row(
             "*" if model.version == active else "",
@@ -66,7 +64,8 @@ def show(
     from docingest.card import confusion_matrix_png, render_card
 
     try:
-        card = registry.card(_engine(), version)
+        with database() as engine:
+            card = registry.card(engine, version)
     except registry.RegistryError as error:
         raise _fail(error) from error
     Console().print(render_card(card))
@@ -81,7 +80,8 @@ def activate(version: Annotated[str, typer.Argument(help="The version to activat
     from docingest import registry
 
     try:
-        registry.activate(_engine(), version)
+        with database() as engine:
+            registry.activate(engine, version)
     except registry.RegistryError as error:
         raise _fail(error) from error
     seconds = get_settings().model_refresh_seconds
@@ -100,7 +100,8 @@ def import_(
     settings = get_settings()
     migrate(settings.database_url)
     try:
-        model = registry.add(_engine(), path.read_bytes(), activate=activate, source=str(path))
+        with database() as engine:
+            model = registry.add(engine, path.read_bytes(), activate=activate, source=str(path))
     except registry.RegistryError as error:
         raise _fail(error) from error
     state = "registered and active" if activate else "registered"
@@ -123,30 +124,21 @@ def reclassify(
     Interrupt it at any time: running it again continues with what is left.
     """
     from docingest import registry
-    from docingest.broker import setup_broker
-    from docingest.reclassify import Pacing, Selection, run
+    from docingest.connections import connected
+    from docingest.reclassify import Selection
     from docingest.schemas import as_utc
 
-    settings = get_settings()
-    engine = _engine()
-    try:
-        version = model or registry.active_version(engine)
-        if version is None:
-            raise registry.RegistryError("no model is active yet")
-        registry.load(engine, version)  # refuse at once what no worker could load
-    except registry.RegistryError as error:
-        raise _fail(error) from error
-    selection = Selection(version, category, as_utc(before) if before else None)
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task(f"reclassifying with {version}", total=None)
-        outcome = run(
-            engine,
-            setup_broker(settings),
-            selection,
-            pacing=Pacing(batch_size=batch_size),
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    with connected() as connections:
+        engine = connections.engine
+        try:
+            version = model or registry.active_version(engine)
+            if version is None:
+                raise registry.RegistryError("no model is active yet")
+            registry.load(engine, version)  # refuse at once what no worker could load
+        except registry.RegistryError as error:
+            raise _fail(error) from error
+        selection = Selection(version, category, as_utc(before) if before else None)
+        outcome = _run_with_progress(connections, selection, batch_size)
     if outcome.remaining:
         console.print(
             f"[red]{outcome.remaining} documents were not reclassified[/] (see the workers' "
@@ -154,3 +146,19 @@ def reclassify(
         )
         raise typer.Exit(1)
     console.print(f"{outcome.total} documents reclassified with model [bold]{version}[/]")
+
+
+def _run_with_progress(connections: Connections, selection: Selection, batch_size: int) -> Outcome:
+    from docingest.reclassify import Pacing, run
+
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(f"reclassifying with {selection.model_version}", total=None)
+        return run(
+            connections.engine,
+            connections.queue,
+            connections.ledger,
+            selection,
+            pacing=Pacing(batch_size=batch_size),
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from docingest.cli.app import app, console
+from docingest.cli.app import app, console, database
 from docingest.cli.keys import refuse_open_exposure
 from docingest.settings import Settings, get_settings, mask_password
 
@@ -117,7 +117,7 @@ def _worker_command(settings: Settings, processes: int | None, threads: int | No
         sys.executable,
         "-m",
         "dramatiq",
-        "docingest.worker",
+        "docingest.worker.actors",
         "--processes",
         str(processes or settings.worker_processes),
         "--threads",
@@ -164,9 +164,8 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
 def ensure_model(settings: Settings) -> None:
     """Workers need an active model: an empty registry starts with MODEL_PATH, trained first
     on the built-in corpus (a few seconds) if that file is missing too."""
-    from docingest.db import make_engine
     from docingest.registry import ensure_active
 
-    with console.status("checking the model registry"):
-        version = ensure_active(make_engine(settings.database_url), settings.model_path)
+    with console.status("checking the model registry"), database() as engine:
+        version = ensure_active(engine, settings.model_path)
     console.print(f"active model: [bold]{version}[/]")

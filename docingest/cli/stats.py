@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 
 from docingest.cli.app import app, console
-from docingest.settings import get_settings
 from docingest.stats import Stats
 
 
@@ -36,18 +35,11 @@ def stats(
 
 
 def _from_servers() -> Stats:
-    from docingest.broker import setup_broker
-    from docingest.db import make_engine
+    from docingest.connections import connected
     from docingest.stats import collect_stats
 
-    settings = get_settings()
-    engine = make_engine(settings.database_url)
-    broker = setup_broker(settings)
-    try:
-        return collect_stats(engine, broker)
-    finally:
-        broker.close()
-        engine.dispose()
+    with connected() as connections:
+        return collect_stats(connections)
 
 
 def _from_api(url: str) -> Stats:

@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import OperationalError
 
-from docingest.cli.app import app, console
+from docingest.cli.app import app, console, database
 from docingest.settings import get_settings
 
 if TYPE_CHECKING:
@@ -99,17 +99,13 @@ def _progress() -> Iterator[Step]:
 def _register(model: TrainedModel, activate: bool | None) -> bool:
     """Store the model as a new version; returns whether it is now the active one."""
     from docingest import registry
-    from docingest.db import make_engine, migrate
+    from docingest.db import migrate
 
-    url = get_settings().database_url
-    migrate(url)
-    engine = make_engine(url)
-    try:
+    migrate(get_settings().database_url)
+    with database() as engine:
         if activate is None:
             activate = registry.active_version(engine) is None
         registry.register(engine, model, activate=activate)
-    finally:
-        engine.dispose()
     return activate
 
 

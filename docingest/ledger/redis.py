@@ -1,0 +1,214 @@
+"""The ledger in Redis: a version counter and the pending hash, one Lua script per call.
+
+The counter must never go back, yet Redis may lose it: flushed, replaced, restarted from an
+older append-only file, failed over to a lagging replica. So every reservation passes a floor,
+the highest version this process issued or the database ever stored (`version_floors`, which
+workers raise in the transaction that stores each batch); a counter found below its floor jumps
+to the next *epoch* (a multiple of 2^32), above every version issued before, stored or queued.
+A missing counter makes the caller read the floor from the database first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from docingest.ledger import FloorReader, LedgerUnavailableError, PendingEntry, Versions
+from docingest.settings import Settings
+
+VERSION_KEY = "docingest:version"
+PENDING_KEY = "docingest:pending"
+EPOCH = 2**32
+# How often a process re-reads the database's floor when nothing suggests it should.
+FLOOR_MAX_AGE_SECONDS = 30.0
+
+# Pending values are "<version>:<reserved at, ms>", so the reconciler can tell old from new.
+_VERSION_OF = (
+    "local function version_of(value) return tonumber(string.match(value, '^(%d+)')) end\n"
+)
+
+# KEYS: counter, pending. ARGV: floor (-1: unknown), now (ms), ids…
+# Returns {first version, pending count}, or {-1, 0} when the counter is gone and the floor
+# unknown. One HSET per 1,000 ids: Lua's unpack() is bounded by its stack.
+_RESERVE = """
+local count = #ARGV - 2
+local floor = tonumber(ARGV[1])
+local stored = redis.call('GET', KEYS[1])
+local counter = tonumber(stored or '0')
+if stored == false and floor < 0 then return {-1, 0} end
+if counter < floor or (stored == false and floor > 0) then
+  counter = (math.floor(floor / EPOCH) + 1) * EPOCH
+end
+local first = counter + 1
+redis.call('SET', KEYS[1], string.format('%.0f', counter + count))
+local pairs = {}
+for i = 1, count do
+  pairs[#pairs + 1] = ARGV[i + 2]
+  pairs[#pairs + 1] = string.format('%.0f', first + i - 1) .. ':' .. ARGV[2]
+  if #pairs == 2000 or i == count then
+    redis.call('HSET', KEYS[2], unpack(pairs))
+    pairs = {}
+  end
+end
+return {string.format('%.0f', first), redis.call('HLEN', KEYS[2])}
+""".replace("EPOCH", str(EPOCH))
+
+# KEYS: pending. ARGV: id, version, id, version… Removes an entry only at that version (forget)
+# or at most that version (settle: a newer version of the id is still waiting).
+_REMOVE = (
+    _VERSION_OF
+    + """
+local at_most = ARGV[1] == 'at-most'
+for i = 2, #ARGV, 2 do
+  local value = redis.call('HGET', KEYS[1], ARGV[i])
+  if value then
+    local pending = version_of(value)
+    local target = tonumber(ARGV[i + 1])
+    if pending == target or (at_most and pending < target) then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
+end
+return redis.call('HLEN', KEYS[1])
+"""
+)
+
+# KEYS: pending. ARGV: now (ms), id, version… Sets an entry unless a newer one waits.
+_MARK = (
+    _VERSION_OF
+    + """
+for i = 2, #ARGV, 2 do
+  local value = redis.call('HGET', KEYS[1], ARGV[i])
+  if not value or version_of(value) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ':' .. ARGV[1])
+  end
+end
+return redis.call('HLEN', KEYS[1])
+"""
+)
+
+
+class RedisLedger:
+    def __init__(self, client: redis.Redis, *, floor: FloorReader) -> None:
+        self._client = client
+        self._read_floor = floor
+        self._reserve = client.register_script(_RESERVE)
+        self._remove = client.register_script(_REMOVE)
+        self._mark = client.register_script(_MARK)
+        self._lock = threading.Lock()
+        self._issued = 0  # the highest version this process handed out
+        self._floor: int | None = None
+        self._floor_read_at = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings, *, floor: FloorReader) -> RedisLedger:
+        timeout = settings.broker_timeout_seconds
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        return cls(client, floor=floor)
+
+    def reserve(self, ids: Sequence[uuid.UUID]) -> tuple[int, int | None]:
+        args = [_now_ms(), *(str(i) for i in ids)]
+        first, count = self._run_reserve(args)
+        if first < 0:  # the counter is gone: read how high versions went before issuing any
+            self._refresh_floor(force=True)
+            first, count = self._run_reserve(args)
+        with self._lock:
+            self._issued = max(self._issued, first + len(ids) - 1)
+        return first, count
+
+    def _run_reserve(self, args: list[Any]) -> tuple[int, int]:
+        keys = [VERSION_KEY, PENDING_KEY]
+        first, count = self._call(self._reserve, keys=keys, args=[self._floor_arg(), *args])
+        return int(first), int(count)
+
+    def _floor_arg(self) -> int:
+        """max(what this process issued, what the database stored); -1 when neither is known."""
+        if time.monotonic() - self._floor_read_at > FLOOR_MAX_AGE_SECONDS:
+            self._refresh_floor(force=False)
+        with self._lock:
+            if self._floor is None:
+                return self._issued if self._issued else -1
+            return max(self._floor, self._issued)
+
+    def _refresh_floor(self, *, force: bool) -> None:
+        """Forced: a counter is missing and must not restart without it (the database being
+        down then refuses ingestion). Otherwise best effort, the old floor kept on failure."""
+        self._floor_read_at = time.monotonic()
+        try:
+            floor = self._read_floor()
+        except Exception as error:
+            if force:
+                raise LedgerUnavailableError(
+                    f"the version counter is missing and the database cannot say how high "
+                    f"versions went: {error}"
+                ) from error
+            return
+        with self._lock:
+            self._floor = floor
+
+    def forget(self, versions: Versions) -> None:
+        self._remove_pending("exact", versions)
+
+    def settle(self, versions: Versions) -> None:
+        self._remove_pending("at-most", versions)
+
+    def _remove_pending(self, mode: str, versions: Versions) -> None:
+        if versions:
+            args = [mode, *(x for i, v in versions for x in (str(i), v))]
+            self._call(self._remove, keys=[PENDING_KEY], args=args)
+
+    def mark(self, versions: Versions) -> None:
+        if versions:
+            args = [_now_ms(), *(x for i, v in versions for x in (str(i), v))]
+            self._call(self._mark, keys=[PENDING_KEY], args=args)
+
+    def pending_version(self, document_id: uuid.UUID) -> int | None:
+        value = self._call(self._client.hget, PENDING_KEY, str(document_id))
+        return None if value is None else _parse(value)[0]
+
+    def pending_count(self) -> int:
+        return int(self._call(self._client.hlen, PENDING_KEY))
+
+    def older_than(self, moment: datetime, limit: int) -> list[PendingEntry]:
+        cutoff = moment.timestamp() * 1000
+        entries: list[PendingEntry] = []
+        try:
+            for key, value in self._client.hscan_iter(PENDING_KEY, count=1000):
+                version, reserved_ms = _parse(value)
+                if reserved_ms < cutoff:
+                    reserved_at = datetime.fromtimestamp(reserved_ms / 1000, UTC)
+                    entries.append(PendingEntry(uuid.UUID(key.decode()), version, reserved_at))
+                    if len(entries) >= limit:
+                        break
+        except redis.RedisError as error:
+            raise LedgerUnavailableError(str(error)) from error
+        return entries
+
+    def ping(self) -> None:
+        self._call(self._client.ping)
+
+    def close(self) -> None:
+        self._client.close()
+
+    @staticmethod
+    def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except redis.RedisError as error:
+            raise LedgerUnavailableError(str(error)) from error
+
+
+def _parse(value: bytes) -> tuple[int, float]:
+    """A pending value: its version and reservation time (0 for entries older than that)."""
+    version, _, reserved = value.decode().partition(":")
+    return int(version), float(reserved or 0)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,131 @@
+"""The ledger in the documents' database: for brokers without Redis (RabbitMQ).
+
+Versions come from one counter row (`UPDATE … RETURNING`, committed before any version is
+used), so they increase with arrival across every API host, and they can never fall below a
+stored version: both live in the same database. The cost is a database round trip per accepted
+batch on the way in, and ingestion answers 503 while the database is unreachable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from docingest.db import dialect_insert, newest_per_id
+from docingest.ledger import LedgerUnavailableError, PendingEntry, Versions
+from docingest.schemas import as_utc, utcnow
+from docingest.tables import PENDING, VERSION_COUNTER
+
+COUNTER = "documents"
+
+
+class SqlLedger:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def reserve(self, ids: Sequence[uuid.UUID]) -> tuple[int, int | None]:
+        raise_counter = (
+            update(VERSION_COUNTER)
+            .where(VERSION_COUNTER.c.name == COUNTER)
+            .values(value=VERSION_COUNTER.c.value + len(ids))
+            .returning(VERSION_COUNTER.c.value)
+        )
+        with self._begin() as connection:
+            last = int(connection.execute(raise_counter).scalar_one())
+            first = last - len(ids) + 1
+            now = utcnow()
+            rows = [
+                {"id": document_id, "version": first + i, "reserved_at": now}
+                for i, document_id in enumerate(ids)
+            ]
+            self._upsert(connection, newest_per_id(rows), only_newer=False)
+        return first, None
+
+    def mark(self, versions: Versions) -> None:
+        if versions:
+            now = utcnow()
+            rows = [{"id": i, "version": v, "reserved_at": now} for i, v in versions]
+            with self._begin() as connection:
+                self._upsert(connection, newest_per_id(rows), only_newer=True)
+
+    @staticmethod
+    def _upsert(connection: Connection, rows: list[dict[str, Any]], *, only_newer: bool) -> None:
+        """Sorted by id: two reservations sharing ids then lock them in the same order."""
+        insert = dialect_insert(connection, PENDING)
+        statement = insert.on_conflict_do_update(
+            index_elements=[PENDING.c.id],
+            set_={"version": insert.excluded.version, "reserved_at": insert.excluded.reserved_at},
+            where=PENDING.c.version < insert.excluded.version if only_newer else None,
+        )
+        connection.execute(statement, sorted(rows, key=lambda row: str(row["id"])))
+
+    def forget(self, versions: Versions) -> None:
+        self._remove(versions, exact=True)
+
+    def settle(self, versions: Versions) -> None:
+        self._remove(versions, exact=False)
+
+    def _remove(self, versions: Versions, *, exact: bool) -> None:
+        if not versions:
+            return
+        newest = dict(sorted(versions, key=lambda pair: pair[1]))
+        pairs = sorted(newest.items(), key=lambda pair: str(pair[0]))
+        with self._begin() as connection:
+            for document_id, version in pairs:
+                at = PENDING.c.version == version if exact else PENDING.c.version <= version
+                connection.execute(delete(PENDING).where(and_(PENDING.c.id == document_id, at)))
+
+    def pending_version(self, document_id: uuid.UUID) -> int | None:
+        statement = select(PENDING.c.version).where(PENDING.c.id == document_id)
+        with self._connect() as connection:
+            found = connection.execute(statement).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def pending_count(self) -> int:
+        with self._connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(PENDING)).scalar_one())
+
+    def older_than(self, moment: datetime, limit: int) -> list[PendingEntry]:
+        statement = (
+            select(PENDING.c.id, PENDING.c.version, PENDING.c.reserved_at)
+            .where(PENDING.c.reserved_at < moment)
+            .order_by(PENDING.c.reserved_at)
+            .limit(limit)
+        )
+        with self._connect() as connection:
+            return [
+                PendingEntry(row.id, int(row.version), as_utc(row.reserved_at))
+                for row in connection.execute(statement)
+            ]
+
+    def ping(self) -> None:
+        with self._connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        return None  # the engine belongs to the caller
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with self._connection(begin=True) as connection:
+            yield connection
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with self._connection(begin=False) as connection:
+            yield connection
+
+    @contextmanager
+    def _connection(self, *, begin: bool) -> Iterator[Connection]:
+        """Database errors read as the ledger's: the API answers 503 without knowing SQL."""
+        try:
+            with self._engine.begin() if begin else self._engine.connect() as connection:
+                yield connection
+        except SQLAlchemyError as error:
+            raise LedgerUnavailableError(str(error)) from error

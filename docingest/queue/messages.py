@@ -1,0 +1,45 @@
+"""The two kinds of message docingest sends, built by name so the API never imports an actor."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import dramatiq
+
+from docingest.queue.names import (
+    DOCUMENTS_QUEUE,
+    INGEST_ACTOR,
+    RECLASSIFY_ACTOR,
+    RECLASSIFY_QUEUE,
+)
+
+
+def ingest_message(documents: Sequence[dict[str, Any]]) -> dramatiq.Message[None]:
+    """One message, a list of queued documents (`QueuedDocument.to_message()` dicts)."""
+    return _message(DOCUMENTS_QUEUE, INGEST_ACTOR, (list(documents),))
+
+
+def reclassify_message(ids: Sequence[uuid.UUID], model_version: str) -> dramatiq.Message[None]:
+    return _message(
+        RECLASSIFY_QUEUE,
+        RECLASSIFY_ACTOR,
+        ([str(document_id) for document_id in ids], model_version),
+    )
+
+
+def _message(queue: str, actor: str, args: tuple[Any, ...]) -> dramatiq.Message[None]:
+    return dramatiq.Message(
+        queue_name=queue,
+        actor_name=actor,
+        args=args,
+        kwargs={},
+        options={},
+    )
+
+
+def document_count(args: Sequence[Any]) -> int:
+    """Documents (or ids) a message carries: its first argument is always their list."""
+    first = args[0] if args else []
+    return len(first) if isinstance(first, list) else 0

@@ -1,0 +1,248 @@
+"""The queue on RabbitMQ: quorum queues, publisher confirms, dead letters that never expire.
+
+Dramatiq declares classic queues (`RabbitmqBroker._build_queue_arguments` and
+`_declare_xq_queue`, whose dead letters expire after 7 days). `QuorumRabbitmqBroker` overrides
+those two methods, which exist with these signatures in Dramatiq 1.x and 2.x (pinned in
+pyproject.toml: `dramatiq>=2.0,<3`), so that every queue is a replicated quorum queue, a full
+queue refuses publishes (`x-overflow: reject-publish`, which `x-dead-letter-strategy:
+at-least-once` requires) instead of dropping messages, and dead letters stay until replayed.
+A queue first declared by an older docingest as a classic queue must be deleted (once empty)
+before this declaration succeeds: RabbitMQ refuses to change a queue's type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import dramatiq
+import pika
+import pika.exceptions
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import q_name, xq_name
+from dramatiq.errors import ConnectionError as DramatiqConnectionError
+
+from docingest.queue.base import (
+    BrokerUnavailableError,
+    DeadLetter,
+    PublishUncertainError,
+    QueueFullError,
+)
+from docingest.queue.encoder import decode, encode
+from docingest.queue.messages import document_count
+from docingest.queue.names import DEAD, DELAYED, QUEUES, depth_names
+from docingest.settings import Settings
+
+_AMQP_ERRORS = (pika.exceptions.AMQPError, DramatiqConnectionError, OSError)
+
+
+class QuorumRabbitmqBroker(RabbitmqBroker):
+    def __init__(self, *, max_queued_bytes: int, **options: Any) -> None:
+        super().__init__(**options)
+        self._max_queued_bytes = max_queued_bytes
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": xq_name(queue_name),
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-max-length-bytes": self._max_queued_bytes,
+        }
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+
+
+def with_timeouts(url: str, seconds: float) -> str:
+    """Bound every wait on the broker: connecting, and a peer gone silent (heartbeats, which
+    also end a publish waiting for its confirmation). The URL's own values win."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    whole = max(1, round(seconds))
+    defaults = {
+        "heartbeat": str(whole),
+        "socket_timeout": str(whole),
+        "stack_timeout": str(whole * 2),
+        "blocked_connection_timeout": str(whole),
+        "connection_attempts": "1",
+    }
+    return urlunsplit(parts._replace(query=urlencode(defaults | query)))
+
+
+class RabbitmqQueue:
+    """`MessageQueue` on RabbitMQ. Publishing waits for the broker's confirmation of every
+    message: with quorum queues, a confirmed message is on a majority of the nodes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._broker: QuorumRabbitmqBroker | None = None
+
+    @property
+    def broker(self) -> dramatiq.Broker:
+        return self._rabbit()
+
+    def _rabbit(self) -> QuorumRabbitmqBroker:
+        if self._broker is None:
+            settings = self._settings
+            self._broker = QuorumRabbitmqBroker(
+                url=with_timeouts(settings.broker_url, settings.broker_timeout_seconds),
+                confirm_delivery=True,
+                max_queued_bytes=settings.max_queued_bytes,
+            )
+            for queue in QUEUES:
+                self._broker.declare_queue(queue)
+        return self._broker
+
+    @property
+    def durability(self) -> str:
+        return "quorum queues with publisher confirms: a 202 survives a minority of nodes lost"
+
+    def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
+        if not messages:
+            return
+        broker = self._rabbit()
+        channel = self._ready_channel({message.queue_name for message in messages})
+        published = 0
+        try:
+            for message in messages:
+                _publish(channel, message.queue_name, encode(message))
+                published += 1
+        except pika.exceptions.NackError as error:
+            del broker.connection
+            if published == 0 and len(messages) == 1:
+                raise QueueFullError("the queue is full (x-max-length-bytes)") from error
+            raise PublishUncertainError(f"{published} of {len(messages)} confirmed") from error
+        except _AMQP_ERRORS as error:
+            del broker.connection
+            raise PublishUncertainError(f"{published} of {len(messages)} confirmed") from error
+
+    def _ready_channel(self, queues: set[str]) -> Any:
+        """This thread's channel with the queues declared: failing here, nothing was sent."""
+        broker = self._rabbit()
+        try:
+            for queue in sorted(queues):
+                broker.declare_queue(queue, ensure=True)
+            return broker.channel
+        except _AMQP_ERRORS as error:
+            del broker.connection
+            raise BrokerUnavailableError(str(error)) from error
+
+    def depths(self) -> dict[str, int]:
+        broker = self._rabbit()
+        depths: dict[str, int] = {}
+        try:
+            for queue in QUEUES:
+                ready, delayed, dead = broker.get_queue_message_counts(queue)
+                depths |= {queue: ready, queue + DELAYED: delayed, queue + DEAD: dead}
+        except _AMQP_ERRORS as error:
+            del broker.connection
+            raise BrokerUnavailableError(str(error)) from error
+        return {name: depths[name] for name in depth_names()}
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Read without taking: the messages are fetched unacknowledged on a channel of their
+        own, which is then closed, and RabbitMQ puts them back."""
+        letters: list[DeadLetter] = []
+        with self._side_channel() as channel:
+            for queue in QUEUES:
+                while len(letters) < limit:
+                    method, _, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                    if method is None:
+                        break
+                    letters.append(_dead_letter(queue, body))
+        return letters
+
+    def count_dead_letters(self) -> int:
+        depths = self.depths()
+        return sum(depths[queue + DEAD] for queue in QUEUES)
+
+    def requeue_dead_letters(self) -> int:
+        """Each dead letter is published (confirmed) to its queue, then acknowledged: a crash in
+        between queues it twice, which versions make harmless."""
+        moved = 0
+        with self._side_channel() as channel:
+            for queue in QUEUES:
+                while True:
+                    method, _, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                    if method is None:
+                        break
+                    message = decode(body)
+                    fresh = message.copy(
+                        queue_name=q_name(message.queue_name),
+                        options={**message.options, "retries": 0},
+                    )
+                    _publish(channel, fresh.queue_name, encode(fresh))
+                    channel.basic_ack(method.delivery_tag)
+                    moved += 1
+        return moved
+
+    def _side_channel(self) -> _SideChannel:
+        return _SideChannel(self._rabbit())
+
+    def carried(self, ids: set[str]) -> set[str] | None:
+        return None  # reading every queued message would mean consuming it
+
+    def queued_bytes(self) -> int | None:
+        return None  # the queues enforce MAX_QUEUED_BYTES themselves (x-max-length-bytes)
+
+    def ping(self) -> None:
+        self._ready_channel(set(QUEUES))
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+
+
+def _publish(channel: Any, queue: str, body: bytes) -> None:
+    channel.basic_publish(
+        exchange="",
+        routing_key=queue,
+        body=body,
+        properties=pika.BasicProperties(delivery_mode=2),
+        mandatory=True,
+    )
+
+
+def _dead_letter(queue: str, body: bytes) -> DeadLetter:
+    message = decode(body)
+    return DeadLetter(
+        queue=queue,
+        message_id=message.message_id,
+        actor=message.actor_name,
+        documents=document_count(message.args),
+        retries=int(message.options.get("retries", 0)),
+        dead_since=None,
+    )
+
+
+class _SideChannel:
+    """A confirming channel on a connection of its own, closed on exit (unacknowledged
+    messages go back to their queues); AMQP errors read as `BrokerUnavailableError`."""
+
+    def __init__(self, broker: QuorumRabbitmqBroker) -> None:
+        self._broker = broker
+        self._connection: Any = None
+
+    def __enter__(self) -> Any:
+        try:
+            for queue in QUEUES:
+                self._broker.declare_queue(queue, ensure=True)
+            self._connection = pika.BlockingConnection(self._broker.parameters)
+            channel = self._connection.channel()
+            channel.confirm_delivery()
+        except _AMQP_ERRORS as error:
+            raise BrokerUnavailableError(str(error)) from error
+        return channel
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(*_AMQP_ERRORS):
+                self._connection.close()
+        if isinstance(error, _AMQP_ERRORS):
+            raise BrokerUnavailableError(str(error)) from error

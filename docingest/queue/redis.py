@@ -1,0 +1,313 @@
+"""The queue on Redis: Dramatiq's storage layout, written and read in this module only.
+
+Dramatiq keeps a queue as `<ns>:<queue>` (a list of message ids) and `<ns>:<queue>.msgs` (id →
+body), retries in `<queue>.DQ` and dead letters in `<queue>.XQ` (a sorted set by time of death)
+with their bodies in `<queue>.XQ.msgs`. docingest writes the same keys, but all the messages of
+a request in one `MULTI/EXEC`, so a bulk request is queued whole or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, cast
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
+
+from docingest.queue.base import BrokerUnavailableError, DeadLetter, PublishUncertainError
+from docingest.queue.encoder import decode, encode
+from docingest.queue.messages import document_count
+from docingest.queue.names import DEAD, DELAYED, DOCUMENTS_QUEUE, QUEUES, depth_names
+from docingest.settings import Settings
+
+NAMESPACE = "dramatiq"
+# Dead letters are failures to show and replay, never to expire (Dramatiq's default: 7 days).
+DEAD_MESSAGE_TTL_MS = 100 * 365 * 24 * 3600 * 1000
+
+
+class RecoveringRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker, recovering a dead worker's messages within seconds.
+
+    Dramatiq requeues the unacknowledged messages of a worker whose heartbeat is older than
+    `heartbeat_timeout` during "maintenance", which it runs on a random 0.1 % of commands: on a
+    quiet queue that can take many minutes. Here every process also runs it at least once per
+    `maintenance_interval` seconds.
+    """
+
+    def __init__(self, *, maintenance_interval: float, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        self._maintenance_interval = maintenance_interval
+        self._next_maintenance = 0.0
+
+    def _should_do_maintenance(self, command: str) -> int:
+        now = time.monotonic()
+        if command in ("fetch", "enqueue") and now >= self._next_maintenance:
+            self._next_maintenance = now + self._maintenance_interval
+            return 1
+        return int(super()._should_do_maintenance(command))
+
+
+def _key(queue: str) -> str:
+    return f"{NAMESPACE}:{queue}"
+
+
+class QueueKeys(NamedTuple):
+    """Where Redis keeps one queue: for tools that inspect it (the benchmark, fault tests)."""
+
+    waiting: str  # list of message ids
+    messages: str  # id -> body of waiting and in-flight messages
+    delayed: str
+    delayed_messages: str
+    dead: str  # sorted set of dead-lettered ids, by time of death
+    dead_messages: str
+    acks_pattern: str  # the sets of ids each worker holds
+
+    @classmethod
+    def of(cls, queue: str) -> QueueKeys:
+        return cls(
+            _key(queue),
+            _key(queue) + ".msgs",
+            _key(queue + DELAYED),
+            _key(queue + DELAYED) + ".msgs",
+            _key(queue + DEAD),
+            _key(queue + DEAD) + ".msgs",
+            _key("__acks__.*"),
+        )
+
+
+class RedisQueue:
+    """`MessageQueue` on Redis. Publishing uses its own client without redis-py's retries: a
+    retried `EXEC` whose first reply was lost would queue the messages twice, and the caller
+    must know whether the failure came before or after the request was sent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        timeout = settings.broker_timeout_seconds
+        self._client = redis.Redis.from_url(
+            settings.broker_url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._broker: RecoveringRedisBroker | None = None
+        self._durability: tuple[str, bool] | None = None
+
+    @property
+    def broker(self) -> dramatiq.Broker:
+        """Built on first use: only processes that run or address actors need it."""
+        if self._broker is None:
+            settings = self._settings
+            client = redis.Redis.from_url(
+                settings.broker_url,
+                socket_connect_timeout=settings.broker_timeout_seconds,
+                socket_timeout=settings.broker_timeout_seconds,
+                health_check_interval=30,
+            )
+            self._broker = RecoveringRedisBroker(
+                client=client,
+                namespace=NAMESPACE,
+                heartbeat_timeout=int(settings.worker_heartbeat_timeout_seconds * 1000),
+                dead_message_ttl=DEAD_MESSAGE_TTL_MS,
+                maintenance_interval=settings.worker_heartbeat_timeout_seconds / 3,
+            )
+        return self._broker
+
+    @property
+    def durability(self) -> str:
+        return self._check_durability()[0]
+
+    def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
+        if not messages:
+            return
+        connection = self._connection()
+        try:
+            with self._client.pipeline(transaction=True) as pipeline:
+                pipeline.connection = connection
+                for message in messages:
+                    _push(pipeline, message, str(uuid.uuid4()))
+                pipeline.execute()
+                self._wait_for_fsync(connection)
+        except redis.ResponseError as error:  # refused by the server: EXEC did not run
+            raise BrokerUnavailableError(str(error)) from error
+        except redis.RedisError as error:
+            connection.disconnect()
+            raise PublishUncertainError(str(error)) from error
+        finally:
+            self._client.connection_pool.release(connection)
+
+    def _connection(self) -> Any:
+        """A connected connection, or `BrokerUnavailableError`: nothing has been sent yet."""
+        try:
+            self._check_durability()
+            return self._client.connection_pool.get_connection()
+        except redis.RedisError as error:
+            raise BrokerUnavailableError(str(error)) from error
+
+    def _wait_for_fsync(self, connection: Any) -> None:
+        """WAITAOF: answer only once the append-only file holds the write (Redis >= 7.2)."""
+        _, wait = self._check_durability()
+        if not wait:
+            return
+        timeout_ms = int(self._settings.broker_timeout_seconds * 1000)
+        connection.send_command("WAITAOF", 1, 0, timeout_ms)
+        local, _ = connection.read_response()
+        if int(local) < 1:
+            raise PublishUncertainError(f"Redis did not fsync the messages within {timeout_ms} ms")
+
+    def _check_durability(self) -> tuple[str, bool]:
+        """(what a crash of Redis does to a 202, whether to WAITAOF), read once per process."""
+        if self._durability is None:
+            self._durability = _durability(self._client)
+        return self._durability
+
+    def depths(self) -> dict[str, int]:
+        names = depth_names()
+        with self._client.pipeline(transaction=False) as pipeline:
+            for name in names:
+                (pipeline.zcard if name.endswith(DEAD) else pipeline.llen)(_key(name))
+            depths = _execute(pipeline)
+        return dict(zip(names, (int(depth) for depth in depths), strict=True))
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for queue in QUEUES:
+            dead = _key(queue + DEAD)
+            entries = cast(
+                list[tuple[bytes, float]],
+                _call(self._client.zrange, dead, 0, limit - 1, withscores=True),
+            )
+            bodies = _call(_hmget, self._client, dead, [message_id for message_id, _ in entries])
+            for (message_id, score), body in zip(entries, bodies, strict=True):
+                if body is not None:
+                    letters.append(_dead_letter(queue, message_id, score, body))
+        letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
+        return letters[:limit]
+
+    def count_dead_letters(self) -> int:
+        depths = self.depths()
+        return sum(depths[queue + DEAD] for queue in QUEUES)
+
+    def requeue_dead_letters(self) -> int:
+        """Each message back onto its own queue, its retries reset, atomically one by one."""
+        moved = 0
+        for queue in QUEUES:
+            dead = _key(queue + DEAD)
+            message_ids = cast(list[bytes], _call(self._client.zrange, dead, 0, -1))
+            for message_id in message_ids:
+                body = cast(bytes | None, _call(self._client.hget, dead + ".msgs", message_id))
+                if body is None:
+                    continue
+                message = decode(body)
+                fresh = message.copy(
+                    queue_name=q_name(message.queue_name),
+                    options={**message.options, "retries": 0},
+                )
+                with self._client.pipeline(transaction=True) as pipeline:
+                    _push(pipeline, fresh, message_id.decode())
+                    pipeline.zrem(dead, message_id)
+                    pipeline.hdel(dead + ".msgs", message_id)
+                    _execute(pipeline)
+                moved += 1
+        return moved
+
+    def carried(self, ids: set[str]) -> set[str] | None:
+        """Scans every message body of the documents queue: costly, so only the reconciler,
+        with its few old candidates, asks."""
+        found: set[str] = set()
+        try:
+            for part in ("", DELAYED, DEAD):
+                for _, body in self._client.hscan_iter(_key(DOCUMENTS_QUEUE + part) + ".msgs"):
+                    message = decode(body)
+                    found.update(doc["id"] for doc in message.args[0] if doc["id"] in ids)
+        except redis.RedisError as error:
+            raise BrokerUnavailableError(str(error)) from error
+        return found
+
+    def queued_bytes(self) -> int | None:
+        """MEMORY USAGE samples a few fields of each hash: an estimate in O(1)."""
+        with self._client.pipeline(transaction=False) as pipeline:
+            for part in ("", DELAYED):
+                pipeline.memory_usage(_key(DOCUMENTS_QUEUE + part) + ".msgs")
+            usages = _execute(pipeline)
+        return sum(int(usage or 0) for usage in usages)
+
+    def ping(self) -> None:
+        _call(self._client.ping)
+
+    def close(self) -> None:
+        self._client.close()
+        if self._broker is not None:
+            self._broker.close()
+
+
+def _push(pipeline: Pipeline, message: dramatiq.Message[Any], message_id: str) -> None:
+    """What Dramatiq's enqueue writes: the body, which names its Redis id (the consumer acks by
+    it), into `.msgs`, the id onto the list."""
+    body = encode(message.copy(options={"redis_message_id": message_id}))
+    pipeline.hset(_key(message.queue_name) + ".msgs", message_id, body)
+    pipeline.rpush(_key(message.queue_name), message_id)
+
+
+def _hmget(client: redis.Redis, key: str, ids: list[bytes]) -> list[bytes | None]:
+    return cast(list[bytes | None], client.hmget(key + ".msgs", ids)) if ids else []
+
+
+def _dead_letter(queue: str, message_id: bytes, score: float, body: bytes) -> DeadLetter:
+    message = decode(body)
+    return DeadLetter(
+        queue=queue,
+        message_id=message_id.decode(),
+        actor=message.actor_name,
+        documents=document_count(message.args),
+        retries=int(message.options.get("retries", 0)),
+        dead_since=datetime.fromtimestamp(score / 1000, UTC) if score else None,
+    )
+
+
+def _durability(client: redis.Redis) -> tuple[str, bool]:
+    """Ask the server how it persists writes. Managed services may hide CONFIG: then trust
+    WAITAOF alone when it exists."""
+    waitaof = _supports_waitaof(client)
+    try:
+        config = cast(dict[str, str], client.config_get("append*"))
+    except redis.ResponseError:
+        config = {}
+    appendonly = config.get("appendonly")
+    fsync = config.get("appendfsync")
+    if appendonly == "yes" and fsync == "always":
+        return "append-only file, fsync always", False
+    if waitaof and appendonly != "no":
+        return f"append-only file, fsync {fsync or 'unknown'}, WAITAOF before each 202", True
+    if appendonly == "no":
+        return "none: appendonly is off, a Redis crash loses accepted documents", False
+    return f"append-only file, fsync {fsync}, no WAITAOF: a crash can lose ~2 s of 202s", False
+
+
+def _supports_waitaof(client: redis.Redis) -> bool:
+    try:
+        info = cast(list[Any], client.execute_command("COMMAND", "INFO", "WAITAOF"))  # type: ignore[no-untyped-call]
+    except redis.RedisError:
+        return False
+    if isinstance(info, dict):  # redis-py parses the reply by command name
+        return any(info.values())
+    return bool(info and info[0])
+
+
+def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Redis errors as the queue's own: the callers answer 503 without knowing Redis."""
+    try:
+        return function(*args, **kwargs)
+    except redis.RedisError as error:
+        raise BrokerUnavailableError(str(error)) from error
+
+
+def _execute(pipeline: Pipeline) -> list[Any]:
+    return cast(list[Any], _call(pipeline.execute))

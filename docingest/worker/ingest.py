@@ -1,0 +1,176 @@
+"""A batch's way through a worker: classify with one model call, store with one transaction,
+settle in the ledger. Functions of their arguments only: `actors` supplies the engine, the model
+and the ledger, so tests and tools import this module without configuring anything."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError
+
+from docingest.classifier import Classifier, Prediction
+from docingest.db import current_contents, store_batch, update_classifications
+from docingest.ledger import Ledger
+from docingest.metrics import worker_metrics
+from docingest.schemas import QueuedDocument, utcnow
+
+logger = logging.getLogger(__name__)
+
+# Errors about a row's values, not about reaching the database: worth bisecting for.
+ROW_ERRORS = (DataError, IntegrityError)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ingest(
+    documents: Sequence[dict[str, Any]],
+    *,
+    engine: Engine,
+    classifier: Classifier,
+    ledger: Ledger,
+) -> None:
+    """Classify a batch with one model call, store it with one transaction, then settle it.
+
+    A document the classifier raises on, or whose row the database refuses, is recorded as
+    failed; the rest of its batch is stored. Other database errors propagate, so Dramatiq
+    retries the whole message with backoff.
+    """
+    queued = [QueuedDocument.model_validate(document) for document in documents]
+    started = time.perf_counter()
+    outcomes = classify_isolating(classifier, [document.content for document in queued])
+    classified = time.perf_counter()
+    now = utcnow()
+    stored, failed = [], []
+    for document, outcome in zip(queued, outcomes, strict=True):
+        if isinstance(outcome, Prediction):
+            stored.append((document, _document_row(document, outcome, classifier.version, now)))
+        else:
+            failed.append(failure_row(document, _describe(outcome), now))
+    refused = store_isolating(engine, [row for _, row in stored], failed)
+    if refused:
+        by_id = {document.id: document for document, _ in stored}
+        failed += [failure_row(by_id[row["id"]], _describe(error), now) for row, error in refused]
+        store_batch(engine, [], failed[-len(refused) :])
+    store_seconds = time.perf_counter() - classified
+    ledger.settle([(document.id, document.version) for document in queued])
+    worker_metrics.record_batch(
+        [document.accepted_at for document in queued],
+        failed=len(failed),
+        classification_seconds=classified - started,
+        database_seconds=store_seconds,
+    )
+    if failed:
+        failed_ids = [str(row["id"]) for row in failed]
+        logger.warning("documents failed", extra={"failed_ids": failed_ids})
+
+
+def isolate(
+    items: Sequence[T], attempt: Callable[[Sequence[T]], R], errors: tuple[type[Exception], ...]
+) -> list[tuple[Sequence[T], R | Exception]]:
+    """`attempt` the whole list; if it raises one of `errors`, bisect to find the items that
+    cause it. k bad items in n cost about 2·k·log2(n) extra attempts, and only when there are
+    any. Returns each part attempted last with its result or error."""
+    try:
+        return [(items, attempt(items))]
+    except errors as error:
+        if len(items) == 1:
+            return [(items, error)]
+        middle = len(items) // 2
+        return isolate(items[:middle], attempt, errors) + isolate(items[middle:], attempt, errors)
+
+
+def classify_isolating(
+    classifier: Classifier, texts: Sequence[str]
+) -> list[Prediction | Exception]:
+    """One model call for the batch; the documents it raises on become exceptions."""
+    outcomes: list[Prediction | Exception] = []
+    for part, result in isolate(texts, lambda part: list(classifier.predict(part)), (Exception,)):
+        outcomes += [result] * len(part) if isinstance(result, Exception) else result
+    return outcomes
+
+
+def store_isolating(
+    engine: Engine, documents: Sequence[dict[str, Any]], failures: Sequence[dict[str, Any]]
+) -> list[tuple[dict[str, Any], Exception]]:
+    """One transaction for the batch; if the database refuses a document's row, bisect to find
+    it, store the rest, and return the refused rows with their errors."""
+    if not documents:
+        store_batch(engine, [], failures)
+        return []
+    refused: list[tuple[dict[str, Any], Exception]] = []
+    first = True
+
+    def attempt(part: Sequence[dict[str, Any]]) -> None:
+        nonlocal first
+        store_batch(engine, part, failures if first else [])
+        first = False
+
+    for part, result in isolate(documents, attempt, ROW_ERRORS):
+        if isinstance(result, Exception):
+            refused += [(row, result) for row in part]
+    if first:
+        store_batch(engine, [], failures)
+    return refused
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _document_row(
+    document: QueuedDocument, prediction: Prediction, model_version: str, now: datetime
+) -> dict[str, Any]:
+    return _classification(prediction, model_version, now) | {
+        "id": document.id,
+        "content": document.content,
+        "version": document.version,
+        "created_at": document.accepted_at,
+    }
+
+
+def _classification(prediction: Prediction, model_version: str, now: datetime) -> dict[str, Any]:
+    return {
+        "category": prediction.category,
+        "confidence": prediction.confidence,
+        "alternatives": prediction.alternatives,
+        "model_version": model_version,
+        "updated_at": now,
+    }
+
+
+def failure_row(document: QueuedDocument, error: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": document.id,
+        "content": document.content,
+        "version": document.version,
+        "accepted_at": document.accepted_at,
+        "error": error,
+        "failed_at": now,
+        "attempts": 1,
+    }
+
+
+def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Classifier) -> int:
+    """Classify stored documents again; returns how many were updated.
+
+    Each update names the version it classified, so a newer version stored meanwhile is left
+    alone (it was classified on its way in). A document the model raises on keeps its previous
+    classification and is logged; `docingest reclassify` reports it as not done.
+    """
+    documents = current_contents(engine, ids)
+    outcomes = classify_isolating(classifier, [content for _, _, content in documents])
+    now = utcnow()
+    updates = []
+    for (document_id, version, _), outcome in zip(documents, outcomes, strict=True):
+        if isinstance(outcome, Prediction):
+            row = _classification(outcome, classifier.version, now)
+            updates.append(row | {"id": document_id, "version": version})
+        else:
+            logger.warning("document %s not reclassified: %r", document_id, outcome)
+    return update_classifications(engine, updates)

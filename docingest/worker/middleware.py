@@ -1,0 +1,114 @@
+"""Dramatiq middleware of each worker process: metrics flushed, ledger reconciled, batches logged.
+
+Two daemon threads per process, started after the worker boots (after Dramatiq forked it):
+one adds `worker_metrics` into the metrics store every METRICS_FLUSH_SECONDS, one runs
+`ledger.reconcile` every RECONCILE_SECONDS. Each batch's log lines carry its message id and
+document count.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import dramatiq
+import structlog
+from dramatiq.broker import MessageProxy
+
+from docingest.ledger import LedgerUnavailableError
+from docingest.ledger.reconcile import reconcile
+from docingest.metrics import MESSAGES, worker_metrics
+from docingest.metrics_store import MetricsStoreUnavailableError
+from docingest.queue import BrokerUnavailableError
+from docingest.queue.messages import document_count
+from docingest.settings import Settings
+from docingest.worker.resources import Resources
+
+logger = structlog.get_logger(__name__)
+
+
+class WorkerMiddleware(dramatiq.Middleware):
+    def __init__(self, settings: Settings, resources: Callable[[], Resources]) -> None:
+        self._settings = settings
+        self._resources = resources
+        self._stop = threading.Event()
+        self._local = threading.local()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        settings = self._settings
+        self._every(settings.metrics_flush_seconds, self._flush, "metrics")
+        self._every(settings.reconcile_seconds, self._reconcile, "reconcile")
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        self._flush()
+
+    def _every(self, seconds: float, job: Callable[[], None], name: str) -> None:
+        """`job` every `seconds`, the first time after a random part of it: processes started
+        together do not all reconcile at once."""
+
+        def loop() -> None:
+            delay = seconds * random.random()  # noqa: S311 (spreading load, not security)
+            while not self._stop.wait(delay):
+                job()
+                delay = seconds
+
+        threading.Thread(target=loop, name=name, daemon=True).start()
+
+    def _flush(self) -> None:
+        try:
+            worker_metrics.flush(self._resources().connections.metrics)
+        except MetricsStoreUnavailableError as error:
+            logger.warning("worker metrics not flushed, kept for the next try", error=str(error))
+
+    def _reconcile(self) -> None:
+        connections = self._resources().connections
+        older_than = timedelta(seconds=self._settings.reconcile_after_seconds)
+        try:
+            done = reconcile(
+                connections.ledger, connections.engine, connections.queue, older_than=older_than
+            )
+        except (LedgerUnavailableError, BrokerUnavailableError) as error:
+            logger.warning("ledger not reconciled, trying again later", error=str(error))
+            return
+        except Exception:
+            logger.exception("ledger reconciliation failed")
+            return
+        if done.settled or done.dropped:
+            logger.info("ledger reconciled", settled=done.settled, dropped=done.dropped)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        structlog.contextvars.bind_contextvars(
+            message_id=message.message_id, documents=document_count(message.args)
+        )
+        self._local.started = time.perf_counter()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        seconds = round(
+            time.perf_counter() - getattr(self._local, "started", time.perf_counter()), 4
+        )
+        if exception is None:
+            worker_metrics.count(MESSAGES, label="ok")
+            logger.info("batch processed", seconds=seconds)
+        else:
+            worker_metrics.count(MESSAGES, label="error")
+            logger.warning(
+                "batch failed, Dramatiq retries it",
+                seconds=seconds,
+                retries=message.options.get("retries", 0),
+                exc_info=exception,
+            )
+        structlog.contextvars.clear_contextvars()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        structlog.contextvars.clear_contextvars()
