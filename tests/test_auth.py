@@ -7,6 +7,9 @@ The route table is checked against `app.routes`: a route added without an entry 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,8 +22,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from docingest.api import create_app
+from docingest.api.auth import OpenExposureError
 from docingest.cli import app as cli
 from docingest.cli.keys import refuse_open_exposure
+from docingest.embedded import free_port
 from docingest.keys import ApiKey, Keyring, Scope, digest, generate_key, load_keys_file
 from docingest.settings import PublicEndpoint, Settings
 from tests.helpers import make_settings, migrated_sqlite
@@ -275,12 +280,98 @@ def test_keys_create_prints_a_key_that_works(make_client: ClientFactory) -> None
 def test_open_mode_is_refused_beyond_loopback(
     host: str, keys: str, allow: bool, refused: bool
 ) -> None:
+    """By the CLI for the host it binds, and by the app itself for its HOST setting."""
     settings = Settings(_env_file=None, api_keys=keys, allow_open_access=allow)
+    app_settings = settings.model_copy(update={"host": host})
     if refused:
         with pytest.raises(typer.Exit):
             refuse_open_exposure(settings, host)
+        with pytest.raises(OpenExposureError, match=f"refusing to serve on {host} without API"):
+            create_app(app_settings)
     else:
         refuse_open_exposure(settings, host)
+        create_app(app_settings)
+
+
+def test_uvicorn_refuses_to_serve_an_open_app_beyond_loopback(tmp_path: Path) -> None:
+    """`uvicorn docingest.api:app` with HOST=0.0.0.0 and no key stops at start-up, saying why."""
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEYS", "API_KEYS_FILE")}
+    env |= {"HOST": "0.0.0.0", "ALLOW_OPEN_ACCESS": "false"}
+    command = [sys.executable, "-m", "uvicorn", "docingest.api:app", "--port", str(free_port())]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert result.returncode != 0
+    assert b"refusing to serve on 0.0.0.0 without API keys" in result.stderr
+
+
+JSON_ROUTES = [
+    ("POST", "/documents"),
+    ("POST", "/documents/bulk"),
+    ("POST", "/failures/replay"),
+    ("POST", "/models/no-such-model/activate"),
+    ("DELETE", f"/documents/{uuid.UUID(int=1)}"),
+]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
+def test_a_body_must_be_json(
+    method: str, path: str, content_type: str, open_mode: TestClient, keyed: TestClient
+) -> None:
+    """What a browser sends across sites without a preflight, HTML forms' types, is refused."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    for client, auth in ((open_mode, {}), (keyed, bearer("admin"))):
+        response = client.request(
+            method, path, content=b'[{"content": "x"}]', headers=headers | auth
+        )
+        assert response.status_code == 415, response.text
+        assert "application/json" in response.json()["detail"]
+
+
+def test_ndjson_only_where_it_is_taken(open_mode: TestClient) -> None:
+    body = b'{"content": "one"}\n{"content": "two"}\n'
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    assert open_mode.post("/documents/bulk", content=body, headers=ndjson).status_code == 202
+    assert open_mode.post("/documents", content=body[:18], headers=ndjson).status_code == 415
+    json = {"Content-Type": "application/json; charset=utf-8"}
+    assert open_mode.post("/documents", content=body[:18], headers=json).status_code == 202
+
+
+FOREIGN = [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Origin": "http://localhost:9999", "Host": "localhost:8000"},
+    {"Host": "evil.example"},
+    {"Host": "rebound.evil.example:8000", "Origin": "http://rebound.evil.example:8000"},
+    {"Host": "192.168.1.10:8000"},
+]
+
+
+@pytest.mark.parametrize("headers", FOREIGN, ids=lambda h: " ".join(h.values()))
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/documents"), ("POST", "/failures/replay"), ("GET", "/documents")],
+)
+def test_open_mode_refuses_other_sites_and_hosts(
+    method: str, path: str, headers: dict[str, str], open_mode: TestClient
+) -> None:
+    """A page of another site (Origin) cannot write, replay or read; nor one reached through
+    DNS rebinding (its Host is the attacker's name)."""
+    response = open_mode.request(method, path, json={"content": "x"}, headers=headers)
+    assert response.status_code == 403, response.text
+    assert "open mode" in response.json()["detail"]
+
+
+def test_open_mode_answers_its_own_pages_and_cors_origins(make_client: ClientFactory) -> None:
+    client = make_client(cors_origins=("https://app.example",))
+    for headers in (
+        {"Host": "localhost:8000", "Origin": "http://localhost:8000"},
+        {"Host": "127.0.0.1:8000"},
+        {"Host": "[::1]:8000"},
+        {"Origin": "https://app.example"},
+    ):
+        response = client.post("/documents", json={"content": "x"}, headers=headers)
+        assert response.status_code == 202, (headers, response.text)
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
 
 
 def test_the_api_command_refuses_to_serve_everyone_openly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout_seconds=settings.body_timeout_seconds,
     )
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
-    install_security(app, settings)
+    install_security(app, settings, ndjson_paths=documents.NDJSON_PATHS)
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees every answer
     app.include_router(documents.router)
     app.include_router(failures.router)

@@ -3,31 +3,34 @@
 Routes declare what they need: `dependencies=[require_scope(Scope.READ)]`. `Scope.ADMIN`
 implies `READ` and `INGEST`. Missing or unknown key: 401 with `WWW-Authenticate: Bearer`;
 a key without the scope: 403; over its rate limit: 429 with `Retry-After`. With no key
-configured the service is open (and the CLI binds it to loopback only).
+configured the service is open, for this machine only: `create_app` refuses a non-loopback
+HOST, and `Gate` refuses requests from other origins, hosts and interfaces.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, HTTPException, Request, params, status
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi.routing import RouteContext, iter_route_contexts
 from fastapi.security.utils import get_authorization_scheme_param
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
+from docingest.api.bulk import NDJSON_TYPES
+from docingest.api.limits import reads_body, refuse
 from docingest.api.ratelimit import RateLimiter
-from docingest.keys import ApiKey, Keyring, Scope
+from docingest.keys import ApiKey, Keyring, Scope, is_loopback
 from docingest.settings import PublicEndpoint, Settings
 
-__all__ = ["Scope", "install_security", "require_scope"]
+__all__ = ["OpenExposureError", "Scope", "install_security", "require_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +46,22 @@ class Access:
     rate_limit_per_minute: int
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
-    def authorize(self, authorization: str | None, scope: Scope) -> ApiKey | None:
-        """The caller's key if it grants `scope`; None in open mode; else an HTTPException."""
-        if self.keyring.open:
-            return None
+    def authenticate(self, authorization: str | None) -> ApiKey:
+        """The caller's key, or an HTTPException (401); only called when keys are configured."""
         scheme, token = get_authorization_scheme_param(authorization)
         if not token or scheme.lower() != "bearer":
             raise _unauthorized("Not authenticated")
         key = self.keyring.find(token)
         if key is None:
             raise _unauthorized("Invalid API key")
+        return key
+
+    @staticmethod
+    def check_scope(key: ApiKey, scope: Scope) -> None:
         if not key.allows(scope):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, detail=f"This API key lacks the '{scope}' scope"
             )
-        return key
 
     def throttle(self, key: ApiKey) -> None:
         limit = key.rate_limit_per_minute
@@ -88,14 +92,16 @@ class Requirement:
 
     async def __call__(self, request: Request) -> None:
         access: Access = request.app.state.access
-        if self.public_if in access.public:
+        if self.public_if in access.public or access.keyring.open:
             return
-        key = access.authorize(request.headers.get("authorization"), self.scope)
-        if key is not None:
-            # For logs and metrics labels: the key's name, never the key.
-            request.state.api_key_name = key.name
-            structlog.contextvars.bind_contextvars(api_key=key.name)
-            access.throttle(key)
+        key: ApiKey | None = request.scope.get(_AUTHENTICATED)
+        if key is None:
+            key = access.authenticate(request.headers.get("authorization"))
+        access.check_scope(key, self.scope)
+        # For logs and metrics labels: the key's name, never the key.
+        request.state.api_key_name = key.name
+        structlog.contextvars.bind_contextvars(api_key=key.name)
+        access.throttle(key)
 
 
 def require_scope(scope: Scope, *, public_if: PublicEndpoint | None = None) -> params.Depends:
@@ -107,49 +113,167 @@ def require_scope(scope: Scope, *, public_if: PublicEndpoint | None = None) -> p
     return params.Depends(Requirement(scope, public_if))
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
-    """Keys, CORS, the guard on the built-in docs, and the OpenAPI security description."""
-    access = Access(
-        Keyring.from_settings(settings), settings.public_endpoints, settings.rate_limit_per_minute
-    )
+class OpenExposureError(RuntimeError):
+    """An app without keys would be reachable from other machines."""
+
+
+def _refuse_open_exposure(settings: Settings, keyring: Keyring) -> None:
+    if keyring.open and not is_loopback(settings.host) and not settings.allow_open_access:
+        raise OpenExposureError(
+            f"refusing to serve on {settings.host} without API keys: anyone who reaches it could "
+            "ingest, read and delete documents. Configure API_KEYS or API_KEYS_FILE (`docingest "
+            "keys create`), bind to 127.0.0.1, or set ALLOW_OPEN_ACCESS=true."
+        )
+
+
+def install_security(app: FastAPI, settings: Settings, *, ndjson_paths: frozenset[str]) -> None:
+    """Keys, the header checks of `Gate`, CORS, and the OpenAPI security description.
+
+    Raises OpenExposureError rather than build an open app on a non-loopback HOST: the guard
+    belongs to the app, so that `uvicorn docingest.api:app` is held to it as `docingest api` is.
+    """
+    keyring = Keyring.from_settings(settings)
+    _refuse_open_exposure(settings, keyring)
+    access = Access(keyring, settings.public_endpoints, settings.rate_limit_per_minute)
     app.state.access = access
     if access.keyring.open:
         logger.warning(
             "no API key configured (API_KEYS, API_KEYS_FILE): open mode, anyone who can reach "
             "this process may ingest, read and administer; bind it to loopback only"
         )
-    if settings.cors_origins:
+    docs_paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    guarded_docs = set() if "docs" in access.public else {path for path in docs_paths if path}
+    app.add_middleware(
+        Gate,
+        access=access,
+        guarded_docs=frozenset(guarded_docs),
+        ndjson_paths=ndjson_paths,
+        cors_origins=frozenset(origin.encode() for origin in settings.cors_origins),
+        loopback_only=not settings.allow_open_access,
+    )
+    if settings.cors_origins:  # added after the Gate, so outside it: its refusals carry CORS
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    docs_paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    if "docs" not in access.public and not access.keyring.open:
-        app.add_middleware(DocsGuard, paths={path for path in docs_paths if path}, access=access)
     _describe_security(app, access)
 
 
-class DocsGuard:
-    """FastAPI's own /docs, /redoc and /openapi.json are no routes of ours: guard them here."""
+# Where Gate leaves the key it found, for `Requirement` not to hash it again.
+_AUTHENTICATED = "docingest.api_key"
+_JSON = b"application/json"
+_NDJSON = frozenset(media_type.encode() for media_type in NDJSON_TYPES)
 
-    def __init__(self, app: ASGIApp, *, paths: set[str], access: Access) -> None:
+
+class Gate:
+    """What can be decided from the headers, decided before a byte of body is read.
+
+    Keys configured: a request with a body, or for the guarded docs, needs a known key (401),
+    so a caller without one cannot make the body limit buffer MAX_BODY_BYTES for it. Open mode:
+    only this machine may call, and no web page it visits: a foreign `Origin` (403) is a page
+    of another site, a `Host` that is not a loopback or single-label name (403) is DNS
+    rebinding (a public name of the attacker's, resolving to 127.0.0.1), and unless
+    ALLOW_OPEN_ACCESS a connection on a non-loopback interface (403) means the server is bound
+    wider than the guard in `install_security` could see (`uvicorn --host 0.0.0.0`). A body
+    must be JSON (or NDJSON where the route takes it), else 415: browsers send the types of
+    HTML forms across sites without asking (no CORS preflight), never `application/json`.
+    Costs a pass over the headers and dictionary lookups; the key found is hashed only once.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access: Access,
+        guarded_docs: frozenset[str],
+        ndjson_paths: frozenset[str],
+        cors_origins: frozenset[bytes],
+        loopback_only: bool,
+    ) -> None:
         self.app = app
-        self.paths = paths
         self.access = access
+        self.guarded_docs = guarded_docs
+        self.ndjson_paths = ndjson_paths
+        self.cors_origins = cors_origins
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
+        if scope["type"] == "http":
             try:
-                self.access.authorize(Headers(scope=scope).get("authorization"), Scope.READ)
+                self._check(scope)
             except HTTPException as error:
-                refusal = JSONResponse(
-                    {"detail": error.detail}, error.status_code, headers=error.headers
-                )
-                await refusal(scope, receive, send)
+                headers = [(k.encode(), v.encode()) for k, v in (error.headers or {}).items()]
+                await refuse(receive, send, error.status_code, error.detail, headers=headers)
                 return
         await self.app(scope, receive, send)
+
+    def _check(self, scope: AsgiScope) -> None:
+        headers = dict(scope["headers"])
+        if self.access.keyring.open:
+            self._check_local(scope, headers)
+        elif scope["path"] in self.guarded_docs:
+            self.access.check_scope(self._authenticate(headers), Scope.READ)
+        elif reads_body(scope):
+            scope[_AUTHENTICATED] = self._authenticate(headers)
+        if reads_body(scope) and (b"transfer-encoding" in headers or _declares_body(headers)):
+            self._check_media_type(scope["path"], headers.get(b"content-type", b""))
+
+    def _authenticate(self, headers: dict[bytes, bytes]) -> ApiKey:
+        return self.access.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
+
+    def _check_local(self, scope: AsgiScope, headers: dict[bytes, bytes]) -> None:
+        host = headers.get(b"host")
+        if host is not None and not _local_host(host):
+            raise _forbidden("Host is not this machine's; open mode answers loopback names only")
+        origin = headers.get(b"origin")
+        if (
+            origin is not None
+            and origin not in self.cors_origins
+            and (host is None or origin not in (b"http://" + host, b"https://" + host))
+        ):
+            raise _forbidden("Requests from other origins are refused in open mode")
+        server = scope.get("server")
+        if self.loopback_only and server and _foreign_address(server[0]):
+            raise _forbidden("Open mode answers on the loopback interface only")
+
+    def _check_media_type(self, path: str, content_type: bytes) -> None:
+        media_type = content_type.split(b";", 1)[0].strip().lower()
+        if media_type != _JSON and not (media_type in _NDJSON and path in self.ndjson_paths):
+            accepted = "application/json" + (
+                " or " + ", ".join(NDJSON_TYPES) if path in self.ndjson_paths else ""
+            )
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"Content-Type must be {accepted}",
+            )
+
+
+def _declares_body(headers: dict[bytes, bytes]) -> bool:
+    return headers.get(b"content-length", b"0").strip() not in (b"0", b"")
+
+
+def _forbidden(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
+@lru_cache(maxsize=256)
+def _local_host(host: bytes) -> bool:
+    """A Host header naming this machine: a loopback address or `localhost`, or any name
+    without a dot (no public DNS name, so none a web attacker controls), any port."""
+    name = host.decode("latin-1")
+    name = name[1:].partition("]")[0] if name.startswith("[") else name.partition(":")[0]
+    return "." not in name or is_loopback(name)
+
+
+@lru_cache(maxsize=256)
+def _foreign_address(address: str) -> bool:
+    """An IP address of this server's socket that other machines can reach."""
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a Unix socket, or a test transport
 
 
 def route_requirement(route: RouteContext) -> Requirement | None:

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
-from docingest.api.bulk import NDJSON_TYPES, parse_items, request_validation_error
+from docingest.api.bulk import NDJSON_TYPES, read_items, request_validation_error
 from docingest.api.deps import EngineDep, EnqueuerDep, SessionDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
 from docingest.browse import InvalidCursorError, delete_document, is_tombstone, list_documents
@@ -29,6 +29,8 @@ from docingest.schemas import (
 )
 
 router = APIRouter(prefix="/documents", tags=["documents"])
+# Routes whose body may be NDJSON; any other body must be JSON (auth.Gate answers 415).
+NDJSON_PATHS = frozenset({f"{router.prefix}/bulk"})
 
 
 def _json_body(*, array: bool = False) -> dict[str, Any]:
@@ -86,11 +88,7 @@ async def create_documents(
     Answers one result per item, in order. Valid items are queued even when others are
     rejected; `errors` says whether any was.
     """
-    items = parse_items(
-        await request.body(),
-        request.headers.get("content-type", ""),
-        max_items=settings.max_bulk_documents,
-    )
+    items = await read_items(request, max_items=settings.max_bulk_documents)
     valid = [item.document for item in items if item.document is not None]
     queued = iter(await enqueuer.submit(valid))
     results = [

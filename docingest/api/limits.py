@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# What a refused client may still send, read and thrown away, so that one which sends its whole
+# body before reading (Python's urllib, many scripts) gets the answer instead of a connection
+# reset. Bounded: a client cannot keep a connection longer or make us read more than this.
+DRAIN_BYTES = 64 << 20
+DRAIN_SECONDS = 5.0
+
+
+def reads_body(scope: Scope) -> bool:
+    """Methods whose body is read (and so limited, and authenticated before it is read)."""
+    return scope["method"] not in ("GET", "HEAD", "OPTIONS")
 
 
 class BodySizeLimit:
@@ -23,22 +35,22 @@ class BodySizeLimit:
         self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http" or not reads_body(scope):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._too_large(send)
+            await self._too_large(receive, send)
             return
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 body = await self._read(receive)
         except TimeoutError:
             detail = f"Request body not received within {self.timeout_seconds:g} seconds"
-            await _reject(send, 408, detail)
+            await refuse(receive, send, 408, detail, drain=False)
             return
         except _TooLargeError:
-            await self._too_large(send)
+            await self._too_large(receive, send)
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
@@ -59,16 +71,32 @@ class BodySizeLimit:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, send: Send) -> None:
-        await _reject(send, 413, f"Request body is larger than the limit of {self.max_bytes} bytes")
+    async def _too_large(self, receive: Receive, send: Send) -> None:
+        detail = f"Request body is larger than the limit of {self.max_bytes} bytes"
+        await refuse(receive, send, 413, detail)
 
 
 class _TooLargeError(Exception):
     pass
 
 
-async def _reject(send: Send, code: int, detail: str) -> None:
-    """Answer and close the connection: the rest of the body is never read."""
+async def refuse(
+    receive: Receive,
+    send: Send,
+    code: int,
+    detail: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    drain: bool = True,
+) -> None:
+    """Answer at once, then close the connection, never having kept the body.
+
+    The answer goes out before the rest of the body is read, so a client that waits for it
+    (curl, `Expect: 100-continue`) gets it promptly. With `drain`, the response is held open
+    while what the client keeps sending is read and discarded (up to DRAIN_BYTES within
+    DRAIN_SECONDS): closing a socket with unread bytes makes the kernel send a reset, which
+    would destroy the answer before a send-everything-then-read client has seen it.
+    """
     body = orjson.dumps({"detail": detail})
     await send(
         {
@@ -78,10 +106,27 @@ async def _reject(send: Send, code: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": drain})
+    if drain:
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await _discard(receive)
+        except TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _discard(receive: Receive) -> None:
+    left = DRAIN_BYTES
+    while left > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
+        left -= len(message.get("body", b""))
 
 
 def _content_length(scope: Scope) -> int | None:
