@@ -176,3 +176,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def open_exposure(keyring: Keyring, host: str, *, allowed: bool) -> str | None:
+    """Why serving on `host` would expose an open API, or None when it would not. The app
+    refuses to start with it (`uvicorn docingest.api:app` included), the CLI says it first."""
+    if not keyring.open or is_loopback(host) or allowed:
+        return None
+    return (
+        f"refusing to serve on {host} without API keys: anyone who reaches it could ingest, "
+        "read and delete documents. Configure API_KEYS or API_KEYS_FILE (`docingest keys "
+        "create`), bind to 127.0.0.1, or set ALLOW_OPEN_ACCESS=true."
+    )

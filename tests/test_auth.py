@@ -40,6 +40,7 @@ EXPECTED: dict[tuple[str, str], Scope | PublicEndpoint] = {
     ("GET", "/documents/{document_id}/status"): Scope.READ,
     ("DELETE", "/documents/{document_id}"): Scope.ADMIN,
     ("GET", "/failures"): Scope.READ,
+    ("GET", "/failures/dead-letters"): Scope.READ,
     ("POST", "/failures/replay"): Scope.ADMIN,
     ("GET", "/model"): Scope.READ,
     ("GET", "/models"): Scope.READ,

@@ -27,7 +27,7 @@ from starlette.types import Scope as AsgiScope
 from docingest.api.bulk import NDJSON_TYPES
 from docingest.api.limits import reads_body, refuse
 from docingest.api.ratelimit import RateLimiter
-from docingest.keys import ApiKey, Keyring, Scope, is_loopback
+from docingest.keys import ApiKey, Keyring, Scope, is_loopback, open_exposure
 from docingest.settings import PublicEndpoint, Settings
 
 __all__ = ["OpenExposureError", "Scope", "install_security", "require_scope"]
@@ -117,15 +117,6 @@ class OpenExposureError(RuntimeError):
     """An app without keys would be reachable from other machines."""
 
 
-def _refuse_open_exposure(settings: Settings, keyring: Keyring) -> None:
-    if keyring.open and not is_loopback(settings.host) and not settings.allow_open_access:
-        raise OpenExposureError(
-            f"refusing to serve on {settings.host} without API keys: anyone who reaches it could "
-            "ingest, read and delete documents. Configure API_KEYS or API_KEYS_FILE (`docingest "
-            "keys create`), bind to 127.0.0.1, or set ALLOW_OPEN_ACCESS=true."
-        )
-
-
 def install_security(app: FastAPI, settings: Settings, *, ndjson_paths: frozenset[str]) -> None:
     """Keys, the header checks of `Gate`, CORS, and the OpenAPI security description.
 
@@ -133,7 +124,8 @@ def install_security(app: FastAPI, settings: Settings, *, ndjson_paths: frozense
     belongs to the app, so that `uvicorn docingest.api:app` is held to it as `docingest api` is.
     """
     keyring = Keyring.from_settings(settings)
-    _refuse_open_exposure(settings, keyring)
+    if problem := open_exposure(keyring, settings.host, allowed=settings.allow_open_access):
+        raise OpenExposureError(problem)
     access = Access(keyring, settings.public_endpoints, settings.rate_limit_per_minute)
     app.state.access = access
     if access.keyring.open:

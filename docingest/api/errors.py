@@ -32,6 +32,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "The model's artifact fails its checks (checksum, trusted types); not activated",
         429: "The queue is full (MAX_QUEUED_DOCUMENTS); retry after `Retry-After` seconds",
         413: "Request body larger than MAX_BODY_BYTES, or more documents than allowed",
+        415: "The body is not JSON (or NDJSON where a route takes it)",
         422: "The body is not what this route takes; `detail` says where and why",
         503: "Broker unreachable; retry after `Retry-After` seconds",
     }.items()

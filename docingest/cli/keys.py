@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from docingest.cli.app import app, console
-from docingest.keys import ApiKey, Keyring, Scope, digest, generate_key, is_loopback
+from docingest.keys import (
+    ApiKey,
+    Keyring,
+    Scope,
+    digest,
+    generate_key,
+    is_loopback,
+    open_exposure,
+)
 from docingest.settings import Settings, get_settings
 
 keys = typer.Typer(help="API keys: create one, list the configured ones.", no_args_is_help=True)
@@ -62,22 +70,17 @@ def list_keys() -> None:
 def refuse_open_exposure(settings: Settings, host: str) -> None:
     """Exit unless the keys are valid, and either some are configured or `host` is loopback
     (or ALLOW_OPEN_ACCESS says the operator means it)."""
-    if not _keyring(settings).open:
+    keyring = _keyring(settings)
+    if problem := open_exposure(keyring, host, allowed=settings.allow_open_access):
+        console.print(f"[red]{problem}[/]", highlight=False)
+        raise typer.Exit(2)
+    if not keyring.open:
         return
     if is_loopback(host):
         console.print(f"[yellow]open mode:[/] no API key configured; serving on {host} only")
-        return
-    if settings.allow_open_access:
+    else:
         console.print(f"[red]open mode on {host}:[/] anyone who reaches it may ingest, read and "
                       "administer (ALLOW_OPEN_ACCESS=true)")  # fmt: skip
-        return
-    console.print(
-        f"[red]refusing to serve on {host} without API keys:[/] anyone who reaches it could "
-        "ingest, read and delete documents. Configure API_KEYS or API_KEYS_FILE (`docingest "
-        "keys create`), bind to 127.0.0.1, or set ALLOW_OPEN_ACCESS=true.",
-        highlight=False,
-    )
-    raise typer.Exit(2)
 
 
 def _keyring(settings: Settings) -> Keyring:

@@ -41,6 +41,8 @@ def api(
     settings = get_settings()
     host = host or settings.host
     refuse_open_exposure(settings, host)
+    os.environ["HOST"] = host  # the app checks where it is served from its own settings
+    get_settings.cache_clear()
     uvicorn.run(
         "docingest.api:app",
         host=host,
