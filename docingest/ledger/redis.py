@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from docingest.ledger import FloorReader, LedgerUnavailableError, PendingEntry, Versions
+from docingest.ledger.base import FloorReader, LedgerUnavailableError, PendingEntry, Versions
 from docingest.settings import Settings
 
 VERSION_KEY = "docingest:version"

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, text, upd
 from sqlalchemy.exc import SQLAlchemyError
 
 from docingest.db import dialect_insert, newest_per_id
-from docingest.ledger import LedgerUnavailableError, PendingEntry, Versions
+from docingest.ledger.base import LedgerUnavailableError, PendingEntry, Versions
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import PENDING, VERSION_COUNTER
 
