@@ -1,0 +1,205 @@
+"""The ledger on a real Redis and real databases: versions never go back, whatever happened to
+Redis; pending entries are removed only at their own version; leaks are reconciled."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from docingest.api import create_app
+from docingest.classifier import Classifier
+from docingest.connections import Connections
+from docingest.db import store_batch
+from docingest.ledger.reconcile import reconcile
+from docingest.ledger.redis import EPOCH, PENDING_KEY, VERSION_KEY
+from docingest.queue.names import DOCUMENTS_QUEUE
+from docingest.queue.redis import QueueKeys
+from docingest.schemas import utcnow
+from docingest.settings import Settings
+from tests.helpers import UNAMBIGUOUS, drain
+
+
+def store_at_version_five(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> str:
+    """An id stored at version >= 5, as a client and a worker would leave it."""
+    document_id = str(uuid.uuid4())
+    for text in ("business", "politics", "tech", "sports", "entertainment"):
+        answer = client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS[text]})
+        assert answer.status_code == 202
+    drain(connections, classifier)
+    stored = client.get(f"/documents/{document_id}").json()
+    assert stored["version"] >= 5
+    assert stored["category"] == "entertainment"
+    return document_id
+
+
+def update_and_delete_take_effect(
+    client: TestClient, connections: Connections, classifier: Classifier, document_id: str
+) -> None:
+    before = client.get(f"/documents/{document_id}").json()["version"]
+    update = client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS["tech"]})
+    assert update.json()["version"] > before
+    drain(connections, classifier)
+    stored = client.get(f"/documents/{document_id}").json()
+    assert (stored["category"], stored["version"]) == ("tech", update.json()["version"])
+    assert client.delete(f"/documents/{document_id}").status_code == 204
+    assert client.get(f"/documents/{document_id}").status_code == 404
+    assert client.get(f"/documents/{document_id}/status").json()["status"] == "deleted"
+
+
+def test_versions_go_on_after_redis_lost_everything(
+    client: TestClient, connections: Connections, classifier: Classifier, redis_url: str
+) -> None:
+    document_id = store_at_version_five(client, connections, classifier)
+    redis.Redis.from_url(redis_url).flushall()
+    update_and_delete_take_effect(client, connections, classifier, document_id)
+
+
+@pytest.mark.parametrize("api", ["same", "restarted"])
+def test_versions_go_on_after_the_counter_went_back(
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    redis_url: str,
+    settings: Settings,
+    api: str,
+) -> None:
+    """What an older append-only file or a lagging replica does to the counter, here by hand;
+    `restarted`: an API process that never issued a version, so only the database can tell."""
+    document_id = store_at_version_five(client, connections, classifier)
+    redis.Redis.from_url(redis_url).set(VERSION_KEY, 1)
+    if api == "same":
+        update_and_delete_take_effect(client, connections, classifier, document_id)
+        return
+    with TestClient(create_app(settings)) as restarted:
+        update_and_delete_take_effect(restarted, connections, classifier, document_id)
+
+
+def test_a_counter_that_went_back_jumps_to_the_next_epoch(
+    client: TestClient, connections: Connections, classifier: Classifier, redis_url: str
+) -> None:
+    """Above the epoch of everything issued before: queued versions too, not only stored ones."""
+    document_id = store_at_version_five(client, connections, classifier)
+    redis.Redis.from_url(redis_url).set(VERSION_KEY, 2)
+    answer = client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS["tech"]})
+    assert answer.json()["version"] == EPOCH + 1
+
+
+def test_a_missing_counter_and_an_unreachable_database_accept_nothing(
+    settings: Settings, redis_url: str
+) -> None:
+    """Without the counter, only the database knows how high versions went: no guessing."""
+    settings.database_url = "postgresql+psycopg://nobody@127.0.0.1:9/none"
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        redis.Redis.from_url(redis_url).delete(VERSION_KEY)
+        refused = client.post("/documents", json={"content": UNAMBIGUOUS["tech"]})
+    assert refused.status_code == 503
+    assert "nothing was accepted" in refused.json()["detail"]
+    assert redis.Redis.from_url(redis_url).hlen(PENDING_KEY) == 0
+
+
+def test_pending_entries_are_removed_only_at_their_own_version(connections: Connections) -> None:
+    ledger = connections.ledger
+    document_id = uuid.uuid4()
+    first, _ = ledger.reserve([document_id])
+    second, _ = ledger.reserve([document_id])
+    ledger.forget([(document_id, first)])  # the older publish failed: the newer still waits
+    assert ledger.pending_version(document_id) == second
+    ledger.mark([(document_id, first)])  # a replay of the older never lowers the entry
+    assert ledger.pending_version(document_id) == second
+    ledger.settle([(document_id, first)])
+    assert ledger.pending_version(document_id) == second
+    ledger.settle([(document_id, second)])
+    assert ledger.pending_version(document_id) is None
+
+
+# --- leaks: entries no worker will settle -----------------------------------------------------
+
+
+def leak(connections: Connections) -> tuple[uuid.UUID, int]:
+    """Versions reserved and never published: a crash between the two, or a publish that
+    failed and a `forget` that failed with it."""
+    document_id = uuid.uuid4()
+    version, _ = connections.ledger.reserve([document_id])
+    return document_id, version
+
+
+def test_reconcile_drops_entries_no_message_carries(connections: Connections) -> None:
+    document_id, _ = leak(connections)
+    assert (
+        reconcile(
+            connections.ledger, connections.engine, connections.queue, older_than=timedelta(hours=1)
+        ).dropped
+        == 0
+    )
+    done = reconcile(
+        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+    )
+    assert (done.settled, done.dropped) == (0, 1)
+    assert connections.ledger.pending_version(document_id) is None
+
+
+def test_reconcile_settles_entries_already_stored(connections: Connections) -> None:
+    """A worker that died between its commit and its settle."""
+    document_id, version = leak(connections)
+    now = utcnow()
+    row = {
+        "id": document_id,
+        "content": "x",
+        "version": version,
+        "created_at": now,
+        "updated_at": now,
+    }
+    store_batch(connections.engine, [row])
+    done = reconcile(
+        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+    )
+    assert (done.settled, done.dropped) == (1, 0)
+    assert connections.ledger.pending_version(document_id) is None
+
+
+def test_reconcile_keeps_what_a_message_still_carries(
+    client: TestClient, connections: Connections
+) -> None:
+    """One document waiting, one dead-lettered: both still on their way, neither dropped."""
+    ids = [
+        uuid.UUID(client.post("/documents", json={"content": UNAMBIGUOUS[t]}).json()["id"])
+        for t in ("tech", "sports")
+    ]
+    consumer = connections.queue.broker.consume(DOCUMENTS_QUEUE, timeout=200)
+    consumer.nack(next(iter(consumer)))
+    consumer.close()
+    assert (connections.queue.depths()["documents"], connections.queue.count_dead_letters()) == (
+        1,
+        1,
+    )
+    done = reconcile(
+        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+    )
+    assert done.dropped == 0
+    assert all(connections.ledger.pending_version(i) is not None for i in ids)
+
+
+def test_dead_letters_outlive_dramatiq_s_seven_days(
+    client: TestClient, connections: Connections, redis_url: str
+) -> None:
+    """Dramatiq drops dead letters older than its TTL during maintenance: not ours."""
+    client.post("/documents", json={"content": UNAMBIGUOUS["tech"]})
+    consumer = connections.queue.broker.consume(DOCUMENTS_QUEUE, timeout=200)
+    consumer.nack(next(iter(consumer)))
+    consumer.close()
+    dead = QueueKeys.of(DOCUMENTS_QUEUE).dead
+    server = redis.Redis.from_url(redis_url)
+    (message_id,) = server.zrange(dead, 0, -1)
+    eight_days_ago = (time.time() - 8 * 24 * 3600) * 1000
+    server.zadd(dead, {message_id: eight_days_ago})
+    consumer = connections.queue.broker.consume(DOCUMENTS_QUEUE, timeout=200)
+    assert next(iter(consumer)) is None  # a fetch, which runs Dramatiq's maintenance
+    consumer.close()
+    assert connections.queue.count_dead_letters() == 1
