@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from docingest.api import dashboard, documents, failures, health, registry, stats
@@ -12,11 +14,19 @@ from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.limits import BodySizeLimit
-from docingest.connections import connect
+from docingest.connections import Connections, connect
 from docingest.enqueue import Enqueuer, Limits
 from docingest.logs import configure_logging
 from docingest.metrics import RequestMetrics
+from docingest.queue import BrokerUnavailableError
 from docingest.settings import Settings, get_settings
+
+
+def _check_durability(connections: Connections) -> None:
+    """At start-up, so that a broker that can lose accepted documents is logged at once (a
+    broker not reachable yet is checked at the first publish instead)."""
+    with contextlib.suppress(BrokerUnavailableError):
+        connections.queue.durability  # noqa: B018 (read for its check)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_queued_bytes=settings.max_queued_bytes,
             ),
         )
+        await anyio.to_thread.run_sync(_check_durability, connections)
         try:
             yield
         finally:

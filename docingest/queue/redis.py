@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, cast
 
 import dramatiq
 import redis
+import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import q_name
 from redis.backoff import NoBackoff
@@ -27,6 +28,8 @@ from docingest.queue.encoder import decode, encode
 from docingest.queue.messages import document_count
 from docingest.queue.names import DEAD, DELAYED, DOCUMENTS_QUEUE, QUEUES, depth_names
 from docingest.settings import Settings
+
+logger = structlog.get_logger(__name__)
 
 NAMESPACE = "dramatiq"
 # Dead letters are failures to show and replay, never to expire (Dramatiq's default: 7 days).
@@ -163,9 +166,12 @@ class RedisQueue:
             raise PublishUncertainError(f"Redis did not fsync the messages within {timeout_ms} ms")
 
     def _check_durability(self) -> tuple[str, bool]:
-        """(what a crash of Redis does to a 202, whether to WAITAOF), read once per process."""
+        """(what a crash of Redis does to a 202, whether to WAITAOF), read once per process;
+        a Redis that can lose accepted documents is logged as an error."""
         if self._durability is None:
-            self._durability = _durability(self._client)
+            text, wait = self._durability = _call(_durability, self._client)
+            if not wait and not text.endswith("fsync always"):
+                logger.error("the broker's Redis can lose accepted documents", durability=text)
         return self._durability
 
     def depths(self) -> dict[str, int]:

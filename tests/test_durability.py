@@ -1,0 +1,115 @@
+"""What a 202 promises when the broker or the disk misbehaves: a lost reply is not called a
+refusal, Redis's fsync is waited for where it is not immediate, SQLite commits are synced."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from docingest.api import create_app
+from docingest.classifier import Classifier
+from docingest.connections import connected
+from docingest.embedded import EmbeddedRedis
+from docingest.settings import Settings
+from docingest.worker.resources import resources
+from tests.helpers import UNAMBIGUOUS, drain, make_settings
+from tests.proxy import DelayingProxy
+
+
+def test_a_lost_reply_is_answered_as_unknown_and_the_documents_are_not_forgotten(
+    settings: Settings, redis_server_url: str, redis_url: str, classifier: Classifier
+) -> None:
+    """EXEC runs, its reply arrives after BROKER_TIMEOUT_SECONDS: the API must not say that
+    nothing was accepted, and must give the ids to retry with."""
+    proxy = DelayingProxy(redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"])
+    try:
+        settings.broker_url = f"redis://127.0.0.1:{proxy.port}/0"
+        settings.ledger_url = redis_url  # only the queue's replies are late
+        settings.broker_timeout_seconds = 1
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            assert client.post("/documents", json={"content": "warm-up"}).status_code == 202
+            document_id = str(uuid.uuid4())
+            proxy.holding.set()
+            answer = client.post(
+                "/documents", json={"id": document_id, "content": UNAMBIGUOUS["tech"]}
+            )
+            proxy.holding.clear()
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == str(settings.retry_after_seconds)
+            assert "may or may not have been accepted" in answer.json()["detail"]
+            assert answer.json()["ids"] == [document_id]
+            assert client.get(f"/documents/{document_id}/status").json()["status"] == "queued"
+            with connected(settings.model_copy(update={"broker_url": redis_url})) as connections:
+                drain(connections, classifier)
+            assert client.get(f"/documents/{document_id}/status").json()["status"] == "stored"
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def everysec_redis(tmp_path: Path) -> EmbeddedRedis:
+    server = EmbeddedRedis(tmp_path / "everysec", appendfsync="everysec")
+    server.start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def test_with_appendfsync_everysec_each_202_waits_for_the_fsync(
+    sqlite_url: str, everysec_redis: EmbeddedRedis, model_path: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(sqlite_url, everysec_redis.url, model_path, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        durability = client.get("/ready").json()["broker_durability"]
+        assert "WAITAOF" in durability
+        started = time.perf_counter()
+        for n in range(10):
+            assert (
+                client.post(
+                    "/documents", json={"content": f"{UNAMBIGUOUS['tech']} {n}"}
+                ).status_code
+                == 202
+            )
+        seconds = (time.perf_counter() - started) / 10
+    calls = redis.Redis.from_url(everysec_redis.url).info("commandstats")["cmdstat_waitaof"][
+        "calls"
+    ]
+    assert calls >= 10
+    print(f"appendfsync everysec: {seconds * 1000:.0f} ms per single POST, WAITAOF included")
+
+
+def test_a_redis_without_persistence_is_reported(
+    sqlite_url: str, everysec_redis: EmbeddedRedis, model_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    redis.Redis.from_url(everysec_redis.url).config_set("appendonly", "no")
+    settings = make_settings(sqlite_url, everysec_redis.url, model_path, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["broker_durability"].startswith("none: appendonly is off")
+    assert "the broker's Redis can lose accepted documents" in capsys.readouterr().err
+
+
+def test_sqlite_commits_that_precede_an_acknowledgement_are_synced(
+    sqlite_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's own engine, as `dramatiq docingest.worker.actors` makes it."""
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("BROKER_URL", redis_url)
+    from docingest.settings import get_settings
+
+    get_settings.cache_clear()
+    resources.cache_clear()
+    try:
+        with resources().connections.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL
+    finally:
+        resources().connections.close()
+        resources.cache_clear()
+        get_settings.cache_clear()
