@@ -60,11 +60,9 @@ class Enqueuer:
             return []
         ids = [doc.id for doc in documents]
         try:
-            first, depth = self.ledger.reserve(ids)
+            first, _ = self.ledger.reserve(ids)
         except LedgerUnavailableError as error:
             raise BrokerUnavailableError(f"version ledger unavailable: {error}") from error
-        if depth is not None:
-            self._note_room(depth, None)
         accepted_at = utcnow()
         # Built from fields already validated, so without validating them again.
         queued = [
@@ -143,10 +141,6 @@ class Enqueuer:
                 queued_bytes = self.queue.queued_bytes()
             except BrokerUnavailableError:
                 queued_bytes = None
-        return self._note_room(depth, queued_bytes)
-
-    def _note_room(self, depth: int | None, queued_bytes: int | None) -> str | None:
-        limits = self._limits
         refusal = None
         if depth is not None and limits.max_queued is not None and depth >= limits.max_queued:
             refusal = f"{depth} documents are waiting (limit {limits.max_queued})"

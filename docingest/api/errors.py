@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from docingest.ledger import LedgerUnavailableError
 from docingest.queue import BrokerUnavailableError, PublishUncertainError, QueueFullError
@@ -99,12 +100,14 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
             "queue full",
         ),
     )
-    app.add_exception_handler(
-        OperationalError,
-        retry_later(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "The database is unavailable; retry later.",
-            "database unavailable",
-        ),
-    )
+    # Unreachable, or every pooled connection busy: retrying later is the answer to both.
+    for exception in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(
+            exception,
+            retry_later(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "The database is unavailable; retry later.",
+                "database unavailable",
+            ),
+        )
     app.add_exception_handler(Exception, unexpected)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from docingest.db import make_engine
 from docingest.ledger.base import (
     FloorReader,
     Ledger,
@@ -44,4 +45,9 @@ def open_ledger(settings: Settings, engine: Engine) -> Ledger:
     from docingest.db import version_floor
     from docingest.ledger.redis import RedisLedger
 
-    return RedisLedger.from_url(url, settings, floor=lambda: version_floor(engine))
+    # A pool of its own: requests holding every connection of the app's pool must not keep
+    # the floor from being read. Connections are opened only when read (rarely).
+    floors = make_engine(settings.database_url)
+    return RedisLedger.from_url(
+        url, settings, floor=lambda: version_floor(floors), on_close=floors.dispose
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,10 +94,17 @@ return redis.call('HLEN', KEYS[1])
 )
 
 
+def _nothing() -> None:
+    return None
+
+
 class RedisLedger:
-    def __init__(self, client: redis.Redis, *, floor: FloorReader) -> None:
+    def __init__(
+        self, client: redis.Redis, *, floor: FloorReader, on_close: Callable[[], None] = _nothing
+    ) -> None:
         self._client = client
         self._read_floor = floor
+        self._on_close = on_close
         self._reserve = client.register_script(_RESERVE)
         self._remove = client.register_script(_REMOVE)
         self._mark = client.register_script(_MARK)
@@ -107,10 +114,12 @@ class RedisLedger:
         self._floor_read_at = 0.0
 
     @classmethod
-    def from_url(cls, url: str, settings: Settings, *, floor: FloorReader) -> RedisLedger:
+    def from_url(
+        cls, url: str, settings: Settings, *, floor: FloorReader, on_close: Callable[[], None]
+    ) -> RedisLedger:
         timeout = settings.broker_timeout_seconds
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        return cls(client, floor=floor)
+        return cls(client, floor=floor, on_close=on_close)
 
     def reserve(self, ids: Sequence[uuid.UUID]) -> tuple[int, int | None]:
         args = [_now_ms(), *(str(i) for i in ids)]
@@ -128,9 +137,20 @@ class RedisLedger:
         return int(first), int(count)
 
     def _floor_arg(self) -> int:
-        """max(what this process issued, what the database stored); -1 when neither is known."""
-        if time.monotonic() - self._floor_read_at > FLOOR_MAX_AGE_SECONDS:
+        """max(what this process issued, what the database stored); -1 when neither is known.
+
+        The first reservation of a process reads the floor itself (a restarted process knows
+        nothing else); later ones refresh it in the background, so that a slow database never
+        holds ingestion up.
+        """
+        stale = time.monotonic() - self._floor_read_at > FLOOR_MAX_AGE_SECONDS
+        if stale and self._floor_read_at == 0.0:
             self._refresh_floor(force=False)
+        elif stale:
+            self._floor_read_at = time.monotonic()
+            threading.Thread(
+                target=self._refresh_floor, kwargs={"force": False}, daemon=True
+            ).start()
         with self._lock:
             if self._floor is None:
                 return self._issued if self._issued else -1
@@ -195,6 +215,7 @@ class RedisLedger:
 
     def close(self) -> None:
         self._client.close()
+        self._on_close()
 
     @staticmethod
     def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
