@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from docingest.classifier import Classifier
 from docingest.cli import app
-from docingest.db import store_batch
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import get_settings
+from docingest.store import store_batch
 from docingest.worker.ingest import failure_row
 
 runner = CliRunner()

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from docingest.classifier import Classifier
 from docingest.cli import app
 from docingest.connections import Connections
-from docingest.db import store_batch
 from docingest.metrics import LAG_SECONDS
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
 from docingest.stats import THROUGHPUT_MINUTES, quantile_bound
+from docingest.store import store_batch
 from tests.helpers import UNAMBIGUOUS, drain
 from tests.test_failures import POISON, PoisonedClassifier
 

@@ -12,10 +12,9 @@ from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import NDJSON_TYPES, read_items, request_validation_error
-from docingest.api.deps import EngineDep, EnqueuerDep, SessionDep, SettingsDep
+from docingest.api.deps import EngineDep, EnqueuerDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
-from docingest.browse import InvalidCursorError, delete_document, is_tombstone, list_documents
-from docingest.db import get_document
+from docingest.browse import InvalidCursorError, delete_document, list_documents
 from docingest.failures import document_status
 from docingest.schemas import (
     BulkAccepted,
@@ -27,6 +26,7 @@ from docingest.schemas import (
     DocumentStatus,
     QueuedDocument,
 )
+from docingest.store import get_document
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 # Routes whose body may be NDJSON; any other body must be JSON (auth.Gate answers 415).
@@ -115,7 +115,7 @@ def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
     responses={code: ERROR_RESPONSES[code] for code in (422, 503)},
     dependencies=[require_scope(Scope.READ)],
 )
-def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionDep) -> DocumentPage:
+def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep) -> DocumentPage:
     """Stored documents matching the filters, in id order; follow `next_cursor` for more.
 
     A document that exists during the whole walk is listed exactly once, with its state when
@@ -123,7 +123,7 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionD
     `status=deleted` lists tombstones (documents deleted, with `deleted_at`).
     """
     try:
-        page, next_cursor = list_documents(session, query)
+        page, next_cursor = list_documents(engine, query)
     except InvalidCursorError:
         error = {"type": "value_error", "loc": ("query", "cursor"), "msg": "Invalid cursor"}
         raise RequestValidationError([error]) from None
@@ -136,9 +136,9 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionD
     responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.READ)],
 )
-def read_document(document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
+def read_document(document_id: uuid.UUID, engine: EngineDep) -> DocumentOut:
     """A stored, classified document; `404` until the worker has stored it, or once deleted."""
-    document = get_document(session, document_id)
+    document = get_document(engine, document_id)
     if document is None or document.deleted_at is not None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
     return DocumentOut.model_validate(document)
@@ -165,13 +165,9 @@ def remove_document(document_id: uuid.UUID, engine: EngineDep, enqueuer: Enqueue
     responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.READ)],
 )
-def read_status(
-    document_id: uuid.UUID, session: SessionDep, enqueuer: EnqueuerDep
-) -> DocumentStatus:
+def read_status(document_id: uuid.UUID, engine: EngineDep, enqueuer: EnqueuerDep) -> DocumentStatus:
     """`queued`, `stored`, `failed` (with its error) or `deleted`, for the newest version."""
-    found = document_status(session, enqueuer.ledger, document_id)
+    found = document_status(engine, enqueuer.ledger, document_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
-    if found.status == "stored" and is_tombstone(session, document_id):
-        return found.model_copy(update={"status": "deleted"})
     return found

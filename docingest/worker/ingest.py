@@ -14,10 +14,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from docingest.classifier import Classifier, Prediction
-from docingest.db import current_contents, store_batch, update_classifications
 from docingest.ledger import Ledger
 from docingest.metrics import worker_metrics
 from docingest.schemas import QueuedDocument, utcnow
+from docingest.store import current_contents, store_batch, update_classifications
 
 logger = logging.getLogger(__name__)
 
