@@ -26,7 +26,7 @@ from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
 from tests.faults import Processes
-from tests.helpers import make_settings, migrated_sqlite
+from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +143,12 @@ def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def classifier(model_path: Path) -> Classifier:
     return Classifier.load(model_path)
+
+
+@pytest.fixture
+def poisoned_classifier(model_path: Path) -> PoisonedClassifier:
+    """A fresh one per test: its `calls` start at 0."""
+    return PoisonedClassifier.load(model_path)
 
 
 @pytest.fixture
