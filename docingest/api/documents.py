@@ -25,6 +25,7 @@ from docingest.schemas import (
     DocumentQuery,
     DocumentStatus,
     QueuedDocument,
+    document_limits,
 )
 from docingest.store import get_document
 
@@ -53,14 +54,18 @@ def _json_body(*, array: bool = False) -> dict[str, Any]:
     responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
     openapi_extra=_json_body(),
 )
-async def create_document(request: Request, enqueuer: EnqueuerDep) -> Response:
+async def create_document(
+    request: Request, enqueuer: EnqueuerDep, settings: SettingsDep
+) -> Response:
     """Queue a document for classification; `202` means it is on the queue.
 
     The hot path: pydantic parses and validates the raw body in one pass (no `json.loads`, no
     FastAPI body machinery) and the answer is written with orjson. Errors keep FastAPI's format.
     """
     try:
-        document = DocumentIn.model_validate_json(await request.body())
+        document = DocumentIn.model_validate_json(
+            await request.body(), context=document_limits(settings)
+        )
     except ValidationError as error:
         raise request_validation_error(error) from None
     [queued] = await enqueuer.submit([document])
@@ -88,7 +93,9 @@ async def create_documents(
     Answers one result per item, in order. Valid items are queued even when others are
     rejected; `errors` says whether any was.
     """
-    items = await read_items(request, max_items=settings.max_bulk_documents)
+    items = await read_items(
+        request, max_items=settings.max_bulk_documents, limits=document_limits(settings)
+    )
     valid = [item.document for item in items if item.document is not None]
     queued = iter(await enqueuer.submit(valid))
     results = [
