@@ -122,9 +122,10 @@ def engine(database_url: str) -> Iterator[Engine]:
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model, trained once for the whole suite."""
     from docingest import training
+    from docingest.datasets import load_bbc
 
     path = tmp_path_factory.mktemp("models") / "default.skops"
-    training.save_model(training.train(*training.load_bbc()), path)
+    training.save_model(training.train(*load_bbc()), path)
     return path
 
 

@@ -17,11 +17,12 @@ import pytest
 
 from docingest.classifier import Classifier, Prediction
 from docingest.connections import connected
+from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest
-from tests.faults import Api, Processes, new_documents, service_env, wait_until
+from tests.faults import Api, Processes, new_documents, service_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -16,11 +16,12 @@ from docingest import registry
 from docingest.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
 from docingest.cli import app as cli
 from docingest.connections import connect
+from docingest.embedded import wait_until
 from docingest.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
 from docingest.tables import MODELS
-from tests.faults import Processes, content_for, service_env, wait_until
+from tests.faults import Processes, content_for, service_env
 from tests.helpers import UNAMBIGUOUS
 
 runner = CliRunner()
