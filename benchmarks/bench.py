@@ -45,6 +45,7 @@ from rich.console import Console
 from services import Sampler, Servers
 
 from docingest import training
+from docingest.datasets import load_bbc
 
 CORES = os.cpu_count() or 1
 BASELINE_PROCESSES = BASELINE_THREADS = 4  # the article's `dramatiq app.worker -p 4 -t 4`
@@ -96,7 +97,7 @@ def ensure_model(path: Path) -> Path:
     """Both designs classify with this one file; the built-in model is trained if missing."""
     if not path.exists():
         progress.log(f"training the built-in model into {path}")
-        texts, labels = training.load_bbc()
+        texts, labels = load_bbc()
         training.save_model(training.train(texts, labels), path)
     return path.resolve()
 
@@ -158,7 +159,7 @@ def run_all(
     all_results: dict[str, dict[str, DesignResults]],
 ) -> None:
     """Fill `all_results` as phases end, so that a failure still reports what was measured."""
-    texts, _ = training.load_bbc()
+    texts, _ = load_bbc()
     workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
     for workload in workloads:
         all_results[workload] = {}

@@ -22,16 +22,17 @@ from services import (
     Service,
     Table,
     machine_busy_seconds,
-    wait_until,
 )
 
-from docingest.embedded import free_port
+from docingest.embedded import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_DOCS = 256
 # Few connections: the warm-up documents go in many small messages, to reach every process.
 WARMUP_CONNECTIONS = 8
 WORKER_READY = "Worker process is ready for action"
+# The drain's end is when its poll first sees an empty queue: poll often, to time it closely.
+DRAIN_POLL_SECONDS = 0.005
 # benchmarks/baseline.py's names; not imported, since importing it connects to the servers.
 BASELINE_QUEUE = "baseline"
 BASELINE_TABLE = "baseline_documents"
@@ -350,6 +351,7 @@ class DesignRun:
             drained,
             self.context.timeout,
             f"{phase}: queue drained ({self.logs_hint()})",
+            interval=DRAIN_POLL_SECONDS,
         )
 
     def _load(

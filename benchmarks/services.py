@@ -8,8 +8,7 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,19 +26,6 @@ from docingest.settings import Settings
 
 class PhaseError(RuntimeError):
     """A phase cannot go on; the message says why and which logs to read."""
-
-
-def wait_until(
-    ready: Callable[[], bool], timeout: float, what: str, interval: float = 0.005
-) -> float:
-    """Poll until `ready()`; return the monotonic time it first held. Raise on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if ready():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise PhaseError(f"{what}: not done after {timeout:.0f} s")
-        time.sleep(interval)
 
 
 class Service:

@@ -29,13 +29,20 @@ def free_port() -> int:
         return port
 
 
-def _wait_until(ready: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    ready: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> float:
+    """Poll `ready()` every `interval` seconds; return the monotonic time it first held.
+
+    Raises TimeoutError naming `what` after `timeout` seconds. Here for the embedded servers;
+    the tests and the benchmarks wait for their processes with it too.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} did not become ready within {timeout} s")
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done within {timeout:g} s")
+        time.sleep(interval)
+    return time.monotonic()
 
 
 class _Server:
@@ -85,7 +92,7 @@ class EmbeddedRedis(_Server):
             "--logfile", "redis.log",
         ]  # fmt: skip
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_until(self._ping, 10, f"Redis on port {self.port}")
+        wait_until(self._ping, 10, f"Redis on port {self.port} ready")
 
     def _ping(self) -> bool:
         if self._process is not None and self._process.poll() is not None:

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlmodel import Session
 
-from docingest.db import get_document, get_failure, take_failures
+from docingest import store
 from docingest.enqueue import Enqueuer
 from docingest.ledger import Ledger
 from docingest.schemas import DocumentStatus, QueuedDocument
@@ -40,18 +39,20 @@ def replay(engine: Engine, enqueuer: Enqueuer) -> Replayed:
         enqueuer.ledger.mark([(document.id, document.version) for document in queued])
         enqueuer.requeue(queued)
 
-    documents = take_failures(engine, requeue)
+    documents = store.take_failures(engine, requeue)
     return Replayed(documents=documents, dead_letters=enqueuer.queue.requeue_dead_letters())
 
 
 def document_status(
-    session: Session, ledger: Ledger, document_id: uuid.UUID
+    engine: Engine, ledger: Ledger, document_id: uuid.UUID
 ) -> DocumentStatus | None:
-    """The newest known version decides; at equal versions stored beats failed beats queued."""
+    """The newest known version decides; at equal versions stored (or deleted: a tombstone is a
+    stored version) beats failed beats queued."""
     candidates: list[tuple[int, int, DocumentStatus]] = []
-    if document := get_document(session, document_id):
-        candidates.append((document.version, 2, _status(document_id, "stored", document.version)))
-    if failure := get_failure(session, document_id):
+    if document := store.get_document(engine, document_id):
+        stored = "stored" if document.deleted_at is None else "deleted"
+        candidates.append((document.version, 2, _status(document_id, stored, document.version)))
+    if failure := store.get_failure(engine, document_id):
         status = _status(document_id, "failed", failure.version, failure.error)
         candidates.append((failure.version, 1, status))
     if (pending := ledger.pending_version(document_id)) is not None:

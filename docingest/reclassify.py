@@ -11,37 +11,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, func, or_, select
+from sqlalchemy import Engine
 
 from docingest.ledger import Ledger
 from docingest.queue import MessageQueue
 from docingest.queue.messages import reclassify_message
 from docingest.queue.names import RECLASSIFY_QUEUE
-from docingest.tables import DOCUMENTS
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Stored documents to reclassify: not deleted, not on `model_version` yet, and matching."""
-
-    model_version: str
-    category: str | None = None
-    classified_before: datetime | None = None
-
-    def where(self) -> list[ColumnElement[bool]]:
-        conditions = [
-            DOCUMENTS.c.deleted_at.is_(None),
-            or_(
-                DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version != self.model_version
-            ),
-        ]
-        if self.category is not None:
-            conditions.append(DOCUMENTS.c.category == self.category)
-        if self.classified_before is not None:
-            conditions.append(DOCUMENTS.c.updated_at < self.classified_before)
-        return conditions
+from docingest.store import Selection, count_selected, selected_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +43,6 @@ class Outcome:
     remaining: int
 
 
-def remaining(engine: Engine, selection: Selection) -> int:
-    statement = select(func.count()).select_from(DOCUMENTS).where(*selection.where())
-    with engine.connect() as connection:
-        return int(connection.execute(statement).scalar_one())
-
-
-def _next_ids(
-    engine: Engine, selection: Selection, after: uuid.UUID | None, limit: int
-) -> list[uuid.UUID]:
-    """Keyset pagination by id: stable while the run changes the rows it has passed."""
-    conditions = selection.where()
-    if after is not None:
-        conditions.append(DOCUMENTS.c.id > after)
-    statement = select(DOCUMENTS.c.id).where(*conditions).order_by(DOCUMENTS.c.id).limit(limit)
-    with engine.connect() as connection:
-        return list(connection.execute(statement).scalars())
-
-
 def run(
     engine: Engine,
     queue: MessageQueue,
@@ -94,7 +53,7 @@ def run(
     on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Outcome:
     """Queue the selection in batches as room allows; return once none is left or it stalls."""
-    total = remaining(engine, selection)
+    total = count_selected(engine, selection)
     cursor: uuid.UUID | None = None
     exhausted = False
     left, last_change = total, time.monotonic()
@@ -105,14 +64,14 @@ def run(
             and ledger.pending_count() <= pacing.live_backlog
         )
         if not exhausted and has_room:
-            ids = _next_ids(engine, selection, cursor, pacing.batch_size)
+            ids = selected_ids(engine, selection, cursor, pacing.batch_size)
             if ids:
                 queue.publish([reclassify_message(ids, selection.model_version)])
                 cursor = ids[-1]
             exhausted = not ids
             continue
         time.sleep(pacing.poll_seconds)
-        now_left = remaining(engine, selection)
+        now_left = count_selected(engine, selection)
         if now_left != left:
             left, last_change = now_left, time.monotonic()
             total = max(total, left)  # documents arriving classified by another model

@@ -8,7 +8,6 @@ registered and checked before it is loaded: a changed or corrupted artifact is r
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from docingest.classifier import Classifier
     from docingest.training import TrainedModel
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 
 class RegistryError(Exception):
@@ -170,7 +170,7 @@ def ensure_active(engine: Engine, seed: Path) -> str:
         from docingest.datasets import load_dataset
         from docingest.training import save_model, train
 
-        logger.info("no model at %s: training the built-in BBC News model", seed)
+        logger.info("no model: training the built-in BBC News model", path=str(seed))
         bbc = load_dataset("bbc")
         save_model(train(bbc.texts, bbc.labels), seed)
     add(engine, seed.read_bytes(), activate=active_version(engine) is None, source=str(seed))
@@ -220,9 +220,9 @@ class ModelCache:
             if self._active is None:
                 raise
             serving = self._active.version
-            logger.exception("model %s cannot be loaded; still using %s", version, serving)
+            logger.exception("model cannot be loaded", version=version, serving=serving)
             return
-        logger.info("now classifying with model %s", version)
+        logger.info("now classifying", model_version=version)
 
     def _get(self, version: str) -> Classifier:
         if version not in self._loaded:

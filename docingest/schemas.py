@@ -6,9 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+)
 
-from docingest.settings import get_settings
+from docingest.settings import Settings
 
 
 def utcnow() -> datetime:
@@ -23,12 +30,24 @@ def as_utc(value: datetime) -> datetime:
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
-def _check_content(value: str) -> str:
+# Where the API passes its app's MAX_DOCUMENT_CHARS in the validation context, as in
+# `DocumentIn.model_validate_json(body, context=document_limits(settings))`; without a context
+# (tests, tools), the default of `Settings` holds.
+_MAX_CHARS_KEY = "max_document_chars"
+_DEFAULT_MAX_DOCUMENT_CHARS: int = Settings.model_fields["max_document_chars"].default
+
+
+def document_limits(settings: Settings) -> dict[str, int]:
+    """The validation context holding the limits of the app's settings, not the process's."""
+    return {_MAX_CHARS_KEY: settings.max_document_chars}
+
+
+def _check_content(value: str, info: ValidationInfo) -> str:
     if not value.strip():
         raise ValueError("content must not be empty or only whitespace")
     if "\x00" in value:  # PostgreSQL text cannot hold it: the batch would never be stored
         raise ValueError("content must not contain NUL (U+0000) characters")
-    limit = get_settings().max_document_chars
+    limit = (info.context or {}).get(_MAX_CHARS_KEY, _DEFAULT_MAX_DOCUMENT_CHARS)
     if len(value) > limit:
         raise ValueError(f"content is longer than {limit} characters")
     return value

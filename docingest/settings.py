@@ -124,10 +124,7 @@ class Settings(BaseSettings):
         return self.data_dir / "redis"
 
     def masked_database_url(self) -> str:
-        return make_url(self.database_url).render_as_string(hide_password=True)
-
-    def masked_broker_url(self) -> str:
-        return mask_password(self.broker_url)
+        return mask_password(self.database_url)
 
 
 def mask_password(url: str) -> str:

@@ -12,14 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, func, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Engine
 
+from docingest import store
 from docingest.connections import Connections
-from docingest.db import count_failures
 from docingest.metrics import FAILED, LAG_SECONDS, PROCESSED, HistogramSpec
-from docingest.schemas import as_utc, utcnow
-from docingest.tables import DOCUMENTS
+from docingest.schemas import utcnow
 
 THROUGHPUT_MINUTES = 15
 
@@ -64,14 +62,14 @@ def collect_stats(connections: Connections) -> Stats:
     """Every figure, read now: a few indexed queries, the queue, the ledger, the workers' totals."""
     now = utcnow()
     engine = connections.engine
-    categories = count_categories(engine)
+    categories = store.count_categories(engine)
     return Stats(
         generated_at=now,
         categories=categories,
         statuses=StatusCounts(
             stored=sum(categories.values()),
             queued=connections.ledger.pending_count(),
-            failed=count_failures(engine),
+            failed=store.count_failures(engine),
         ),
         queues=connections.queue.depths(),
         throughput_per_minute=stored_per_minute(engine, now),
@@ -79,42 +77,12 @@ def collect_stats(connections: Connections) -> Stats:
     )
 
 
-def count_categories(engine: Engine) -> dict[str, int]:
-    statement = (
-        select(DOCUMENTS.c.category, func.count())
-        .where(DOCUMENTS.c.deleted_at.is_(None))
-        .group_by(DOCUMENTS.c.category)
-        .order_by(DOCUMENTS.c.category)
-    )
-    with engine.connect() as connection:
-        return {str(category): int(count) for category, count in connection.execute(statement)}
-
-
 def stored_per_minute(engine: Engine, now: datetime) -> list[MinuteCount]:
     """Documents stored in each of the last THROUGHPUT_MINUTES minutes, oldest first, zeros in."""
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
-    with engine.connect() as connection:
-        minute = _minute_of(DOCUMENTS.c.updated_at, connection.dialect.name)
-        statement = (
-            select(minute, func.count())
-            .where(DOCUMENTS.c.updated_at >= first, DOCUMENTS.c.deleted_at.is_(None))
-            .group_by(minute)
-        )
-        counts = {_as_minute(value): int(count) for value, count in connection.execute(statement)}
+    counts = store.stored_per_minute(engine, first)
     minutes = [first + timedelta(minutes=i) for i in range(THROUGHPUT_MINUTES)]
     return [MinuteCount(minute=m, documents=counts.get(m, 0)) for m in minutes]
-
-
-def _minute_of(column: Any, dialect: str) -> ColumnElement[Any]:
-    if dialect == "postgresql":
-        return func.date_trunc("minute", column)
-    return func.strftime("%Y-%m-%d %H:%M:00", column)
-
-
-def _as_minute(value: datetime | str) -> datetime:
-    """PostgreSQL answers a timestamp, SQLite text; both are UTC."""
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return as_utc(parsed)
 
 
 def worker_figures(values: dict[str, float]) -> dict[str, Any]:

@@ -69,7 +69,7 @@ class RegisteredModel(SQLModel, table=True):
 class Failure(SQLModel, table=True):
     """A document version that could not be classified, kept with its error until replayed.
 
-    A newer stored version of the same id supersedes it (see `db.list_failures`).
+    A newer stored version of the same id supersedes it (see `store.list_failures`).
     """
 
     __tablename__ = "failures"
@@ -129,11 +129,16 @@ class WorkerMetric(SQLModel, table=True):
     value: float = SQLField(sa_column=Column(Float, nullable=False))
 
 
-# SQLModel types `__table__` loosely; these are the handles Core statements use.
-DOCUMENTS: Table = Document.__table__  # type: ignore[attr-defined]
-FAILURES: Table = Failure.__table__  # type: ignore[attr-defined]
-MODELS: Table = RegisteredModel.__table__  # type: ignore[attr-defined]
-VERSION_FLOORS: Table = VersionFloor.__table__  # type: ignore[attr-defined]
-VERSION_COUNTER: Table = VersionCounter.__table__  # type: ignore[attr-defined]
-PENDING: Table = PendingDocument.__table__  # type: ignore[attr-defined]
-WORKER_METRICS: Table = WorkerMetric.__table__  # type: ignore[attr-defined]
+def _handle(model: type[SQLModel]) -> Table:
+    """The model's table, typed: SQLModel leaves `__table__` untyped, its metadata does not."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
+# The handles Core statements use.
+DOCUMENTS = _handle(Document)
+FAILURES = _handle(Failure)
+MODELS = _handle(RegisteredModel)
+VERSION_FLOORS = _handle(VersionFloor)
+VERSION_COUNTER = _handle(VersionCounter)
+PENDING = _handle(PendingDocument)
+WORKER_METRICS = _handle(WorkerMetric)

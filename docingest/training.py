@@ -27,7 +27,6 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 
 from docingest.classifier import Classifier
-from docingest.datasets import load_bbc as load_bbc
 from docingest.vectorizer import WordVectorizer
 
 # Measured with scripts/model_benchmark.py (docs/models.md): logreg is the most accurate and its

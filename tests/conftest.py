@@ -26,7 +26,7 @@ from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.settings import Settings
 from tests.faults import Processes
-from tests.helpers import make_settings, migrated_sqlite
+from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
 
 
 @pytest.fixture(scope="session")
@@ -122,9 +122,10 @@ def engine(database_url: str) -> Iterator[Engine]:
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model, trained once for the whole suite."""
     from docingest import training
+    from docingest.datasets import load_bbc
 
     path = tmp_path_factory.mktemp("models") / "default.skops"
-    training.save_model(training.train(*training.load_bbc()), path)
+    training.save_model(training.train(*load_bbc()), path)
     return path
 
 
@@ -143,6 +144,12 @@ def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def classifier(model_path: Path) -> Classifier:
     return Classifier.load(model_path)
+
+
+@pytest.fixture
+def poisoned_classifier(model_path: Path) -> PoisonedClassifier:
+    """A fresh one per test: its `calls` start at 0."""
+    return PoisonedClassifier.load(model_path)
 
 
 @pytest.fixture

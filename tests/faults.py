@@ -25,6 +25,10 @@ from sqlalchemy import text
 
 from docingest.db import make_engine
 from docingest.embedded import free_port
+
+# tests/test_send.py (edited on another branch) imports it from here; once it imports it from
+# docingest.embedded, delete this line.
+from docingest.embedded import wait_until as wait_until
 from docingest.ledger.redis import PENDING_KEY
 from docingest.queue.redis import QueueKeys
 from tests.helpers import UNAMBIGUOUS
@@ -401,14 +405,6 @@ def wait_for_figures(
         if idle_polls >= 2:
             return current
         time.sleep(0.5)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 def count_rows(database_url: str) -> int:

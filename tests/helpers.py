@@ -1,11 +1,13 @@
-"""Shared by the tests: texts with an obvious category, and a worker's job done in-process."""
+"""Shared by the tests: texts with an obvious category, a classifier with a bug, and a worker's
+job done in-process."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from docingest.classifier import Classifier
+from docingest.classifier import Classifier, Prediction
 from docingest.connections import Connections
 from docingest.settings import Settings
 
@@ -46,6 +48,25 @@ UNAMBIGUOUS = {
     "tech": "The new smartphone software lets users download music and browse the web faster, "
     "and the firm said broadband internet and computer games drove its mobile technology sales.",
 }
+
+
+POISON = "this text makes the classifier raise"
+
+
+class PoisonedClassifier(Classifier):
+    """The real model, except that it raises on any batch holding POISON: a classifier bug.
+
+    Made like the real one, from the model file (`PoisonedClassifier.load(model_path)`), or
+    by the `poisoned_classifier` fixture; `calls` counts the model calls.
+    """
+
+    calls = 0
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        self.calls += 1
+        if any(POISON in text for text in texts):
+            raise ValueError("cannot classify this one")
+        return super().predict(texts)
 
 
 def drain(connections: Connections, classifier: Classifier) -> int:

@@ -13,7 +13,7 @@ from docingest.classifier import Classifier
 from docingest.connections import Connections
 from docingest.embedded import free_port
 from docingest.queue.redis import QueueKeys
-from docingest.settings import Settings
+from docingest.settings import Settings, get_settings
 from tests.helpers import UNAMBIGUOUS, drain
 
 QUEUE_KEY = QueueKeys.of("documents").waiting
@@ -49,6 +49,24 @@ def test_the_articles_demo(
     assert document["model_version"] == classifier.version
     assert document["version"] == accepted["version"]
     assert document["created_at"] <= document["updated_at"]
+
+
+def test_the_apps_own_document_limit_applies_not_the_processs(settings: Settings) -> None:
+    assert get_settings().max_document_chars == 1_000_000
+    app = create_app(settings.model_copy(update={"max_document_chars": 10}))
+    with TestClient(app) as client:
+        refused = client.post("/documents", json={"content": "x" * 11})
+        assert refused.status_code == 422
+        assert "longer than 10 characters" in refused.json()["detail"][0]["msg"]
+        assert client.post("/documents", json={"content": "x" * 10}).status_code == 202
+        bulk = client.post("/documents/bulk", json=[{"content": "x" * 10}, {"content": "x" * 11}])
+        assert [item["status"] for item in bulk.json()["items"]] == [202, 422]
+        ndjson = client.post(
+            "/documents/bulk",
+            content=b'{"content": "xxxxxxxxxxx"}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert [item["status"] for item in ndjson.json()["items"]] == [422]
 
 
 def test_posting_the_same_id_updates_the_document(

@@ -27,7 +27,7 @@ from docingest.cli import app as cli
 from docingest.cli.keys import refuse_open_exposure
 from docingest.embedded import free_port
 from docingest.keys import ApiKey, Keyring, Scope, digest, generate_key, load_keys_file
-from docingest.settings import PublicEndpoint, Settings
+from docingest.settings import PublicEndpoint, Settings, mask_password
 from tests.helpers import make_settings, migrated_sqlite
 
 # (method, path) -> the scope it needs, or the PUBLIC_ENDPOINTS name that opens it (open by
@@ -427,7 +427,7 @@ def test_no_error_leaks_a_password_sql_or_a_key(
         api_keys=API_KEYS,
     )
     assert password not in settings.masked_database_url()
-    assert password not in settings.masked_broker_url()
+    assert password not in mask_password(settings.broker_url)
     assert password not in repr(settings)
     caplog.set_level(logging.DEBUG)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

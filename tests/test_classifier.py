@@ -11,6 +11,7 @@ from docingest.classifier import (
     ModelLoadError,
     Prediction,
 )
+from docingest.datasets import load_bbc
 
 CLEAR_TEXTS = {
     "sports": "The striker scored twice as Liverpool beat Chelsea 2-0 in the Premier League "
@@ -35,7 +36,7 @@ class Custom:
 
 @pytest.fixture(scope="module")
 def trained() -> training.TrainedModel:
-    return training.train(*training.load_bbc())
+    return training.train(*load_bbc())
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def loaded(model_file: Path) -> Classifier:
 def test_round_trip_predicts_like_the_in_memory_pipeline(
     trained: training.TrainedModel, loaded: Classifier
 ) -> None:
-    texts = training.load_bbc()[0][::10] + list(CLEAR_TEXTS.values())
+    texts = load_bbc()[0][::10] + list(CLEAR_TEXTS.values())
     predictions = loaded.predict(texts)
     probabilities = trained.pipeline.predict_proba(texts)
     assert [p.category for p in predictions] == list(trained.pipeline.predict(texts))
@@ -82,7 +83,7 @@ def test_a_bare_string_is_refused(loaded: Classifier) -> None:
 @pytest.mark.parametrize("estimator", sorted(training.ESTIMATORS))
 def test_every_estimator_needs_only_trusted_types(estimator: str, tmp_path: Path) -> None:
     path = tmp_path / f"{estimator}.skops"
-    training.save_model(training.train(*training.load_bbc(), estimator=estimator), path)
+    training.save_model(training.train(*load_bbc(), estimator=estimator), path)
     assert set(sio.get_untrusted_types(file=path)) <= set(TRUSTED_TYPES)
     assert Classifier.load(path).metadata["estimator"] == estimator
 

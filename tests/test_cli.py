@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from docingest.classifier import Classifier
 from docingest.cli import app
-from docingest.db import store_batch
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import get_settings
+from docingest.store import store_batch
 from docingest.worker.ingest import failure_row
 
 runner = CliRunner()
@@ -34,7 +34,8 @@ def test_train_writes_a_loadable_model(tmp_path: Path) -> None:
 
 def test_train_refuses_an_unknown_estimator(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--output", str(tmp_path / "m"), "--estimator", "magic"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output  # a usage error, not a crash (1)
+    assert "unknown estimator 'magic'; supported: logreg, nb, sgd" in result.output
     assert not (tmp_path / "m").exists()
 
 

@@ -17,11 +17,12 @@ import pytest
 
 from docingest.classifier import Classifier, Prediction
 from docingest.connections import connected
+from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest
-from tests.faults import Api, Processes, new_documents, service_env, wait_until
+from tests.faults import Api, Processes, new_documents, service_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -36,9 +37,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 class HostileClassifier(Classifier):
     """The real model, except that it raises with the hostile text as its error message."""
-
-    def __init__(self, real: Classifier) -> None:
-        super().__init__(real._pipeline, real.metadata)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if any(XSS in text for text in texts):
@@ -89,7 +87,7 @@ def wait_for_figure(page: object, element: str, at_least: int, timeout: float = 
     wait_until(lambda: figure(page, element) >= at_least, timeout, f"#{element} >= {at_least}")
 
 
-def fail_one_document(sqlite_url: str, redis_url: str, classifier: Classifier) -> uuid.UUID:
+def fail_one_document(sqlite_url: str, redis_url: str, model_path: Path) -> uuid.UUID:
     """What a classifier bug does in a worker (see test_failures.py), error text included."""
     document = QueuedDocument(id=uuid.uuid4(), content=XSS, version=1, accepted_at=utcnow())
     settings = Settings(_env_file=None, database_url=sqlite_url, broker_url=redis_url)
@@ -97,7 +95,7 @@ def fail_one_document(sqlite_url: str, redis_url: str, classifier: Classifier) -
         ingest(
             [document.to_message()],
             engine=connections.engine,
-            classifier=HostileClassifier(classifier),
+            classifier=HostileClassifier.load(model_path),
             ledger=connections.ledger,
         )
     return document.id
@@ -109,7 +107,6 @@ def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
     sqlite_url: str,
     redis_url: str,
     model_path: Path,
-    classifier: Classifier,
     tmp_path: Path,
 ) -> None:
     api = start_service(procs, sqlite_url, redis_url, model_path, tmp_path)
@@ -124,7 +121,7 @@ def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
         assert client.post("/documents", json={"content": XSS}).status_code == 202
         documents = new_documents(20, "dashboard")
         assert client.post("/documents/bulk", json=documents).status_code == 202
-    failed_id = fail_one_document(sqlite_url, redis_url, classifier)
+    failed_id = fail_one_document(sqlite_url, redis_url, model_path)
 
     wait_for_figure(page, "stored", 21)
     wait_for_figure(page, "processed", 21, timeout=30)

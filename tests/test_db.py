@@ -1,15 +1,14 @@
-"""The batched conditional upsert, on SQLite and PostgreSQL."""
+"""The batched conditional upsert of `docingest.store`, on SQLite and PostgreSQL."""
 
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlmodel import Session
 
-from docingest.db import get_document, store_batch
 from docingest.schemas import as_utc, utcnow
-from docingest.tables import Document
+from docingest.store import get_document, store_batch, version_floor
+from docingest.tables import DOCUMENTS, Document
 
 T0 = utcnow()
 
@@ -28,15 +27,14 @@ def row(document_id: uuid.UUID, version: int, content: str, **extra: Any) -> dic
 
 
 def read(engine: Engine, document_id: uuid.UUID) -> Document:
-    with Session(engine) as session:
-        document = get_document(session, document_id)
+    document = get_document(engine, document_id)
     assert document is not None
     return document
 
 
 def count(engine: Engine) -> int:
-    with Session(engine) as session:
-        return session.scalar(select(func.count()).select_from(Document)) or 0
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(DOCUMENTS)).scalar_one())
 
 
 def test_a_batch_is_stored(engine: Engine) -> None:
@@ -78,6 +76,13 @@ def test_repeated_ids_in_one_batch_keep_the_newest(engine: Engine) -> None:
     assert count(engine) == 1
 
 
-def test_an_empty_batch_is_a_no_op(engine: Engine) -> None:
+def test_a_batch_raises_the_version_floor_in_its_transaction(engine: Engine) -> None:
+    assert version_floor(engine) == 0
+    store_batch(engine, [row(uuid.uuid4(), 7, "seven"), row(uuid.uuid4(), 3, "three")])
+    assert version_floor(engine) == 7
+
+
+def test_an_empty_batch_writes_nothing(engine: Engine) -> None:
+    """`store_isolating` may hand it nothing: no transaction, so not even a version floor."""
     store_batch(engine, [])
-    assert count(engine) == 0
+    assert (count(engine), version_floor(engine)) == (0, 0)

@@ -2,7 +2,6 @@
 
 import time
 import uuid
-from collections.abc import Sequence
 
 from fastapi.testclient import TestClient
 
@@ -13,43 +12,29 @@ from docingest.queue.messages import reclassify_message
 from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
 from docingest.settings import Settings
 from docingest.worker.ingest import classify_isolating
-from tests.helpers import UNAMBIGUOUS, drain
-
-POISON = "this text makes the classifier raise"
+from tests.helpers import POISON, UNAMBIGUOUS, PoisonedClassifier, drain
 
 
-class PoisonedClassifier(Classifier):
-    """The real model, except that it raises on any batch holding POISON: a classifier bug."""
-
-    def __init__(self, real: Classifier) -> None:
-        super().__init__(real._pipeline, real.metadata)
-        self.calls = 0
-
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        self.calls += 1
-        if any(POISON in text for text in texts):
-            raise ValueError("cannot classify this one")
-        return super().predict(texts)
-
-
-def test_bisection_finds_the_poison_documents(classifier: Classifier) -> None:
-    poisoned = PoisonedClassifier(classifier)
+def test_bisection_finds_the_poison_documents(poisoned_classifier: PoisonedClassifier) -> None:
     texts = [UNAMBIGUOUS["tech"]] * 61 + [POISON] + [UNAMBIGUOUS["sports"]] * 66 + [POISON]
-    outcomes = classify_isolating(poisoned, texts)
+    outcomes = classify_isolating(poisoned_classifier, texts)
     assert [i for i, o in enumerate(outcomes) if isinstance(o, Exception)] == [61, 128]
     assert all(isinstance(o, Prediction) for i, o in enumerate(outcomes) if i not in (61, 128))
-    assert poisoned.calls < 2 * 2 * 8 + 1
+    assert poisoned_classifier.calls < 2 * 2 * 8 + 1
 
 
 def test_a_poison_document_fails_alone_and_replays_after_the_fix(
-    client: TestClient, connections: Connections, classifier: Classifier
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    poisoned_classifier: PoisonedClassifier,
 ) -> None:
     texts = [UNAMBIGUOUS["business"], POISON + " " + UNAMBIGUOUS["politics"], UNAMBIGUOUS["tech"]]
     result = client.post("/documents/bulk", json=[{"content": t} for t in texts]).json()
     ids = [item["id"] for item in result["items"]]
     assert [client.get(f"/documents/{i}/status").json()["status"] for i in ids] == ["queued"] * 3
 
-    assert drain(connections, PoisonedClassifier(classifier)) == 1
+    assert drain(connections, poisoned_classifier) == 1
 
     statuses = [client.get(f"/documents/{i}/status").json() for i in ids]
     assert [s["status"] for s in statuses] == ["stored", "failed", "stored"]
@@ -69,11 +54,14 @@ def test_a_poison_document_fails_alone_and_replays_after_the_fix(
 
 
 def test_a_newer_stored_version_supersedes_a_failure(
-    client: TestClient, connections: Connections, classifier: Classifier
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    poisoned_classifier: PoisonedClassifier,
 ) -> None:
     document_id = str(uuid.uuid4())
     client.post("/documents", json={"id": document_id, "content": POISON})
-    drain(connections, PoisonedClassifier(classifier))
+    drain(connections, poisoned_classifier)
     assert client.get(f"/documents/{document_id}/status").json()["status"] == "failed"
 
     client.post("/documents", json={"id": document_id, "content": UNAMBIGUOUS["tech"]})

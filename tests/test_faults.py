@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from docingest.db import migrate
-from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
+from docingest.embedded import EmbeddedPostgres, EmbeddedRedis, wait_until
 from docingest.settings import Settings
 from tests.faults import (
     Feeder,
@@ -42,7 +42,6 @@ from tests.faults import (
     service_env,
     unacked_messages,
     wait_for_figures,
-    wait_until,
 )
 from tests.helpers import migrated_sqlite
 

@@ -13,15 +13,13 @@ import orjson
 import pytest
 import structlog
 
-from docingest.classifier import Classifier
 from docingest.connections import Connections
 from docingest.logs import configure_logging
 from docingest.queue.names import DOCUMENTS_QUEUE, INGEST_ACTOR
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest
-from tests.helpers import UNAMBIGUOUS
-from tests.test_failures import POISON, PoisonedClassifier
+from tests.helpers import POISON, UNAMBIGUOUS, PoisonedClassifier
 
 
 @pytest.fixture
@@ -93,7 +91,9 @@ def test_a_dramatiq_message_is_logged_by_id_not_by_its_documents(output: io.Stri
 
 
 def test_failed_documents_are_logged_with_their_ids_and_batch(
-    output: io.StringIO, connections: Connections, classifier: Classifier
+    output: io.StringIO,
+    connections: Connections,
+    poisoned_classifier: PoisonedClassifier,
 ) -> None:
     configure_logging(Settings(_env_file=None, log_format="json"), output)
     documents = [
@@ -105,7 +105,7 @@ def test_failed_documents_are_logged_with_their_ids_and_batch(
         ingest(
             [document.to_message() for document in documents],
             engine=connections.engine,
-            classifier=PoisonedClassifier(classifier),
+            classifier=poisoned_classifier,
             ledger=connections.ledger,
         )
     finally:

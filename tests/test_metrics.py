@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from docingest.api import create_app
 from docingest.db import migrate
-from docingest.embedded import EmbeddedRedis
+from docingest.embedded import EmbeddedRedis, wait_until
 from docingest.metrics import (
     BATCH_SIZE,
     LAG_SECONDS,
@@ -25,7 +25,7 @@ from docingest.metrics import (
     histogram_family,
 )
 from docingest.metrics_store import RedisMetricsStore
-from tests.faults import Processes, new_documents, service_env, wait_until
+from tests.faults import Processes, new_documents, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 
 

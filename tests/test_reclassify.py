@@ -15,9 +15,10 @@ from docingest import registry
 from docingest.classifier import Classifier
 from docingest.cli import app as cli
 from docingest.connections import Connections
-from docingest.reclassify import Pacing, Selection, remaining, run
+from docingest.reclassify import Pacing, run
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
+from docingest.store import Selection, count_selected
 from docingest.worker.ingest import ingest
 from tests.faults import Processes, content_for, service_env
 
@@ -85,7 +86,7 @@ def test_reclassify_is_resumable_and_ends_with_all_on_the_new_version(
             pacing=FAST,
             on_progress=interrupt_after_first_batch,
         )
-    assert remaining(engine, selection) == DOCUMENTS
+    assert count_selected(engine, selection) == DOCUMENTS
 
     start_worker()
     progress: list[tuple[int, int]] = []

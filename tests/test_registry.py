@@ -13,14 +13,15 @@ from sqlalchemy import Engine, text, update
 from typer.testing import CliRunner
 
 from docingest import registry
-from docingest.classifier import TOP_ALTERNATIVES, Classifier
+from docingest.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
 from docingest.cli import app as cli
 from docingest.connections import connect
+from docingest.embedded import wait_until
 from docingest.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
 from docingest.tables import MODELS
-from tests.faults import Processes, content_for, service_env, wait_until
+from tests.faults import Processes, content_for, service_env
 from tests.helpers import UNAMBIGUOUS
 
 runner = CliRunner()
@@ -35,10 +36,9 @@ def test_add_is_idempotent_and_a_version_names_one_artifact(
     assert registry.active_version(engine) == first.version
     assert [model.version for model in registry.list_models(engine)] == [first.version]
 
-    other = Classifier.load(nb_model_path)
-    forged = sio.dumps(
-        {"pipeline": other._pipeline, "metadata": {**other.metadata, "version": first.version}}
-    )
+    other = sio.loads(nb_model_path.read_bytes(), trusted=list(TRUSTED_TYPES))
+    other["metadata"]["version"] = first.version
+    forged = sio.dumps(other)
     with pytest.raises(registry.RegistryError, match="already registered with other content"):
         registry.add(engine, forged, activate=False)
 

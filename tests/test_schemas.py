@@ -3,7 +3,8 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from docingest.schemas import DocumentIn, DocumentOut, QueuedDocument, utcnow
+from docingest.schemas import DocumentIn, DocumentOut, QueuedDocument, document_limits, utcnow
+from docingest.settings import Settings
 
 
 def test_id_is_generated_when_absent() -> None:
@@ -35,17 +36,18 @@ def test_bad_documents_are_rejected(payload: dict[str, object], error_type: str)
     assert caught.value.errors()[0]["type"] == error_type
 
 
-def test_content_longer_than_the_limit_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
-    from docingest.settings import get_settings
+def test_content_longer_than_the_limit_in_the_context_is_rejected() -> None:
+    limits = document_limits(Settings(_env_file=None, max_document_chars=10))
+    with pytest.raises(ValidationError, match="longer than 10 characters"):
+        DocumentIn.model_validate({"content": "x" * 11}, context=limits)
+    assert DocumentIn.model_validate({"content": "x" * 10}, context=limits).content == "x" * 10
 
-    monkeypatch.setenv("MAX_DOCUMENT_CHARS", "10")
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(ValidationError, match="longer than 10 characters"):
-            DocumentIn(content="x" * 11)
-        assert DocumentIn(content="x" * 10).content == "x" * 10
-    finally:
-        get_settings.cache_clear()
+
+def test_without_a_context_the_default_limit_holds() -> None:
+    default = Settings(_env_file=None).max_document_chars
+    assert len(DocumentIn(content="x" * default).content) == default
+    with pytest.raises(ValidationError, match=f"longer than {default} characters"):
+        DocumentIn(content="x" * (default + 1))
 
 
 def test_queued_document_round_trips_through_a_message() -> None:

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,14 +7,21 @@ from docingest.settings import Settings
 
 
 def test_defaults_run_on_one_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "PORT", "MODEL_PATH"):
+    for name in (
+        "DATABASE_URL",
+        "BROKER_URL",
+        "REDIS_URL",
+        "PORT",
+        "MODEL_PATH",
+        "WORKER_PROCESSES",
+    ):
         monkeypatch.delenv(name, raising=False)
     settings = Settings(_env_file=None)
     assert settings.database_url == "sqlite:///var/docingest.db"
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert settings.port == 8000
     assert settings.model_path == Path("var/models/default.skops")
-    assert settings.worker_processes >= 1
+    assert settings.worker_processes == (os.cpu_count() or 1)
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,13 +13,12 @@ from typer.testing import CliRunner
 from docingest.classifier import Classifier
 from docingest.cli import app
 from docingest.connections import Connections
-from docingest.db import store_batch
 from docingest.metrics import LAG_SECONDS
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
 from docingest.stats import THROUGHPUT_MINUTES, quantile_bound
-from tests.helpers import UNAMBIGUOUS, drain
-from tests.test_failures import POISON, PoisonedClassifier
+from docingest.store import store_batch
+from tests.helpers import POISON, UNAMBIGUOUS, PoisonedClassifier, drain
 
 
 def tombstone(category: str) -> dict[str, object]:
@@ -40,7 +39,7 @@ def tombstone(category: str) -> dict[str, object]:
 
 
 def test_stats_follow_documents_from_queued_to_stored_or_failed(
-    client: TestClient, connections: Connections, classifier: Classifier
+    client: TestClient, connections: Connections, poisoned_classifier: PoisonedClassifier
 ) -> None:
     store_batch(connections.engine, [tombstone("tech")])
     texts = [UNAMBIGUOUS["tech"], UNAMBIGUOUS["tech"], UNAMBIGUOUS["sports"], POISON]
@@ -52,7 +51,7 @@ def test_stats_follow_documents_from_queued_to_stored_or_failed(
     assert set(waiting["queues"]) >= {"documents", "documents.DQ", "documents.XQ"}
     assert waiting["categories"] == {}
 
-    drain(connections, PoisonedClassifier(classifier))
+    drain(connections, poisoned_classifier)
     done = client.get("/stats").json()
     assert done["statuses"] == {"stored": 3, "queued": 0, "failed": 1}
     assert done["categories"] == {"sports": 1, "tech": 2}

@@ -10,9 +10,8 @@ HOST, and `Gate` refuses requests from other origins, hosts and interfaces.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -20,67 +19,21 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request, params, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import RouteContext, iter_route_contexts
-from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
+from docingest.api.access import Access
 from docingest.api.bulk import NDJSON_TYPES
+from docingest.api.deps import AccessDep
 from docingest.api.limits import reads_body, refuse
-from docingest.api.ratelimit import RateLimiter
 from docingest.keys import ApiKey, Keyring, Scope, is_loopback, open_exposure
 from docingest.settings import PublicEndpoint, Settings
 
 __all__ = ["OpenExposureError", "Scope", "install_security", "require_scope"]
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 SECURITY_SCHEME = "apiKey"
-
-
-@dataclass
-class Access:
-    """What every check needs, built once per app from the settings."""
-
-    keyring: Keyring
-    public: frozenset[PublicEndpoint]
-    rate_limit_per_minute: int
-    limiter: RateLimiter = field(default_factory=RateLimiter)
-
-    def authenticate(self, authorization: str | None) -> ApiKey:
-        """The caller's key, or an HTTPException (401); only called when keys are configured."""
-        scheme, token = get_authorization_scheme_param(authorization)
-        if not token or scheme.lower() != "bearer":
-            raise _unauthorized("Not authenticated")
-        key = self.keyring.find(token)
-        if key is None:
-            raise _unauthorized("Invalid API key")
-        return key
-
-    @staticmethod
-    def check_scope(key: ApiKey, scope: Scope) -> None:
-        if not key.allows(scope):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, detail=f"This API key lacks the '{scope}' scope"
-            )
-
-    def throttle(self, key: ApiKey) -> None:
-        limit = key.rate_limit_per_minute
-        limit = self.rate_limit_per_minute if limit is None else limit
-        if not limit:
-            return
-        wait = self.limiter.retry_after(key.name, limit)
-        if wait is not None:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail=f"Rate limit of {limit} requests a minute reached; retry later.",
-                headers={"Retry-After": str(wait)},
-            )
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
-    )
 
 
 @dataclass(frozen=True)
@@ -90,8 +43,7 @@ class Requirement:
     scope: Scope
     public_if: PublicEndpoint | None = None
 
-    async def __call__(self, request: Request) -> None:
-        access: Access = request.app.state.access
+    async def __call__(self, request: Request, access: AccessDep) -> None:
         if self.public_if in access.public or access.keyring.open:
             return
         key: ApiKey | None = request.scope.get(_AUTHENTICATED)

@@ -50,21 +50,25 @@ _QUOTE = ord('"')
 _NDJSON_LINE = re.compile(rb"\S[^\r\n]*")
 
 
-async def read_items(request: Request, *, max_items: int) -> list[Item]:
+async def read_items(request: Request, *, max_items: int, limits: dict[str, int]) -> list[Item]:
+    """`limits`: the validation context of `schemas.document_limits`."""
     body = await request.body()
-    parse = partial(parse_items, body, request.headers.get("content-type", ""), max_items=max_items)
+    content_type = request.headers.get("content-type", "")
+    parse = partial(parse_items, body, content_type, max_items=max_items, limits=limits)
     if len(body) > THREAD_PARSE_BYTES:
         return await anyio.to_thread.run_sync(parse)
     return parse()
 
 
-def parse_items(body: bytes, content_type: str, *, max_items: int) -> list[Item]:
+def parse_items(
+    body: bytes, content_type: str, *, max_items: int, limits: dict[str, int]
+) -> list[Item]:
     if not _values_within(body, max_items * _VALUES_PER_DOCUMENT + 1):
         raise _too_many(f"The body holds more JSON values than {max_items} documents")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in NDJSON_TYPES:
         try:
-            documents = _ALL_DOCUMENTS.validate_json(body)
+            documents = _ALL_DOCUMENTS.validate_json(body, context=limits)
         except ValidationError:
             pass  # something is wrong: find out what, item by item, below
         else:
@@ -72,7 +76,7 @@ def parse_items(body: bytes, content_type: str, *, max_items: int) -> list[Item]
             return [Item(index, document, None) for index, document in enumerate(documents)]
     raw = _ndjson(body, max_items) if media_type in NDJSON_TYPES else _json_array(body)
     _check_count(len(raw), max_items)
-    return [_validate(index, value) for index, value in enumerate(raw)]
+    return [_validate(index, value, limits) for index, value in enumerate(raw)]
 
 
 def _check_count(count: int, max_items: int) -> None:
@@ -138,12 +142,12 @@ def _ndjson(body: bytes, max_items: int) -> list[Any]:
     return values
 
 
-def _validate(index: int, value: Any) -> Item:
+def _validate(index: int, value: Any, limits: dict[str, int]) -> Item:
     if isinstance(value, _Unparsable):
         error = {"type": "json_invalid", "loc": ["body", index], "msg": value.message}
         return Item(index, None, [error])
     try:
-        return Item(index, DocumentIn.model_validate(value), None)
+        return Item(index, DocumentIn.model_validate(value, context=limits), None)
     except ValidationError as error:
         details = error.errors(include_url=False, include_context=False, include_input=False)
         return Item(index, None, [{**d, "loc": ["body", index, *d["loc"]]} for d in details])

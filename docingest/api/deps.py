@@ -1,22 +1,21 @@
-"""Request-scoped dependencies, as types: `session: SessionDep`."""
+"""What routes need from the app, as typed dependencies: `engine: EngineDep`.
+
+The app's lifespan (`app.py`) and `install_security` put these on `app.state`; routes and
+route dependencies ask for them here, typed, and never read `app.state` themselves.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
-from sqlmodel import Session
 
+from docingest.api.access import Access
 from docingest.connections import Connections
 from docingest.enqueue import Enqueuer
 from docingest.settings import Settings
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
-        yield session
 
 
 # Cheap dependencies are `async def`: FastAPI would run a plain `def` in the thread pool.
@@ -40,8 +39,20 @@ async def get_connections(request: Request) -> Connections:
     return connections
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+async def get_metrics_registry(request: Request) -> CollectorRegistry:
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return registry
+
+
+async def get_access(request: Request) -> Access:
+    access: Access = request.app.state.access
+    return access
+
+
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ConnectionsDep = Annotated[Connections, Depends(get_connections)]
+# The workers' and queues' collectors, read at each scrape (`metrics.scrape_registry`).
+MetricsRegistryDep = Annotated[CollectorRegistry, Depends(get_metrics_registry)]
+AccessDep = Annotated[Access, Depends(get_access)]

@@ -12,10 +12,9 @@ from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import NDJSON_TYPES, read_items, request_validation_error
-from docingest.api.deps import EngineDep, EnqueuerDep, SessionDep, SettingsDep
+from docingest.api.deps import EngineDep, EnqueuerDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
-from docingest.browse import InvalidCursorError, delete_document, is_tombstone, list_documents
-from docingest.db import get_document
+from docingest.browse import InvalidCursorError, delete_document, list_documents
 from docingest.failures import document_status
 from docingest.schemas import (
     BulkAccepted,
@@ -26,7 +25,9 @@ from docingest.schemas import (
     DocumentQuery,
     DocumentStatus,
     QueuedDocument,
+    document_limits,
 )
+from docingest.store import get_document
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 # Routes whose body may be NDJSON; any other body must be JSON (auth.Gate answers 415).
@@ -53,14 +54,18 @@ def _json_body(*, array: bool = False) -> dict[str, Any]:
     responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
     openapi_extra=_json_body(),
 )
-async def create_document(request: Request, enqueuer: EnqueuerDep) -> Response:
+async def create_document(
+    request: Request, enqueuer: EnqueuerDep, settings: SettingsDep
+) -> Response:
     """Queue a document for classification; `202` means it is on the queue.
 
     The hot path: pydantic parses and validates the raw body in one pass (no `json.loads`, no
     FastAPI body machinery) and the answer is written with orjson. Errors keep FastAPI's format.
     """
     try:
-        document = DocumentIn.model_validate_json(await request.body())
+        document = DocumentIn.model_validate_json(
+            await request.body(), context=document_limits(settings)
+        )
     except ValidationError as error:
         raise request_validation_error(error) from None
     [queued] = await enqueuer.submit([document])
@@ -88,7 +93,9 @@ async def create_documents(
     Answers one result per item, in order. Valid items are queued even when others are
     rejected; `errors` says whether any was.
     """
-    items = await read_items(request, max_items=settings.max_bulk_documents)
+    items = await read_items(
+        request, max_items=settings.max_bulk_documents, limits=document_limits(settings)
+    )
     valid = [item.document for item in items if item.document is not None]
     queued = iter(await enqueuer.submit(valid))
     results = [
@@ -115,7 +122,7 @@ def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
     responses={code: ERROR_RESPONSES[code] for code in (422, 503)},
     dependencies=[require_scope(Scope.READ)],
 )
-def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionDep) -> DocumentPage:
+def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep) -> DocumentPage:
     """Stored documents matching the filters, in id order; follow `next_cursor` for more.
 
     A document that exists during the whole walk is listed exactly once, with its state when
@@ -123,7 +130,7 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionD
     `status=deleted` lists tombstones (documents deleted, with `deleted_at`).
     """
     try:
-        page, next_cursor = list_documents(session, query)
+        page, next_cursor = list_documents(engine, query)
     except InvalidCursorError:
         error = {"type": "value_error", "loc": ("query", "cursor"), "msg": "Invalid cursor"}
         raise RequestValidationError([error]) from None
@@ -136,9 +143,9 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], session: SessionD
     responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.READ)],
 )
-def read_document(document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
+def read_document(document_id: uuid.UUID, engine: EngineDep) -> DocumentOut:
     """A stored, classified document; `404` until the worker has stored it, or once deleted."""
-    document = get_document(session, document_id)
+    document = get_document(engine, document_id)
     if document is None or document.deleted_at is not None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
     return DocumentOut.model_validate(document)
@@ -165,13 +172,9 @@ def remove_document(document_id: uuid.UUID, engine: EngineDep, enqueuer: Enqueue
     responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.READ)],
 )
-def read_status(
-    document_id: uuid.UUID, session: SessionDep, enqueuer: EnqueuerDep
-) -> DocumentStatus:
+def read_status(document_id: uuid.UUID, engine: EngineDep, enqueuer: EnqueuerDep) -> DocumentStatus:
     """`queued`, `stored`, `failed` (with its error) or `deleted`, for the newest version."""
-    found = document_status(session, enqueuer.ledger, document_id)
+    found = document_status(engine, enqueuer.ledger, document_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
-    if found.status == "stored" and is_tombstone(session, document_id):
-        return found.model_copy(update={"status": "deleted"})
     return found

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from docingest.ledger import LedgerUnavailableError
 from docingest.queue import BrokerUnavailableError, PublishUncertainError, QueueFullError
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
@@ -45,7 +45,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
         """A refusal the client should retry: `Retry-After` says when."""
 
         async def handler(request: Request, error: Exception) -> JSONResponse:
-            logger.warning("%s: %s", what, type(error).__name__)
+            logger.warning(what, error_type=type(error).__name__)
             return JSONResponse(
                 {"detail": detail.format(error=error)},
                 status_code=code,
@@ -56,7 +56,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
 
     async def uncertain(request: Request, error: Exception) -> JSONResponse:
         """The broker may hold the documents or not: say so, with the ids to retry with."""
-        logger.warning("broker outcome unknown: %s", error)
+        logger.warning("broker outcome unknown", error=str(error))
         ids = [str(i) for i in getattr(error, "ids", [])]
         return JSONResponse(
             {
@@ -69,7 +69,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
         )
 
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        logger.exception("unhandled error", method=request.method, path=request.url.path)
         return JSONResponse(
             {"detail": "Internal server error"},
             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,

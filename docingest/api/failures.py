@@ -7,24 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from docingest.api.auth import Scope, require_scope
-from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep, SessionDep
-from docingest.db import list_failures
+from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep
 from docingest.failures import Replayed, replay
 from docingest.schemas import DeadLetterOut, FailureOut
+from docingest.store import list_failures
 
 router = APIRouter(prefix="/failures", tags=["failures"])
 
 
 @router.get("", dependencies=[require_scope(Scope.READ)])
 def read_failures(
-    session: SessionDep,
+    engine: EngineDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[FailureOut]:
     """Failed documents not superseded by a newer stored version, oldest first."""
-    return [
-        FailureOut.model_validate(f) for f in list_failures(session, limit=limit, offset=offset)
-    ]
+    return [FailureOut.model_validate(f) for f in list_failures(engine, limit=limit, offset=offset)]
 
 
 @router.get("/dead-letters", dependencies=[require_scope(Scope.READ)])

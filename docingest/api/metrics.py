@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from docingest.api.auth import Scope, require_scope
+from docingest.api.deps import MetricsRegistryDep
 from docingest.connections import Connections
 from docingest.metrics import DeploymentCollector, api_registry
 
@@ -27,9 +28,8 @@ def scrape_registry(connections: Connections) -> CollectorRegistry:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
-def metrics(request: Request) -> Response:
+def metrics(registry: MetricsRegistryDep) -> Response:
     """Requests and latency of this API (of all API processes in multiprocess mode), the
     workers' documents, batches, timings and lag, and each queue's depth."""
-    registry: CollectorRegistry = request.app.state.metrics_registry
     body = generate_latest(api_registry()) + generate_latest(registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -16,23 +16,21 @@ def failures(
 ) -> None:
     """List failed documents and dead-lettered messages of every queue, oldest first."""
     from rich.table import Table
-    from sqlmodel import Session
 
     from docingest.connections import connected
-    from docingest.db import list_failures
+    from docingest.store import list_failures
 
     table = Table("id", "version", "failed at", "attempts", "error")
     letters = Table("queue", "message", "actor", "documents", "retries", "dead since")
     with connected() as connections:
-        with Session(connections.engine) as session:
-            for failure in list_failures(session, limit=limit):
-                table.add_row(
-                    str(failure.id),
-                    str(failure.version),
-                    f"{failure.failed_at:%Y-%m-%d %H:%M:%S}",
-                    str(failure.attempts),
-                    failure.error,
-                )
+        for failure in list_failures(connections.engine, limit=limit):
+            table.add_row(
+                str(failure.id),
+                str(failure.version),
+                f"{failure.failed_at:%Y-%m-%d %H:%M:%S}",
+                str(failure.attempts),
+                failure.error,
+            )
         for letter in connections.queue.dead_letters(limit):
             since = f"{letter.dead_since:%Y-%m-%d %H:%M:%S}" if letter.dead_since else "?"
             letters.add_row(

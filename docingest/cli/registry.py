@@ -16,7 +16,8 @@ from docingest.settings import get_settings
 
 if TYPE_CHECKING:
     from docingest.connections import Connections
-    from docingest.reclassify import Outcome, Selection
+    from docingest.reclassify import Outcome
+    from docingest.store import Selection
 
 model_app = typer.Typer(help="List, show, import and activate models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
@@ -125,8 +126,8 @@ def reclassify(
     """
     from docingest import registry
     from docingest.connections import connected
-    from docingest.reclassify import Selection
     from docingest.schemas import as_utc
+    from docingest.store import Selection
 
     with connected() as connections:
         engine = connections.engine

@@ -4,22 +4,22 @@ and the ledger, so tests and tools import this module without configuring anythi
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from docingest.classifier import Classifier, Prediction
-from docingest.db import current_contents, store_batch, update_classifications
 from docingest.ledger import Ledger
 from docingest.metrics import worker_metrics
 from docingest.schemas import QueuedDocument, utcnow
+from docingest.store import current_contents, store_batch, update_classifications
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 # Errors about a row's values, not about reaching the database: worth bisecting for.
 ROW_ERRORS = (DataError, IntegrityError)
@@ -67,7 +67,7 @@ def ingest(
     )
     if failed:
         failed_ids = [str(row["id"]) for row in failed]
-        logger.warning("documents failed", extra={"failed_ids": failed_ids})
+        logger.warning("documents failed", failed_ids=failed_ids)
 
 
 def isolate(
@@ -172,5 +172,7 @@ def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Classifier) ->
             row = _classification(outcome, classifier.version, now)
             updates.append(row | {"id": document_id, "version": version})
         else:
-            logger.warning("document %s not reclassified: %r", document_id, outcome)
+            logger.warning(
+                "document not reclassified", document_id=str(document_id), error=_describe(outcome)
+            )
     return update_classifications(engine, updates)
