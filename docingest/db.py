@@ -101,20 +101,6 @@ def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # docingest/ledger/ (reworked on another branch, not edited here) still imports these two
 # from this module; delete them once it imports them from docingest.store.
-def version_floor(engine: Engine) -> int:
-    """`docingest.store.version_floor`."""
-    from docingest import store
-
-    return store.version_floor(engine)
-
-
-def stored_versions(engine: Engine, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """`docingest.store.stored_versions`."""
-    from docingest import store
-
-    return store.stored_versions(engine, ids)
-
-
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic; the API never creates tables itself."""
     from alembic import command

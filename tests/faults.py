@@ -28,7 +28,6 @@ from docingest.embedded import free_port
 
 # tests/test_send.py (edited on another branch) imports it from here; once it imports it from
 # docingest.embedded, delete this line.
-from docingest.embedded import wait_until as wait_until
 from docingest.ledger.redis import PENDING_KEY
 from docingest.queue.redis import QueueKeys
 from tests.helpers import UNAMBIGUOUS

@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, text
-from sqlmodel import Session
 
-from docingest.db import list_failures, make_engine, store_batch, take_failures
+from docingest.db import make_engine
 from docingest.schemas import QueuedDocument, utcnow
+from docingest.store import list_failures, store_batch, take_failures
 from docingest.tables import Failure
 from docingest.worker.ingest import failure_row
 
@@ -106,6 +106,5 @@ def test_a_document_failing_again_during_its_replay_stays_visible(engine: Engine
     assert take_failures(engine, requeue) == 1
     (worker,) = workers
     worker.finish()
-    with Session(engine) as session:
-        failures = list_failures(session, limit=10)
+    failures = list_failures(engine, limit=10)
     assert [(f.id, f.error) for f in failures] == [(queued.id, "ValueError: again")]

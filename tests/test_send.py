@@ -14,11 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from docingest.cli import app
-from docingest.embedded import free_port
+from docingest.embedded import free_port, wait_until
 from docingest.keys import digest, generate_key
 from docingest.sender import stable_id
 from docingest.textfiles import RULE
-from tests.faults import Processes, content_for, rows, service_env, wait_until
+from tests.faults import Processes, content_for, rows, service_env
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"
 

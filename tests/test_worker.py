@@ -144,12 +144,6 @@ def test_ingest_records_a_row_postgresql_refuses_as_failed_and_stores_the_others
     assert connections.ledger.pending_count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DataError,
-    reason="known gap: the failure row carries the refused content, so PostgreSQL refuses it "
-    "too and the whole message fails (Dramatiq retries it, then dead-letters it)",
-)
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_content_postgresql_refuses_is_recorded_as_failed(
     connections: Connections, classifier: Classifier
@@ -157,4 +151,10 @@ def test_content_postgresql_refuses_is_recorded_as_failed(
     """NUL in content: the API refuses it, a message built elsewhere may still carry it."""
     documents = queued([UNAMBIGUOUS["tech"], "NUL \x00 inside"])
     ingest_all(connections, documents, classifier)
-    assert get_failure(connections.engine, documents[1].id) is not None
+    failure = get_failure(connections.engine, documents[1].id)
+    assert failure is not None
+    assert failure.content == "NUL \ufffd inside"
+    assert failure.error.startswith("DataError: ")
+    assert "replaced by U+FFFD" in failure.error
+    assert "INSERT" not in failure.error  # no statement, no other document's parameters
+    assert get_document(connections.engine, documents[0].id) is not None

@@ -42,8 +42,8 @@ def open_ledger(settings: Settings, engine: Engine) -> Ledger:
         from docingest.ledger.sql import SqlLedger
 
         return SqlLedger(engine)
-    from docingest.db import version_floor
     from docingest.ledger.redis import RedisLedger
+    from docingest.store import version_floor
 
     # A pool of its own: requests holding every connection of the app's pool must not keep
     # the floor from being read. Connections are opened only when read (rarely).

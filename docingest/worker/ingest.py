@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from docingest.classifier import Classifier, Prediction
 from docingest.ledger import Ledger
@@ -55,8 +55,9 @@ def ingest(
     refused = store_isolating(engine, [row for _, row in stored], failed)
     if refused:
         by_id = {document.id: document for document, _ in stored}
-        failed += [failure_row(by_id[row["id"]], _describe(error), now) for row, error in refused]
-        store_batch(engine, [], failed[-len(refused) :])
+        refusals = [failure_row(by_id[row["id"]], _describe(error), now) for row, error in refused]
+        _store_refusals(engine, refusals)
+        failed += refusals
     store_seconds = time.perf_counter() - classified
     ledger.settle([(document.id, document.version) for document in queued])
     worker_metrics.record_batch(
@@ -119,8 +120,32 @@ def store_isolating(
     return refused
 
 
+def _store_refusals(engine: Engine, failures: list[dict[str, Any]]) -> None:
+    """Record as failed the documents whose rows the database refused. A failure row carries the
+    same content, which the database may refuse too (PostgreSQL cannot hold NUL): then it is
+    stored with those characters replaced, and its error says so."""
+    try:
+        store_batch(engine, [], failures)
+    except ROW_ERRORS:
+        store_batch(engine, [], [_storable(row) for row in failures])
+
+
+def _storable(failure: dict[str, Any]) -> dict[str, Any]:
+    if "\x00" not in failure["content"]:
+        return failure
+    return failure | {
+        "content": failure["content"].replace("\x00", "\ufffd"),
+        "error": failure["error"] + " (stored with its NUL characters replaced by U+FFFD)",
+    }
+
+
 def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"
+    """The driver's own first line for database errors: SQLAlchemy's text would add the
+    statement and its parameters, other documents' contents among them."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first_line}"
 
 
 def _document_row(
