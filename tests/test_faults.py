@@ -315,3 +315,45 @@ def test_a_client_retrying_through_a_broker_outage_loses_nothing(
         # The refused probe was not accepted: it is neither stored nor waiting.
         assert client.get(f"/documents/{probe['id']}/status").status_code == 404
     wait_until(lambda: pending_documents(own_redis.url) == 0, 10, "ledger settled")
+
+
+@pytest.mark.timeout(150)
+def test_messages_waiting_for_a_retry_survive_a_lost_broker_connection(
+    own_postgres: EmbeddedPostgres, own_redis: EmbeddedRedis, model_path: Path, tmp_path: Path,
+    procs: Processes,
+) -> None:  # fmt: skip
+    """The database is down, so every message waits for a retry; Redis then goes away for a
+    few seconds, longer than redis-py's own retries (Dramatiq empties a consumer's in-memory
+    delay queue when its connection fails); the database comes back: every document is stored,
+    without restarting the worker."""
+    database_url = own_postgres.create_database("retries")
+    migrate(database_url)
+    procs.env = service_env(
+        database_url=database_url, broker_url=own_redis.url, model_path=model_path,
+        data_dir=tmp_path,
+    )  # fmt: skip
+    api = procs.api()
+    worker = procs.worker()
+    sent = Sent()
+    with httpx.Client(base_url=api.base_url, timeout=10) as client:
+        post_bulk(client, new_documents(20, "before"), sent)  # the version counter exists
+        wait_until(lambda: count_rows(database_url) == 20, 60, "first documents stored")
+        own_postgres.stop()
+        for _ in range(10):
+            post_bulk(client, new_documents(20, "retry"), sent)
+
+    def retrying() -> bool:
+        return queued_messages(own_redis.url) == 0 and unacked_messages(own_redis.url) > 0
+
+    wait_until(retrying, 60, "every message fetched, retrying")
+    time.sleep(3)  # some retries now wait in the worker's memory
+    held = unacked_messages(own_redis.url)
+    own_redis.stop()
+    time.sleep(5)
+    own_redis.start()
+    own_postgres.start()
+    result = wait_for_figures(sent, database_url, timeout=90, broker_url=own_redis.url)
+    print(result.line(f"Redis away 5 s while {held} messages waited for a retry"))
+    assert held > 0
+    assert worker.alive()
+    assert_nothing_lost(result)

@@ -19,6 +19,7 @@ import redis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import q_name
+from dramatiq.errors import ConnectionClosed
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
@@ -37,7 +38,8 @@ DEAD_MESSAGE_TTL_MS = 100 * 365 * 24 * 3600 * 1000
 
 
 class RecoveringRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker, recovering a dead worker's messages within seconds.
+    """Dramatiq's Redis broker, recovering a dead worker's messages within seconds, and a live
+    worker's delayed messages after a lost connection.
 
     Dramatiq requeues the unacknowledged messages of a worker whose heartbeat is older than
     `heartbeat_timeout` during "maintenance", which it runs on a random 0.1 % of commands: on a
@@ -49,6 +51,23 @@ class RecoveringRedisBroker(RedisBroker):
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self._maintenance_interval = maintenance_interval
         self._next_maintenance = 0.0
+        self._consumed: set[str] = set()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        """A delay queue's consumer starting again (after a lost connection) first hands back
+        what this worker still holds of that queue: Dramatiq empties the consumer's memory of
+        them, while Redis counts them as held by a worker alive and well, so no one would ever
+        process them. (A queue's own consumer holds nothing then: it fetches only when empty.)"""
+        if queue_name.endswith(DELAYED) and queue_name in self._consumed:
+            held = f"{NAMESPACE}:__acks__.{self.broker_id}.{queue_name}"
+            try:
+                message_ids = cast(set[bytes], self.client.smembers(held))
+                if message_ids:
+                    self.do_requeue(queue_name, *message_ids)
+            except redis.RedisError as error:
+                raise ConnectionClosed(error) from None
+        self._consumed.add(queue_name)
+        return super().consume(queue_name, prefetch, timeout)
 
     def _should_do_maintenance(self, command: str) -> int:
         now = time.monotonic()
