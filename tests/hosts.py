@@ -193,6 +193,7 @@ class Network:
     def __init__(self) -> None:
         self.hosts: dict[str, Host] = {}
         self._lock: IO[bytes] | None = None
+        self._made_netns_etc = False
 
     def __enter__(self) -> Self:
         self._lock = LOCK_PATH.open("wb")
@@ -201,6 +202,7 @@ class Network:
         except BlockingIOError:
             self._lock.close()
             raise RuntimeError(f"another test run holds {LOCK_PATH} and its hosts") from None
+        self._made_netns_etc = not NETNS_ETC.exists()
         try:
             remove_leftovers()
             self._create_bridge()
@@ -261,6 +263,9 @@ class Network:
             remove_leftovers()
         finally:
             self.hosts.clear()
+            if self._made_netns_etc:  # created for these hosts: leave /etc as it was
+                with contextlib.suppress(OSError):
+                    NETNS_ETC.rmdir()
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
