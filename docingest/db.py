@@ -40,17 +40,32 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     )
 
 
-# A cut link must not hang a request or a worker: connecting, a dead peer (TCP keepalives and
-# unacknowledged data), a lock held by another transaction, and a session left idle inside a
-# transaction are all bounded. Statements themselves are not: a big batch may take a while.
+# A cut link must not hang a request or a worker, nor let a cut-off worker's transaction hold
+# its row locks for long. Client side (libpq): connecting, a silent peer (TCP keepalives) and
+# unacknowledged data. Server side, per session: the same keepalives and user timeout toward the
+# client, a periodic check that the client is still there during a statement (PostgreSQL 14+),
+# sessions idle inside a transaction, and waits on another transaction's locks. Statements
+# themselves are not bounded: a big batch may take a while.
 POSTGRESQL_TIMEOUTS = {
     "connect_timeout": 10,
     "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
     "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
-    "options": ("-c timezone=UTC -c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"),
+    "tcp_user_timeout": 10_000,
+    "options": " ".join(
+        f"-c {setting}"
+        for setting in (
+            "timezone=UTC",
+            "lock_timeout=10s",
+            "idle_in_transaction_session_timeout=10s",
+            "tcp_keepalives_idle=5",
+            "tcp_keepalives_interval=2",
+            "tcp_keepalives_count=3",
+            "tcp_user_timeout=10000",
+            "client_connection_check_interval=2000",
+        )
+    ),
 }
 
 

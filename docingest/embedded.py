@@ -14,7 +14,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -123,11 +123,23 @@ class EmbeddedRedis(_Server):
 
 
 class EmbeddedPostgres(_Server):
+    """`listen_addresses` and `trusted_networks` (CIDRs let in without a password, beside
+    loopback) open it to other hosts: the multi-host tests run it in a network namespace."""
+
     SYSTEM_USER = "docingest-pg"
 
-    def __init__(self, data_dir: Path, *, port: int | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        listen_addresses: str = "127.0.0.1",
+        trusted_networks: Sequence[str] = (),
+    ):
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.listen_addresses = listen_addresses
+        self.trusted_networks = trusted_networks
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         self._user = self._system_user()
 
@@ -166,10 +178,14 @@ class EmbeddedPostgres(_Server):
             shutil.chown(self.data_dir, self._user, self._user)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run("initdb", "--auth=trust", "--encoding=UTF8", "-U", "postgres", "--no-sync")
+            with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                hba.writelines(f"host all all {net} trust\n" for net in self.trusted_networks)
 
     def start(self) -> None:
         self._prepare()
-        options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=on -c max_connections=200"
+        options = (
+            f"-h {self.listen_addresses} -p {self.port} -k '' -c fsync=on -c max_connections=200"
+        )
         log = str(self.data_dir / "log")
         self._run("pg_ctl", "-w", "-t", "60", "-o", options, "-l", log, "start")
 

@@ -7,6 +7,7 @@ worker tree at once, and a teardown can make sure nothing it started outlives it
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -226,6 +227,16 @@ class Sent:
     def accepted(self) -> int:
         return sum(1 for version in self.documents.values() if version is not None)
 
+    def last_sent(self) -> dict[str, tuple[str, int | None]]:
+        """Per id, the content sent last and the version its 202 returned (None: not accepted).
+
+        "Last" is the order of first sending: meaningful for ids whose updates are each sent
+        after the previous one's answer, as a client that orders its updates does.
+        """
+        with self.lock:
+            items = list(self.documents.items())
+        return {document_id: (content, version) for (document_id, content), version in items}
+
     def newest(self) -> dict[str, tuple[int, str]]:
         """Per id, the highest version any 202 returned, and the content sent with it."""
         newest: dict[str, tuple[int, str]] = {}
@@ -387,23 +398,55 @@ def figures(sent: Sent, database_url: str) -> Figures:
 
 
 def wait_for_figures(
-    sent: Sent, database_url: str, timeout: float, *, broker_url: str | None = None
+    sent: Sent,
+    database_url: str,
+    timeout: float,
+    *,
+    broker_url: str | None = None,
+    idle: Callable[[], bool] | None = None,
 ) -> Figures:
     """Poll the table until every accepted id holds its newest version, or time runs out.
 
-    With `broker_url`, also stop once the queue has been idle for two polls in a row (nothing
-    waiting, delayed or in flight): nothing more can arrive, so what is missing is lost.
+    With `broker_url` (a Redis) or `idle` (any broker), also stop once the queue has been idle
+    for two polls in a row (nothing waiting, delayed or in flight): nothing more can arrive, so
+    what is missing is lost.
     """
+    if idle is None and broker_url is not None:
+        idle = functools.partial(queue_idle, broker_url)
     deadline = time.monotonic() + timeout
     idle_polls = 0
     while True:
         current = figures(sent, database_url)
         if current.complete or time.monotonic() > deadline:
             return current
-        idle_polls = idle_polls + 1 if broker_url and queue_idle(broker_url) else 0
+        idle_polls = idle_polls + 1 if idle is not None and idle() else 0
         if idle_polls >= 2:
             return current
         time.sleep(0.5)
+
+
+def stale(sent: Sent, database_url: str) -> int:
+    """Accepted ids whose row is missing the version the 202 of their last-sent document
+    returned (an older version, or another content), for ids whose last document was accepted.
+    A missing row is `lost`, not stale."""
+    stored = {
+        document_id: (content, version) for document_id, content, version in rows(database_url)
+    }
+    return sum(
+        1
+        for document_id, (content, version) in sent.last_sent().items()
+        if version is not None
+        and document_id in stored
+        and stored[document_id] != (content, version)
+    )
+
+
+def not_stored(versions: dict[str, int], database_url: str) -> int:
+    """How many of these ids hold no row of at least the given version yet."""
+    stored = {document_id: version for document_id, _, version in rows(database_url)}
+    return sum(
+        1 for document_id, version in versions.items() if stored.get(document_id, -1) < version
+    )
 
 
 def count_rows(database_url: str) -> int:

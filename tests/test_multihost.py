@@ -1,0 +1,561 @@
+"""Several hosts: PostgreSQL, the broker, two API hosts and two worker hosts, each a network
+namespace of its own on one bridge (tests/hosts.py), for Redis and for RabbitMQ.
+
+1. 18,000 new documents in bulk requests, round-robin over both API hosts, while 200 ids get 10
+   versions each through alternating API hosts (each sent after the previous one's 202): every
+   id stored once, at the version of its last 202.
+2. Mid-stream, one worker host is cut off the network for 30 s and comes back; then every
+   process of the other worker host gets SIGKILL and it is restarted: nothing lost, duplicated
+   or stale, and how long redelivery took.
+3. The broker host is cut off for 10 s during ingestion: both API hosts answer 503 with
+   Retry-After (never 500, never a hang past the client's timeout) and recover by themselves.
+
+Each test records a row (sent, accepted, stored, duplicated, lost, stale, redelivery seconds)
+before asserting; the rows are printed as a table at the end of the module and written to
+`multihost-figures.json` in pytest's base temporary folder. The test's clients run in the
+machine's own namespace and reach the hosts through the bridge's address (tests/hosts.py
+checks that route before anything is sent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from docingest.db import make_engine, migrate
+from docingest.embedded import wait_until
+from docingest.keys import ApiKey, Scope, digest, generate_key
+from docingest.registry import ensure_active
+from tests.faults import (
+    Figures,
+    Process,
+    Sent,
+    assert_nothing_lost,
+    content_for,
+    count_rows,
+    new_documents,
+    not_stored,
+    post_bulk,
+    post_one,
+    service_env,
+    stale,
+    wait_for_figures,
+)
+from tests.hosts import (
+    PREFIX,
+    Broker,
+    Host,
+    HostApi,
+    Network,
+    PostgresServer,
+    RabbitCluster,
+    RedisServer,
+    missing_requirements,
+    running,
+)
+
+if (_missing := missing_requirements()) is not None:
+    pytest.skip(_missing, allow_module_level=True)
+
+pytestmark = pytest.mark.multihost
+
+REQUEST_TIMEOUT = 10.0  # the clients' timeout: an API answer slower than this is a hang
+CUT_WORKER_SECONDS = 30
+CUT_BROKER_SECONDS = 10
+HELD_AFTER_SECONDS = 10  # a document accepted this long before the restore must not wait for it
+RABBITMQ_NODES = 3  # a cluster, one node per host
+
+
+# --- the site: servers in their hosts, once per broker -----------------------------------------
+
+
+@dataclass
+class Site:
+    broker_kind: str
+    postgres: PostgresServer
+    broker: Broker
+    api_hosts: list[Host]
+    worker_hosts: list[Host]
+
+
+@pytest.fixture(scope="module", params=["redis", "amqp"])
+def site(request: pytest.FixtureRequest) -> Iterator[Site]:
+    kind: str = request.param
+    if kind == "amqp" and not RabbitCluster.available():
+        pytest.skip("Debian's rabbitmq-server is not installed (`make test` installs it as root)")
+    # Outside pytest's temporary root, which is private to root: PostgreSQL runs as its own user.
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{kind}-"))
+    try:
+        with Network() as network, contextlib.ExitStack() as servers:
+            postgres = servers.enter_context(
+                running(PostgresServer(network.host("pg"), data_dir / "pg"))
+            )
+            if kind == "redis":
+                server: RedisServer | RabbitCluster = RedisServer(
+                    network.host("broker"), data_dir / "redis"
+                )
+            else:
+                nodes = [network.host(f"rabbit{n}") for n in range(1, RABBITMQ_NODES + 1)]
+                server = RabbitCluster(nodes, data_dir)
+            broker: Broker = servers.enter_context(running(server))
+            if isinstance(server, RabbitCluster):
+                print(f"RabbitMQ: {len(nodes)} nodes clustered in {server.started_in:.1f} s")
+            yield Site(
+                broker_kind=kind,
+                postgres=postgres,
+                broker=broker,
+                api_hosts=[network.host("api1"), network.host("api2")],
+                worker_hosts=[network.host("worker1"), network.host("worker2")],
+            )
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# --- a deployment: a fresh database, two API hosts and two worker hosts, per test ---------------
+
+
+@dataclass
+class Deployment:
+    site: Site
+    database_url: str
+    env: dict[str, str]
+    key: str
+    cwd: Path
+    apis: list[HostApi] = field(default_factory=list)
+
+    def start_worker(self, host: Host) -> Process:
+        args = [sys.executable, "-m", "docingest", "worker"]
+        return host.popen("worker", args, self.env, self.cwd)
+
+
+@pytest.fixture
+def deployment(site: Site, model_path: Path, tmp_path: Path) -> Iterator[Deployment]:
+    database_url = site.postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    migrate(database_url)
+    engine = make_engine(database_url)
+    try:
+        ensure_active(engine, model_path)  # once, before two workers would race to import it
+    finally:
+        engine.dispose()
+    key = generate_key()
+    env = service_env(
+        database_url=database_url, broker_url=site.broker.url, model_path=model_path,
+        data_dir=tmp_path, API_KEYS=ApiKey("multihost", frozenset({Scope.ADMIN}),
+                                           digest(key)).env_entry(),
+        BROKER_TIMEOUT_SECONDS="2", RETRY_AFTER_SECONDS="1", WORKER_PROCESSES="1",
+        WORKER_THREADS="2",
+    )  # fmt: skip
+    deployment = Deployment(site, database_url, env, key, tmp_path)
+    hosts = site.api_hosts + site.worker_hosts
+    try:
+        deployment.apis = [host.api(env, tmp_path) for host in site.api_hosts]
+        for api in deployment.apis:
+            api.wait_ready()
+        for host in site.worker_hosts:
+            deployment.start_worker(host)
+        yield deployment
+    finally:
+        for host in hosts:
+            host.restore()
+            print(host.log_tails())
+            host.kill_all()
+        site.broker.restore()
+        site.broker.purge()
+
+
+# --- bounded client load, round-robin over the API hosts ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    at: float
+    api: str
+    status: int
+    seconds: float
+
+
+class Load:
+    """Client threads posting to the API hosts in the background.
+
+    Every loop is bounded in count (its arguments) and in time (`seconds`), and ends early at
+    `stop()`. What the API answered goes to `sent` (tests/faults.py); each HTTP answer is also
+    kept in `answers` (when, from which API host, status, latency). A client thread's failure
+    (an unexpected status, a refused update) is kept in `failures`, not raised, so that the
+    test records its figures before asserting.
+    """
+
+    def __init__(self, deployment: Deployment, sent: Sent, *, seconds: float) -> None:
+        self.deployment = deployment
+        self.sent = sent
+        self.deadline = time.monotonic() + seconds
+        self.stopping = threading.Event()
+        self.answers: list[Answer] = []
+        self.failures: list[BaseException] = []
+        self._pools: list[ThreadPoolExecutor] = []
+        self._futures: list[Future[None]] = []
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is not None:
+            self.stop()
+        self.wait()
+
+    @property
+    def going(self) -> bool:
+        return not self.stopping.is_set() and time.monotonic() < self.deadline
+
+    def client(self, n: int) -> httpx.Client:
+        """This thread's client of API host n % 2 (round-robin by request number)."""
+        clients: list[httpx.Client] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = [self._new_client(api.base_url) for api in self.deployment.apis]
+            self._local.clients = clients
+        return clients[n % len(clients)]
+
+    def _new_client(self, base_url: str) -> httpx.Client:
+        def record(response: httpx.Response) -> None:
+            response.read()
+            answer = Answer(time.monotonic(), base_url, response.status_code,
+                            response.elapsed.total_seconds())  # fmt: skip
+            with self._lock:
+                self.answers.append(answer)
+
+        client = httpx.Client(
+            base_url=base_url, timeout=REQUEST_TIMEOUT, trust_env=False,
+            headers={"Authorization": f"Bearer {self.deployment.key}"},
+            event_hooks={"response": [record]},
+        )  # fmt: skip
+        with self._lock:
+            self._clients.append(client)
+        return client
+
+    def _submit(self, threads: int, tasks: list[Callable[[], None]]) -> None:
+        pool = ThreadPoolExecutor(threads)
+        self._pools.append(pool)
+        self._futures += [pool.submit(self._guarded, task) for task in tasks]
+
+    def _guarded(self, task: Callable[[], None]) -> None:
+        try:
+            if self.going:
+                task()
+        except BaseException as error:
+            self.failures.append(error)
+            self.stopping.set()
+
+    def bulk(self, *, batches: int, size: int, label: str, threads: int, pause: float) -> None:
+        """`batches` bulk requests of `size` new documents; request n goes to API host n % 2;
+        each is retried as Retry-After says (post_bulk) and followed by `pause` seconds."""
+
+        def request(n: int) -> None:
+            post_bulk(self.client(n), new_documents(size, f"{label}{n}-"), self.sent)
+            self.stopping.wait(pause)
+
+        self._submit(threads, [functools.partial(request, n) for n in range(batches)])
+
+    def updates(self, ids: list[str], *, versions: int, threads: int, pause: float) -> None:
+        """Each id posted `versions` times, alternating API hosts, each version sent after the
+        previous one's 202; different ids run concurrently."""
+
+        def sequence(k: int, document_id: str) -> None:
+            for v in range(versions):
+                if not self.going:
+                    return
+                document = {"id": document_id, "content": content_for(v, f"{document_id}-v")}
+                post_one(self.client(k + v), document, self.sent)
+                self.stopping.wait(pause)
+
+        self._submit(threads, [functools.partial(sequence, k, i) for k, i in enumerate(ids)])
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wait()
+
+    def wait(self) -> None:
+        """Until every task ran (bounded by the deadline), then close the clients."""
+        for future in self._futures:
+            future.result(timeout=max(1.0, self.deadline - time.monotonic()) + REQUEST_TIMEOUT)
+        for pool in self._pools:
+            pool.shutdown()
+        for client in self._clients:
+            client.close()
+
+    def first_202_after(self, moment: float) -> dict[str, float]:
+        """Per API host, seconds from `moment` to its first 202."""
+        with self._lock:
+            answers = list(self.answers)
+        first: dict[str, float] = {}
+        for answer in answers:
+            if answer.status == 202 and answer.at > moment and answer.api not in first:
+                first[answer.api] = answer.at - moment
+        return first
+
+    def statuses_between(self, start: float, end: float) -> dict[str, dict[int, int]]:
+        with self._lock:
+            answers = list(self.answers)
+        counts: dict[str, dict[int, int]] = {}
+        for answer in answers:
+            if start <= answer.at <= end:
+                per_api = counts.setdefault(answer.api, {})
+                per_api[answer.status] = per_api.get(answer.status, 0) + 1
+        return counts
+
+
+def ready_status(api: HostApi) -> int | str:
+    """GET /ready: its status, or the transport error (a hang past the timeout) by name."""
+    try:
+        return httpx.get(
+            f"{api.base_url}/ready", timeout=REQUEST_TIMEOUT, trust_env=False
+        ).status_code
+    except httpx.HTTPError as error:
+        return type(error).__name__
+
+
+def accepted(sent: Sent) -> int:
+    """Documents accepted so far, read while client threads add to them."""
+    with sent.lock:
+        return sent.accepted
+
+
+def accepted_versions(sent: Sent) -> dict[str, int]:
+    """Per id, the newest version accepted so far (while clients are still sending)."""
+    with sent.lock:
+        newest = sent.newest()
+    return {document_id: version for document_id, (version, _) in newest.items()}
+
+
+def new_ids(count: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(count)]
+
+
+def seconds_until(condition: Callable[[], bool], timeout: float, poll: float = 0.5) -> float | None:
+    """How long until `condition` holds, or None if not within `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(poll)
+    return None
+
+
+# --- the figures of each test ------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    test: str
+    broker: str
+    sent: int
+    accepted: int
+    stored: int
+    duplicated: int
+    lost: int
+    stale: int
+    redelivery_seconds: float | None
+    notes: str
+
+    def line(self) -> str:
+        redelivery = "-" if self.redelivery_seconds is None else f"{self.redelivery_seconds:.1f}"
+        return (
+            f"{self.test:<26} {self.broker:<6} {self.sent:>6} {self.accepted:>8} {self.stored:>6} "
+            f"{self.duplicated:>10} {self.lost:>5} {self.stale:>5} {redelivery:>10}  {self.notes}"
+        )
+
+
+HEADER = (
+    f"{'test':<26} {'broker':<6} {'sent':>6} {'accepted':>8} {'stored':>6} {'duplicated':>10} "
+    f"{'lost':>5} {'stale':>5} {'redelivery':>10}  notes"
+)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def add(
+        self,
+        test: str,
+        deployment: Deployment,
+        sent: Sent,
+        result: Figures,
+        *,
+        redelivery: float | None,
+        notes: str,
+    ) -> Row:
+        row = Row(
+            test=test, broker=deployment.site.broker_kind, sent=result.sent,
+            accepted=result.accepted, stored=result.stored, duplicated=result.duplicated,
+            lost=result.lost, stale=stale(sent, deployment.database_url),
+            redelivery_seconds=redelivery, notes=notes,
+        )  # fmt: skip
+        self.rows.append(row)
+        print(result.line(f"{test} [{row.broker}]"))
+        print(f"broker at the end: {deployment.site.broker.state()}")
+        print(f"ROW {row.line()}")
+        return row
+
+
+@pytest.fixture(scope="module")
+def report(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Report]:
+    """The rows of every multi-host test: a table on the terminal at the end, and a JSON file."""
+    report = Report()
+    yield report
+    path = tmp_path_factory.getbasetemp() / "multihost-figures.json"
+    rows: list[dict[str, Any]] = [asdict(row) for row in report.rows]
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None and report.rows:
+        terminal.ensure_newline()
+        for line in ["multi-host figures:", HEADER, *(row.line() for row in report.rows)]:
+            terminal.write_line(line)
+        terminal.write_line(f"(also in {path})")
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_round_robin_ingestion_with_sequenced_updates(
+    deployment: Deployment, report: Report
+) -> None:
+    sent = Sent()
+    ids = new_ids(200)
+    with Load(deployment, sent, seconds=150) as load:
+        load.updates(ids, versions=10, threads=16, pause=0)
+        load.bulk(batches=60, size=300, label="bulk", threads=2, pause=0)
+    last_202 = time.monotonic()
+    broker = deployment.site.broker
+    result = wait_for_figures(sent, deployment.database_url, timeout=150, idle=broker.idle)
+    drained = time.monotonic() - last_202
+    row = report.add(
+        "1 round-robin + updates", deployment, sent, result, redelivery=None,
+        notes=f"all stored {drained:.1f} s after the last 202",
+    )  # fmt: skip
+    assert load.failures == []
+    assert result.sent == 20_000
+    assert_nothing_lost(result)
+    assert row.stale == 0
+
+
+@pytest.mark.timeout(400)
+def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report) -> None:
+    site = deployment.site
+    cut_host, killed_host = site.worker_hosts
+    database_url = deployment.database_url
+    sent = Sent()
+    with Load(deployment, sent, seconds=200) as load:
+        # About 45 s of feeding at this pace: it is still going when the other host is killed.
+        load.bulk(batches=100, size=200, label="feed", threads=2, pause=0.9)
+        load.updates(new_ids(100), versions=10, threads=10, pause=0.45)
+
+        def backlog(label: str) -> None:
+            """5,000 documents at once: the worker hosts hold fetched, unprocessed messages."""
+            target = accepted(sent) + 5000
+            load.bulk(batches=20, size=250, label=label, threads=2, pause=0)
+            wait_until(lambda: accepted(sent) >= target, 60, "backlog accepted")
+            wait_until(lambda: site.broker.in_flight() > 0, 30, "messages in flight")
+
+        wait_until(lambda: count_rows(database_url) > 1000, 90, "rows arriving")
+        backlog("before-cut")
+        # The worst moment: after its upsert and before its commit, the rows locked.
+        site.postgres.wait_for_uncommitted_write(cut_host.address, 30)
+        cut_host.cut()
+        cut_at = time.monotonic()
+        in_flight_at_cut = site.broker.in_flight()
+        accepted_before = accepted_versions(sent)
+        before_cut_stored = seconds_until(
+            lambda: not_stored(accepted_before, database_url) == 0, HELD_AFTER_SECONDS
+        )
+        # What was accepted up to 20 s into the cut must not wait for the cut host: 10 s is
+        # more than enough for the other host to fetch it, or to get it back from the cut one.
+        time.sleep(max(0.0, cut_at + CUT_WORKER_SECONDS - HELD_AFTER_SECONDS - time.monotonic()))
+        accepted_in_cut = accepted_versions(sent)
+        time.sleep(max(0.0, cut_at + CUT_WORKER_SECONDS - time.monotonic()))
+        held_by_cut_host = not_stored(accepted_in_cut, database_url)
+        transactions_at_restore = site.postgres.transactions()
+        cut_host.restore()
+        backlog("before-kill")
+        in_flight_at_kill = site.broker.in_flight()
+        killed_host.kill_all()
+        deployment.start_worker(killed_host)
+        restarted_at = time.monotonic()
+        load.stop()
+    result = wait_for_figures(sent, database_url, timeout=150, idle=site.broker.idle)
+    redelivery = time.monotonic() - restarted_at
+    cut_note = "-" if before_cut_stored is None else f"{before_cut_stored:.1f} s"
+    row = report.add(
+        "2 worker cut 30 s + kill -9", deployment, sent, result, redelivery=redelivery,
+        notes=f"{in_flight_at_cut} messages in flight at the cut, {in_flight_at_kill} at the "
+        f"kill; all accepted before the cut stored {cut_note} after it; at the restore "
+        f"{held_by_cut_host} documents accepted >= {HELD_AFTER_SECONDS} s earlier were still "
+        "waiting for the cut host; redelivery = restart -> all stored",
+    )  # fmt: skip
+    print(f"open transactions at the restore ({cut_host.name} is {cut_host.address}): "
+          f"{transactions_at_restore}")  # fmt: skip
+    assert load.failures == []
+    assert_nothing_lost(result)
+    assert row.stale == 0
+    assert held_by_cut_host == 0, "documents waited for the cut-off worker host to come back"
+
+
+@pytest.mark.timeout(300)
+def test_broker_host_cut_off(deployment: Deployment, report: Report) -> None:
+    site = deployment.site
+    sent = Sent()
+    with Load(deployment, sent, seconds=120) as load:
+        load.bulk(batches=600, size=50, label="feed", threads=4, pause=0.2)
+        wait_until(lambda: accepted(sent) >= 1000, 60, "ingestion under way")
+        site.broker.cut()
+        cut_at = time.monotonic()
+        time.sleep(2)
+        ready = [ready_status(api) for api in deployment.apis]
+        time.sleep(max(0.0, cut_at + CUT_BROKER_SECONDS - time.monotonic()))
+        site.broker.restore()
+        restored_at = time.monotonic()
+        recovered = seconds_until(lambda: len(load.first_202_after(restored_at)) == 2, 60, 0.1)
+        time.sleep(3)
+        load.stop()
+    during_cut = load.statuses_between(cut_at, restored_at)
+    result = wait_for_figures(sent, deployment.database_url, timeout=120, idle=site.broker.idle)
+    redelivery = time.monotonic() - restored_at
+    slowest = max(answer.seconds for answer in load.answers)
+    row = report.add(
+        "3 broker cut 10 s", deployment, sent, result, redelivery=redelivery,
+        notes=f"statuses {dict(sorted(sent.statuses.items()))}, transport errors "
+        f"{len(sent.errors)}, slowest answer {slowest:.1f} s, both API hosts accepting again "
+        f"{'-' if recovered is None else f'{recovered:.1f} s'} after the restore; "
+        "redelivery = restore -> all stored",
+    )  # fmt: skip
+    print(f"answers during the cut per API host: {during_cut}; /ready during the cut: "
+          f"{ready}; transport errors: {sent.errors[:5]}")  # fmt: skip
+    assert load.failures == []
+    assert sent.errors == [], "a request hung past the client's timeout or lost its connection"
+    assert set(sent.statuses) <= {202, 503}, sent.statuses
+    assert sent.retry_after == {"1"}
+    assert ready == [503, 503]
+    assert len(during_cut) == 2, during_cut
+    assert all(statuses.get(503, 0) > 0 for statuses in during_cut.values()), during_cut
+    assert recovered is not None, "an API host did not accept again within 60 s"
+    assert_nothing_lost(result)
+    assert row.stale == 0
