@@ -317,13 +317,10 @@ def _durability(client: redis.Redis) -> tuple[str, bool]:
 
 
 def _supports_waitaof(client: redis.Redis) -> bool:
-    try:
-        info = cast(list[Any], client.execute_command("COMMAND", "INFO", "WAITAOF"))  # type: ignore[no-untyped-call]
-    except redis.RedisError:
-        return False
-    if isinstance(info, dict):  # redis-py parses the reply by command name
-        return any(info.values())
-    return bool(info and info[0])
+    """WAITAOF came with Redis 7.2 (Valkey reports a compatible `redis_version`)."""
+    version = str(client.info("server").get("redis_version", "0"))
+    major, minor = (int(part) for part in [*version.split("."), "0"][:2])
+    return (major, minor) >= (7, 2)
 
 
 def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
