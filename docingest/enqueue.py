@@ -36,6 +36,8 @@ class Limits:
     linger_seconds: float = 0.0
     max_queued: int | None = None
     max_queued_bytes: int | None = None
+    # How long a request may wait for its batch to be queued: a cut link must not hang it.
+    timeout_seconds: float = 10.0
 
 
 class Enqueuer:
@@ -58,6 +60,7 @@ class Enqueuer:
         """
         if not documents:
             return []
+        started = time.monotonic()
         ids = [doc.id for doc in documents]
         try:
             first, _ = self.ledger.reserve(ids)
@@ -72,6 +75,10 @@ class Enqueuer:
             for i, doc in enumerate(documents)
         ]
         try:
+            if time.monotonic() - started > self._limits.timeout_seconds:
+                # The request was answered 503 meanwhile: publishing now could make these
+                # versions newer than those of a client's retry.
+                raise BrokerUnavailableError("versions reserved too late to be used")
             self.requeue(queued)
         except PublishUncertainError as error:
             raise PublishUncertainError(str(error), ids=ids) from error
@@ -166,7 +173,16 @@ class Enqueuer:
             batch = await self._collect()
             documents = [doc for request in batch for doc in request.documents]
             try:
-                queued = await loop.run_in_executor(self._executor, self.send, documents)
+                queued = await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, self.send, documents),
+                    self._limits.timeout_seconds,
+                )
+            except TimeoutError:
+                ids = [document.id for document in documents]
+                timed_out = PublishUncertainError("the broker did not answer in time", ids=ids)
+                for request in batch:
+                    request.fail(timed_out)
+                continue
             except Exception as error:  # every waiting request must hear of the failure
                 for request in batch:
                     request.fail(error)

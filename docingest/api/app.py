@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 linger_seconds=settings.enqueue_linger_ms / 1000,
                 max_queued=settings.max_queued_documents,
                 max_queued_bytes=settings.max_queued_bytes,
+                timeout_seconds=settings.broker_timeout_seconds,
             ),
         )
         await anyio.to_thread.run_sync(_check_durability, connections)

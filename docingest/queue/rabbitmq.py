@@ -192,7 +192,13 @@ class RabbitmqQueue:
         return None  # the queues enforce MAX_QUEUED_BYTES themselves (x-max-length-bytes)
 
     def ping(self) -> None:
-        self._ready_channel(set(QUEUES))
+        """A round trip: a channel that was open before a cut still looks open."""
+        channel = self._ready_channel(set(QUEUES))
+        try:
+            channel.queue_declare(queue=QUEUES[0], passive=True)
+        except _AMQP_ERRORS as error:
+            del self._rabbit().connection
+            raise BrokerUnavailableError(str(error)) from error
 
     def close(self) -> None:
         if self._broker is not None:

@@ -54,11 +54,12 @@ class RecoveringRedisBroker(RedisBroker):
         self._consumed: set[str] = set()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        """A delay queue's consumer starting again (after a lost connection) first hands back
-        what this worker still holds of that queue: Dramatiq empties the consumer's memory of
-        them, while Redis counts them as held by a worker alive and well, so no one would ever
-        process them. (A queue's own consumer holds nothing then: it fetches only when empty.)"""
-        if queue_name.endswith(DELAYED) and queue_name in self._consumed:
+        """A consumer starting again, after a lost connection, first hands back everything this
+        worker holds of its queue. Redis counts those messages as held by a worker alive and
+        well, so no one else would ever process them, yet some never reached it: a fetch whose
+        reply was lost, or a delay queue's messages, which Dramatiq forgets on reconnecting.
+        Those still being processed are then done twice, which versions make harmless."""
+        if queue_name in self._consumed:
             held = f"{NAMESPACE}:__acks__.{self.broker_id}.{queue_name}"
             try:
                 message_ids = cast(set[bytes], self.client.smembers(held))
