@@ -36,7 +36,8 @@ class Limits:
     linger_seconds: float = 0.0
     max_queued: int | None = None
     max_queued_bytes: int | None = None
-    # How long a request may wait for its batch to be queued: a cut link must not hang it.
+    # How long a request may wait for its batch to be queued (the batch ahead of it included):
+    # a cut link must not hang it.
     timeout_seconds: float = 10.0
 
 
@@ -75,7 +76,7 @@ class Enqueuer:
             for i, doc in enumerate(documents)
         ]
         try:
-            if time.monotonic() - started > self._limits.timeout_seconds:
+            if time.monotonic() - started > self._limits.timeout_seconds / 2:
                 # The request was answered 503 meanwhile: publishing now could make these
                 # versions newer than those of a client's retry.
                 raise BrokerUnavailableError("versions reserved too late to be used")
@@ -173,9 +174,10 @@ class Enqueuer:
             batch = await self._collect()
             documents = [doc for request in batch for doc in request.documents]
             try:
+                # Half the budget: a request may first wait for the batch ahead of it.
                 queued = await asyncio.wait_for(
                     loop.run_in_executor(self._executor, self.send, documents),
-                    self._limits.timeout_seconds,
+                    self._limits.timeout_seconds / 2,
                 )
             except TimeoutError:
                 ids = [document.id for document in documents]
