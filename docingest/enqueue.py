@@ -46,7 +46,10 @@ class Enqueuer:
         self.queue = queue
         self.ledger = ledger
         self._limits = limits
-        self._room: tuple[float, str | None] = (-float("inf"), None)
+        # The last readings of what waits; the pending count also comes free with each reserve.
+        self._room_read_at = -float("inf")
+        self._depth: int | None = None
+        self._queued_bytes: int | None = None
         self._last_batch_requests = 0
         self._pending: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -64,9 +67,11 @@ class Enqueuer:
         started = time.monotonic()
         ids = [doc.id for doc in documents]
         try:
-            first, _ = self.ledger.reserve(ids)
+            first, depth = self.ledger.reserve(ids)
         except LedgerUnavailableError as error:
             raise BrokerUnavailableError(f"version ledger unavailable: {error}") from error
+        if depth is not None:
+            self._depth = depth
         accepted_at = utcnow()
         # Built from fields already validated, so without validating them again.
         queued = [
@@ -127,39 +132,39 @@ class Enqueuer:
         return await request.result
 
     async def _check_room(self) -> None:
-        read_at, refusal = self._room
-        if time.monotonic() - read_at > _DEPTH_MAX_AGE_SECONDS:
+        if time.monotonic() - self._room_read_at > _DEPTH_MAX_AGE_SECONDS:
             loop = asyncio.get_running_loop()
-            refusal = await loop.run_in_executor(self._executor, self._read_room)
-        if refusal is not None:
+            await loop.run_in_executor(self._executor, self._read_room)
+        if refusal := self._refusal():
             raise QueueFullError(refusal)
 
-    def _read_room(self) -> str | None:
-        """Why new documents must wait, or None. Unreadable figures do not refuse: the send will
-        fail and say why."""
+    def _read_room(self) -> None:
+        """Unreadable figures do not refuse: the send will fail and say why."""
         limits = self._limits
-        depth = queued_bytes = None
+        self._room_read_at = time.monotonic()
         if limits.max_queued is not None:
             try:
-                depth = self.ledger.pending_count()
+                self._depth = self.ledger.pending_count()
             except LedgerUnavailableError:
-                depth = None
+                self._depth = None
         if limits.max_queued_bytes is not None:
             try:
-                queued_bytes = self.queue.queued_bytes()
+                self._queued_bytes = self.queue.queued_bytes()
             except BrokerUnavailableError:
-                queued_bytes = None
-        refusal = None
+                self._queued_bytes = None
+
+    def _refusal(self) -> str | None:
+        """Why new documents must wait, from the last readings, or None."""
+        limits, depth, queued_bytes = self._limits, self._depth, self._queued_bytes
         if depth is not None and limits.max_queued is not None and depth >= limits.max_queued:
-            refusal = f"{depth} documents are waiting (limit {limits.max_queued})"
-        elif (
+            return f"{depth} documents are waiting (limit {limits.max_queued})"
+        if (
             queued_bytes is not None
             and limits.max_queued_bytes is not None
             and queued_bytes >= limits.max_queued_bytes
         ):
-            refusal = f"{queued_bytes} bytes are waiting (limit {limits.max_queued_bytes})"
-        self._room = (time.monotonic(), refusal)
-        return refusal
+            return f"{queued_bytes} bytes are waiting (limit {limits.max_queued_bytes})"
+        return None
 
     async def close(self) -> None:
         if self._task is not None:
