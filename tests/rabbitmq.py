@@ -105,6 +105,13 @@ class EmbeddedRabbitMQ:
             time.sleep(0.2)
         self.start_seconds = time.monotonic() - started
 
+    @property
+    def pid(self) -> int:
+        """The start script's process; the Erlang VM is its child (for CPU accounting)."""
+        if self._process is None:
+            raise RuntimeError("the node is not running")
+        return self._process.pid
+
     def _accepts_amqp(self) -> bool:
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -173,16 +174,18 @@ class RabbitmqQueue:
 
     def dead_letters(self, limit: int) -> list[DeadLetter]:
         """Read without taking: the messages are fetched unacknowledged on a channel of their
-        own, which is then closed, and RabbitMQ puts them back."""
+        own, which is then closed, and RabbitMQ puts them back. Up to `limit` of each queue,
+        then the oldest deaths of all (as on Redis)."""
         letters: list[DeadLetter] = []
         with self._side_channel() as channel:
             for queue in QUEUES:
-                while len(letters) < limit:
-                    method, _, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                for _ in range(limit):
+                    method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
                     if method is None:
                         break
-                    letters.append(_dead_letter(queue, body))
-        return letters
+                    letters.append(_dead_letter(queue, properties, body))
+        letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
+        return letters[:limit]
 
     def count_dead_letters(self) -> int:
         depths = self.depths()
@@ -222,7 +225,10 @@ class RabbitmqQueue:
         self.depths()
 
     def close(self) -> None:
+        """The connections of threads long idle are usually dead already (missed heartbeats):
+        closing them is expected to fail, and pika would log each failure as an error."""
         if self._broker is not None:
+            logging.getLogger("pika").setLevel(logging.CRITICAL)
             self._broker.close()
 
 
@@ -236,7 +242,7 @@ def _publish(channel: Any, queue: str, body: bytes) -> None:
     )
 
 
-def _dead_letter(queue: str, body: bytes) -> DeadLetter:
+def _dead_letter(queue: str, properties: pika.BasicProperties, body: bytes) -> DeadLetter:
     message = decode(body)
     return DeadLetter(
         queue=queue,
@@ -244,8 +250,18 @@ def _dead_letter(queue: str, body: bytes) -> DeadLetter:
         actor=message.actor_name,
         documents=document_count(message.args),
         retries=int(message.options.get("retries", 0)),
-        dead_since=None,
+        dead_since=_death_time(properties),
     )
+
+
+def _death_time(properties: pika.BasicProperties) -> datetime | None:
+    """When RabbitMQ dead-lettered the message: its `x-death` header, newest death first
+    (pika reads AMQP timestamps as naive UTC)."""
+    deaths = (properties.headers or {}).get("x-death") or []
+    moment = deaths[0].get("time") if deaths else None
+    if not isinstance(moment, datetime):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class _SideChannel:
