@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck browser hosts bench clean
+.PHONY: run test lint typecheck browser rabbitmq bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -28,7 +28,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-test: lint typecheck browser hosts
+test: lint typecheck browser rabbitmq
 	$(BIN)/pytest
 
 # The dashboard's browser test drives Debian's chromium; as root, install it when missing
@@ -37,10 +37,11 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-# The multi-host tests (tests/test_multihost.py) run Debian's rabbitmq-server inside network
-# namespaces; as root, install it when missing, under a policy-rc.d (only for the install, unless
-# one already exists) that keeps the package from starting a system-wide RabbitMQ.
-hosts:
+# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
+# namespaces) start nodes of their own from Debian's rabbitmq-server; as root, install it when
+# missing, under a policy-rc.d (only for the install, unless one already exists) that keeps the
+# package from starting a system-wide RabbitMQ. Otherwise those tests skip and say why.
+rabbitmq:
 	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ "$$(id -u)" != 0 ] || { \
 		policy=/usr/sbin/policy-rc.d; ours=; \
 		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; chmod 755 $$policy; ours=1; fi; \

@@ -14,6 +14,7 @@ explains every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +41,7 @@ from measure import (
     docingest_design,
     service_env,
 )
-from report import DesignResults, save_chart, summary, table
+from report import RABBITMQ, DesignResults, save_chart, summary, table
 from rich.console import Console
 from services import Sampler, Servers
 
@@ -63,6 +64,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--workload", choices=[*WORKLOADS, "both"], default="both")
     add("--database-url", help="a PostgreSQL database to use (its tables are emptied)")
     add("--redis-url", help="a Redis database to use (it is flushed between phases)")
+    add(
+        "--broker",
+        help="an amqp:// URL: docingest also runs on this RabbitMQ node (its docingest queues "
+        "are deleted between phases), reported beside Redis",
+    )
+    add(
+        "--rabbitmq",
+        action="store_true",
+        help="like --broker, on a node of the run's own (Debian's rabbitmq-server, started as "
+        "the test suite starts it: tests/rabbitmq.py)",
+    )
     add("--api-workers", type=int, default=CORES, help="docingest API processes")
     add("--worker-processes", type=int, default=CORES, help="docingest worker processes")
     add("--worker-threads", type=int, default=2, help="threads per docingest worker process")
@@ -122,7 +134,7 @@ def run_design(
     with DesignRun(context, design, results.workload) as run:
         run.warm_up()
         modes = [("single", 1, args.concurrency)]
-        if design.name == "docingest":
+        if design.name.startswith("docingest"):
             modes.append(("bulk", args.bulk_size, args.bulk_concurrency))
         for mode, per_request, connections in modes:
             accepted = run.accept(f"accept_{mode}", docs, per_request, connections)
@@ -134,7 +146,8 @@ def run_design(
 
 
 def plans(args: argparse.Namespace, servers: Servers, model: Path) -> list[tuple[Design, str, int]]:
-    """docingest, then the baseline unless --baseline-docs 0: design, its database, docs."""
+    """docingest, on RabbitMQ too with --broker, then the baseline unless --baseline-docs 0:
+    design, its database, docs."""
     env = service_env(servers.docingest_database_url, servers.redis_url, model)
     designs = [
         (
@@ -143,6 +156,12 @@ def plans(args: argparse.Namespace, servers: Servers, model: Path) -> list[tuple
             args.docs,
         )
     ]
+    if args.broker:
+        env = service_env(servers.rabbitmq_database_url, args.broker, model)
+        rabbitmq = docingest_design(
+            env, args.api_workers, args.worker_processes, args.worker_threads, name=RABBITMQ
+        )
+        designs.append((rabbitmq, servers.rabbitmq_database_url, args.docs))
     if args.baseline_docs > 0:
         env = service_env(servers.baseline_database_url, servers.redis_url, model)
         baseline = baseline_design(env, BASELINE_PROCESSES, BASELINE_THREADS)
@@ -168,7 +187,6 @@ def run_all(
                 folder=args.run_folder,
                 generator=generator,
                 sampler=sampler,
-                redis_url=servers.redis_url,
                 database_url=database_url,
                 texts=texts,
                 generator_threads=args.generator_threads,
@@ -198,6 +216,7 @@ def describe_run(args: argparse.Namespace, generator: Generator) -> dict[str, An
         "servers": {
             "postgres": "given" if args.database_url else "embedded",
             "redis": "given" if args.redis_url else "embedded",
+            "rabbitmq": "embedded" if args.rabbitmq else "given" if args.broker else None,
         },
         "docingest_source": source_digest(),
         "cores": CORES,
@@ -236,6 +255,28 @@ def print_report(
     print(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
 
 
+@contextlib.contextmanager
+def own_rabbitmq(args: argparse.Namespace) -> Iterator[dict[str, int]]:
+    """With --rabbitmq, a node for the run (args.broker becomes its URL), stopped at the end;
+    yields the pid to watch for the CPU accounting, by label."""
+    if not args.rabbitmq:
+        yield {}
+        return
+    sys.path.insert(0, str(ROOT))  # the test suite's node, not a copy of it
+    from tests.rabbitmq import EmbeddedRabbitMQ, installed
+
+    if not installed():
+        raise RuntimeError("--rabbitmq needs Debian's rabbitmq-server (as root: make rabbitmq)")
+    node = EmbeddedRabbitMQ(args.run_folder / "rabbitmq")
+    node.start()
+    progress.log(f"RabbitMQ node {node.node} started in {node.start_seconds:.1f} s")
+    args.broker = node.url
+    try:
+        yield {"rabbitmq": node.pid}
+    finally:
+        node.stop()
+
+
 def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
@@ -260,9 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with (
             Sampler() as sampler,
             Servers(args.run_folder, args.database_url, args.redis_url) as servers,
+            own_rabbitmq(args) as rabbitmq,
         ):
             sampler.watch("bench", os.getpid(), tree=False)
-            for label, pid in servers.pids().items():
+            for label, pid in (servers.pids() | rabbitmq).items():
                 sampler.watch(label, pid)
             run_all(args, generator, model, sampler, servers, all_results)
     except (RuntimeError, TimeoutError, subprocess.SubprocessError) as failure:  # PhaseError too

@@ -18,6 +18,7 @@ from loadgen import Generator, LoadJob, LoadResult, run_load
 from services import (
     PhaseError,
     Queue,
+    RabbitQueue,
     Sampler,
     Service,
     Table,
@@ -57,12 +58,15 @@ class Design:
         return [*self.api_command, "--host", "127.0.0.1", "--port", str(port)]
 
 
-def docingest_design(env: dict[str, str], api_workers: int, processes: int, threads: int) -> Design:
-    """The service as its Procfile runs it: `docingest api` and `docingest worker`."""
+def docingest_design(
+    env: dict[str, str], api_workers: int, processes: int, threads: int, name: str = "docingest"
+) -> Design:
+    """The service as its Procfile runs it: `docingest api` and `docingest worker`; `name`
+    tells the runs on different brokers apart (env's BROKER_URL)."""
     docingest = [sys.executable, "-m", "docingest"]
     threads_option = ["--threads", str(threads)]
     return Design(
-        name="docingest",
+        name=name,
         api_command=[*docingest, "api", "--workers", str(api_workers)],
         worker_command=[*docingest, "worker", "--processes", str(processes), *threads_option],
         worker_processes=processes,
@@ -99,7 +103,6 @@ class Context:
     folder: Path
     generator: Generator
     sampler: Sampler
-    redis_url: str
     database_url: str
     texts: Sequence[str]
     generator_threads: int
@@ -162,8 +165,12 @@ class DesignRun:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = context.folder / "logs"
-        self.redis = redis.Redis.from_url(context.redis_url)
-        self.queue = Queue(self.redis, design.queue)
+        broker_url = design.env["BROKER_URL"]
+        self.queue: Queue | RabbitQueue = (
+            RabbitQueue(broker_url, design.queue, context.database_url)
+            if broker_url.startswith("amqp")
+            else Queue(redis.Redis.from_url(broker_url), design.queue)
+        )
         self.table = Table(
             context.database_url,
             design.table,
@@ -193,7 +200,7 @@ class DesignRun:
         self.context.sampler.unwatch(self.api.name)
         self.api.stop()
         self.table.dispose()
-        self.redis.close()
+        self.queue.close()
 
     def _api_ready(self) -> bool:
         self.api.check_alive()
@@ -231,9 +238,9 @@ class DesignRun:
     # Phases --------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """A fresh table and an empty Redis (queue, retries, version counter)."""
+        """A fresh table and an empty queue (and ledger: on Redis, the version counter too)."""
         self.table.truncate()
-        self.redis.flushdb()
+        self.queue.reset()
 
     def warm_up(self) -> None:
         """Let the API serve a few requests before measuring, then forget them."""
@@ -417,11 +424,11 @@ class DesignRun:
         )
 
 
-def service_env(database_url: str, redis_url: str, model_path: Path) -> dict[str, str]:
+def service_env(database_url: str, broker_url: str, model_path: Path) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": database_url,
-        "BROKER_URL": redis_url,
+        "BROKER_URL": broker_url,
         "MODEL_PATH": str(model_path),
         "PYTHONUNBUFFERED": "1",
     }

@@ -14,6 +14,8 @@ from rich.table import Table
 
 MB = 1024 * 1024
 DESIGNS = ("docingest", "baseline")
+# docingest on RabbitMQ (bench.py --broker): a column of its own; ratios stay Redis vs article.
+RABBITMQ = "docingest-rabbitmq"
 
 
 @dataclass(slots=True)
@@ -194,10 +196,15 @@ def ratio(figure: Figure, results: dict[str, DesignResults]) -> float | None:
 
 def table(workload: str, description: str, results: dict[str, DesignResults], bulk: str) -> Table:
     output = Table(title=f"{workload}: {description}", title_justify="left")
-    for heading in ("figure", "docingest", "baseline", "docingest/baseline", "target", "met"):
+    rabbitmq = RABBITMQ in results
+    headings = ["figure", "docingest", "baseline", "docingest/baseline", "target", "met"]
+    if rabbitmq:
+        headings.insert(2, "on RabbitMQ")
+    for heading in headings:
         output.add_column(heading, justify="left" if heading == "figure" else "right")
     for figure in FIGURES:
         values = [figure.value(results[d]) if d in results else None for d in DESIGNS]
+        extra = [_format(figure.value(results[RABBITMQ]), figure.digits)] if rabbitmq else []
         target = figure.targets.get(workload)
         met = "-"
         if target is not None and values[0] is not None:
@@ -206,6 +213,7 @@ def table(workload: str, description: str, results: dict[str, DesignResults], bu
         output.add_row(
             figure.label.format(bulk=bulk),
             _format(values[0], figure.digits),
+            *extra,
             _format(values[1], figure.digits),
             "-" if factor is None else f"{factor:,.2f}x",
             target.describe() if target else "",

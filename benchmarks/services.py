@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import orjson
+import pika
 import psutil
 import redis
 from sqlalchemy import Engine, create_engine, text
@@ -166,7 +167,8 @@ def machine_busy_seconds() -> float:
 
 
 class Servers:
-    """PostgreSQL and Redis: embedded ones in the run folder, or the URLs given."""
+    """PostgreSQL and Redis: embedded ones in the run folder, or the URLs given (a RabbitMQ
+    node is always given: `bench.py --broker`)."""
 
     def __init__(self, folder: Path, database_url: str | None, redis_url: str | None) -> None:
         self.folder = folder
@@ -177,6 +179,7 @@ class Servers:
         self.redis_url = redis_url or ""
         self.docingest_database_url = ""
         self.baseline_database_url = ""
+        self.rabbitmq_database_url = ""  # docingest on RabbitMQ: its SQL ledger lives here
 
     def __enter__(self) -> Self:
         try:
@@ -207,9 +210,12 @@ class Servers:
             self._postgres.start()
             self.docingest_database_url = self._postgres.create_database("bench_docingest")
             self.baseline_database_url = self._postgres.create_database("bench_baseline")
+            self.rabbitmq_database_url = self._postgres.create_database("bench_rabbitmq")
+            migrate(self.rabbitmq_database_url)
         else:
             url = Settings(database_url=self._given_database).database_url
             self.docingest_database_url = self.baseline_database_url = url
+            self.rabbitmq_database_url = url
         migrate(self.docingest_database_url)
 
     def stop(self) -> None:
@@ -260,15 +266,19 @@ class Queue:
             pipe.rename(source, target)
         pipe.execute()
 
+    def reset(self) -> None:
+        """An empty Redis: queues, retries, version counter, pending set."""
+        self.client.flushdb()
+
+    def close(self) -> None:
+        self.client.close()
+
     def pending(self) -> int:
         """Messages not yet acknowledged, including those waiting for a retry."""
         pipe = self.client.pipeline(transaction=False)
         for key in self._hashes:
             pipe.hlen(key)
         return sum(pipe.execute())
-
-    def pending_ids(self) -> set[bytes]:
-        return {key for name in self._hashes for key in self.client.hkeys(name)}
 
     def dead(self) -> int:
         return int(self.client.hlen(f"dramatiq:{self.name}.XQ.msgs"))
@@ -280,6 +290,117 @@ class Queue:
             argument = orjson.loads(data)["args"][0]
             sizes[message_id] = len(argument) if isinstance(argument, list) else 1
         return sizes
+
+
+class RabbitQueue:
+    """docingest's documents queue on RabbitMQ, with `Queue`'s methods.
+
+    AMQP cannot count unacknowledged messages, so `pending` adds the messages ready to the SQL
+    ledger's pending entries (settled by the worker right after its commit, before the ack),
+    less the documents stashed. A queue cannot be hidden either: `stash` moves its messages to
+    a queue of the harness's own (`bench-stash`, no consumer), `unstash` publishes them back
+    in one burst of unconfirmed publishes and then acknowledges the stash.
+    """
+
+    STASH = "bench-stash"
+
+    def __init__(self, url: str, name: str, database_url: str) -> None:
+        self.url = url
+        self.name = name
+        self._queues = (name, f"{name}.DQ")
+        self._engine = create_engine(database_url)
+        self._stashed_documents = 0
+
+    def _channel(self) -> tuple[pika.BlockingConnection, Any]:
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        return connection, connection.channel()
+
+    def _count(self, queue: str) -> int:
+        connection, channel = self._channel()
+        try:
+            return int(channel.queue_declare(queue, passive=True).method.message_count)
+        except pika.exceptions.ChannelClosedByBroker:  # not declared yet: empty
+            return 0
+        finally:
+            connection.close()
+
+    def reset(self) -> None:
+        """Empty queues and pending set; the version counter stays (it only grows)."""
+        connection, channel = self._channel()
+        try:
+            for queue in (*self._queues, f"{self.name}.XQ", self.STASH):
+                channel.queue_delete(queue)
+        finally:
+            connection.close()
+        with self._engine.begin() as connection_:
+            connection_.execute(text("DELETE FROM pending_documents"))
+        self._stashed_documents = 0
+
+    def _move(self, source: str, target: str, *, confirm: bool) -> list[bytes]:
+        """Every message of `source` onto `target`; the bodies, in order."""
+        connection, channel = self._channel()
+        try:
+            channel.queue_declare(self.STASH, durable=True)
+            if confirm:
+                channel.confirm_delivery()
+            bodies, last_tag = [], None
+            while True:
+                method, _, body = channel.basic_get(source, auto_ack=False)
+                if method is None:
+                    break
+                bodies.append(body)
+                last_tag = method.delivery_tag
+            for body in bodies:
+                properties = pika.BasicProperties(delivery_mode=2)
+                channel.basic_publish("", target, body, properties)
+            if last_tag is not None:
+                channel.basic_ack(last_tag, multiple=True)
+            return bodies
+        finally:
+            connection.close()
+
+    def stash(self) -> None:
+        """Until the queue stays empty: messages that `documents_per_message` read come back
+        to it asynchronously, after its channel closed."""
+        bodies = self._move(self.name, self.STASH, confirm=True)
+        time.sleep(0.5)
+        while self._count(self.name):
+            bodies += self._move(self.name, self.STASH, confirm=True)
+            time.sleep(0.5)
+        self._stashed_documents = sum(len(orjson.loads(body)["args"][0]) for body in bodies)
+
+    def unstash(self) -> None:
+        if self._count(self.name):
+            raise PhaseError(f"queue {self.name!r} is not empty: cannot put the stash back")
+        self._move(self.STASH, self.name, confirm=False)
+        self._stashed_documents = 0
+
+    def pending(self) -> int:
+        """Documents not stored yet (bench documents have distinct ids), stash excluded."""
+        with self._engine.connect() as connection:
+            waiting = int(connection.scalar(text("SELECT count(*) FROM pending_documents")) or 0)
+        waiting -= self._stashed_documents
+        return waiting + sum(self._count(queue) for queue in self._queues)
+
+    def dead(self) -> int:
+        return self._count(f"{self.name}.XQ")
+
+    def documents_per_message(self) -> dict[int, int]:
+        """Read without taking: fetched unacknowledged, then returned by closing the channel."""
+        connection, channel = self._channel()
+        sizes = {}
+        try:
+            while True:
+                method, _, body = channel.basic_get(self.name, auto_ack=False)
+                if method is None:
+                    break
+                sizes[method.delivery_tag] = len(orjson.loads(body)["args"][0])
+        finally:
+            connection.close()
+        return sizes
+
+    def close(self) -> None:
+        self._engine.dispose()
 
 
 class Table:

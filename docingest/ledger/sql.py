@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import BindParameter
 
 from docingest.db import dialect_insert, newest_per_id
 from docingest.ledger.base import LedgerUnavailableError, PendingEntry, Versions
@@ -76,10 +77,14 @@ class SqlLedger:
             return
         newest = dict(sorted(versions, key=lambda pair: pair[1]))
         pairs = sorted(newest.items(), key=lambda pair: str(pair[0]))
+        version: BindParameter[int] = bindparam("pending_version")
+        at = PENDING.c.version == version if exact else PENDING.c.version <= version
+        statement = delete(PENDING).where(and_(PENDING.c.id == bindparam("pending_id"), at))
+        # One executemany, not a statement per id: a worker settles a whole batch per message.
         with self._begin() as connection:
-            for document_id, version in pairs:
-                at = PENDING.c.version == version if exact else PENDING.c.version <= version
-                connection.execute(delete(PENDING).where(and_(PENDING.c.id == document_id, at)))
+            connection.execute(
+                statement, [{"pending_id": i, "pending_version": v} for i, v in pairs]
+            )
 
     def pending_version(self, document_id: uuid.UUID) -> int | None:
         statement = select(PENDING.c.version).where(PENDING.c.id == document_id)

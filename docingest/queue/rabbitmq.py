@@ -13,7 +13,10 @@ before this declaration succeeds: RabbitMQ refuses to change a queue's type.
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,7 +25,7 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import q_name, xq_name
-from dramatiq.errors import ConnectionError as DramatiqConnectionError
+from dramatiq.errors import ConnectionClosed
 
 from docingest.queue.base import (
     BrokerUnavailableError,
@@ -32,10 +35,10 @@ from docingest.queue.base import (
 )
 from docingest.queue.encoder import decode, encode
 from docingest.queue.messages import document_count
-from docingest.queue.names import DEAD, DELAYED, QUEUES, depth_names
+from docingest.queue.names import DEAD, QUEUES, depth_names
 from docingest.settings import Settings
 
-_AMQP_ERRORS = (pika.exceptions.AMQPError, DramatiqConnectionError, OSError)
+_AMQP_ERRORS = (pika.exceptions.AMQPError, ConnectionClosed, OSError)
 
 
 class QuorumRabbitmqBroker(RabbitmqBroker):
@@ -82,22 +85,27 @@ class RabbitmqQueue:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._broker: QuorumRabbitmqBroker | None = None
+        # The API's threads (the enqueuer's, the request pool's) may build it at the same time.
+        self._building = threading.Lock()
 
     @property
     def broker(self) -> dramatiq.Broker:
         return self._rabbit()
 
     def _rabbit(self) -> QuorumRabbitmqBroker:
-        if self._broker is None:
-            settings = self._settings
-            self._broker = QuorumRabbitmqBroker(
-                url=with_timeouts(settings.broker_url, settings.broker_timeout_seconds),
-                confirm_delivery=True,
-                max_queued_bytes=settings.max_queued_bytes,
-            )
-            for queue in QUEUES:
-                self._broker.declare_queue(queue)
-        return self._broker
+        with self._building:
+            if self._broker is None:
+                # pika logs every connection's life at INFO: one reconnect is a dozen lines.
+                logging.getLogger("pika").setLevel(logging.WARNING)
+                settings = self._settings
+                self._broker = QuorumRabbitmqBroker(
+                    url=with_timeouts(settings.broker_url, settings.broker_timeout_seconds),
+                    confirm_delivery=True,
+                    max_queued_bytes=settings.max_queued_bytes,
+                )
+                for queue in QUEUES:
+                    self._broker.declare_queue(queue)
+            return self._broker
 
     @property
     def durability(self) -> str:
@@ -114,49 +122,70 @@ class RabbitmqQueue:
                 _publish(channel, message.queue_name, encode(message))
                 published += 1
         except pika.exceptions.NackError as error:
-            del broker.connection
-            if published == 0 and len(messages) == 1:
+            # The nacked message is not queued (the channel stays usable); those before it are.
+            if published == 0:
                 raise QueueFullError("the queue is full (x-max-length-bytes)") from error
+            raise PublishUncertainError(f"{published} of {len(messages)} confirmed") from error
+        except pika.exceptions.UnroutableError as error:
+            # The queue is gone (deleted by hand): declare it again before the next publish.
+            broker.queues_pending.add(q_name(messages[published].queue_name))
+            if published == 0:
+                raise BrokerUnavailableError(f"queue missing: {error}") from error
             raise PublishUncertainError(f"{published} of {len(messages)} confirmed") from error
         except _AMQP_ERRORS as error:
             del broker.connection
             raise PublishUncertainError(f"{published} of {len(messages)} confirmed") from error
 
     def _ready_channel(self, queues: set[str]) -> Any:
-        """This thread's channel with the queues declared: failing here, nothing was sent."""
+        """This thread's channel with the queues declared: failing here, nothing was sent.
+
+        A thread's connection may have died while it was idle: the broker restarted, or
+        dropped it for missed heartbeats (an idle thread sends none). Reading what the broker
+        sent meanwhile finds out without a round trip, and then a fresh connection is made
+        once (only then: a new connection that fails means the broker is unreachable), before
+        anything is published on the dead one, which would leave the outcome unknown."""
         broker = self._rabbit()
-        try:
-            for queue in sorted(queues):
-                broker.declare_queue(queue, ensure=True)
-            return broker.channel
-        except _AMQP_ERRORS as error:
-            del broker.connection
-            raise BrokerUnavailableError(str(error)) from error
+        retry = getattr(broker.state, "connection", None) is not None  # an old one may be dead
+        while True:
+            try:
+                broker.connection.process_data_events(time_limit=0)
+                for queue in sorted(queues):
+                    broker.declare_queue(queue, ensure=True)
+                return broker.channel
+            except _AMQP_ERRORS as error:
+                del broker.connection
+                if not retry:
+                    raise BrokerUnavailableError(str(error)) from error
+                retry = False
 
     def depths(self) -> dict[str, int]:
+        """Passive declarations: they read the counts whatever arguments the queues were
+        declared with (Dramatiq's would fail on a queue declared with another MAX_QUEUED_BYTES)."""
+        channel = self._ready_channel(set(QUEUES))
         broker = self._rabbit()
-        depths: dict[str, int] = {}
         try:
-            for queue in QUEUES:
-                ready, delayed, dead = broker.get_queue_message_counts(queue)
-                depths |= {queue: ready, queue + DELAYED: delayed, queue + DEAD: dead}
+            return {
+                name: channel.queue_declare(name, passive=True).method.message_count
+                for name in depth_names()
+            }
         except _AMQP_ERRORS as error:
             del broker.connection
             raise BrokerUnavailableError(str(error)) from error
-        return {name: depths[name] for name in depth_names()}
 
     def dead_letters(self, limit: int) -> list[DeadLetter]:
         """Read without taking: the messages are fetched unacknowledged on a channel of their
-        own, which is then closed, and RabbitMQ puts them back."""
+        own, which is then closed, and RabbitMQ puts them back. Up to `limit` of each queue,
+        then the oldest deaths of all (as on Redis)."""
         letters: list[DeadLetter] = []
         with self._side_channel() as channel:
             for queue in QUEUES:
-                while len(letters) < limit:
-                    method, _, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                for _ in range(limit):
+                    method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
                     if method is None:
                         break
-                    letters.append(_dead_letter(queue, body))
-        return letters
+                    letters.append(_dead_letter(queue, properties, body))
+        letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
+        return letters[:limit]
 
     def count_dead_letters(self) -> int:
         depths = self.depths()
@@ -192,16 +221,14 @@ class RabbitmqQueue:
         return None  # the queues enforce MAX_QUEUED_BYTES themselves (x-max-length-bytes)
 
     def ping(self) -> None:
-        """A round trip: a channel that was open before a cut still looks open."""
-        channel = self._ready_channel(set(QUEUES))
-        try:
-            channel.queue_declare(queue=QUEUES[0], passive=True)
-        except _AMQP_ERRORS as error:
-            del self._rabbit().connection
-            raise BrokerUnavailableError(str(error)) from error
+        """A round trip: a connection that merely looks open says nothing of the broker."""
+        self.depths()
 
     def close(self) -> None:
+        """The connections of threads long idle are usually dead already (missed heartbeats):
+        closing them is expected to fail, and pika would log each failure as an error."""
         if self._broker is not None:
+            logging.getLogger("pika").setLevel(logging.CRITICAL)
             self._broker.close()
 
 
@@ -215,7 +242,7 @@ def _publish(channel: Any, queue: str, body: bytes) -> None:
     )
 
 
-def _dead_letter(queue: str, body: bytes) -> DeadLetter:
+def _dead_letter(queue: str, properties: pika.BasicProperties, body: bytes) -> DeadLetter:
     message = decode(body)
     return DeadLetter(
         queue=queue,
@@ -223,8 +250,18 @@ def _dead_letter(queue: str, body: bytes) -> DeadLetter:
         actor=message.actor_name,
         documents=document_count(message.args),
         retries=int(message.options.get("retries", 0)),
-        dead_since=None,
+        dead_since=_death_time(properties),
     )
+
+
+def _death_time(properties: pika.BasicProperties) -> datetime | None:
+    """When RabbitMQ dead-lettered the message: its `x-death` header, newest death first
+    (pika reads AMQP timestamps as naive UTC)."""
+    deaths = (properties.headers or {}).get("x-death") or []
+    moment = deaths[0].get("time") if deaths else None
+    if not isinstance(moment, datetime):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class _SideChannel:
