@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -25,7 +24,6 @@ from docingest.classifier import Classifier
 from docingest.connections import Connections, connect
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
-from docingest.queue.names import DEAD, DELAYED, QUEUES
 from docingest.settings import Settings
 from tests import rabbitmq
 from tests.faults import Processes
@@ -203,14 +201,6 @@ def rabbitmq_server(services_dir: Path) -> Iterator[EmbeddedRabbitMQ]:
 
 @pytest.fixture
 def amqp_url(rabbitmq_server: EmbeddedRabbitMQ) -> str:
-    """The node with docingest's queues deleted, so each test declares them afresh (with its
-    own MAX_QUEUED_BYTES, which RabbitMQ would otherwise refuse as a different argument)."""
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_server.url))
-    try:
-        channel = connection.channel()
-        for queue in QUEUES:
-            for name in (queue, queue + DELAYED, queue + DEAD):
-                channel.queue_delete(name)
-    finally:
-        connection.close()
-    return rabbitmq_server.url
+    """A virtual host of this test alone: its queues are declared afresh, with the test's own
+    MAX_QUEUED_BYTES, whatever earlier tests (or a node restart) left in other hosts."""
+    return rabbitmq_server.new_vhost()

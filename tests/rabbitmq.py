@@ -140,6 +140,13 @@ class EmbeddedRabbitMQ:
         self._process.wait()
         self._process = None
 
+    def new_vhost(self) -> str:
+        """A new virtual host, open to guest; its URL."""
+        vhost = f"test-{uuid.uuid4().hex[:12]}"
+        self.ctl("add_vhost", vhost)
+        self.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        return self.url.removesuffix("%2F") + vhost
+
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """`rabbitmqctl -n NODE …` against this node only; its standard output."""
         result = subprocess.run(

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from docingest.api import create_app
 from docingest.classifier import Classifier
 from docingest.connections import Connections, connect
 from docingest.db import make_engine
+from docingest.embedded import wait_until
 from docingest.ledger.reconcile import Reconciled, reconcile
 from docingest.metrics import PROCESSED
 from docingest.queue.messages import reclassify_message
@@ -46,7 +48,6 @@ from tests.faults import (
     rows,
     service_env,
     wait_for_figures,
-    wait_until,
 )
 from tests.helpers import UNAMBIGUOUS, drain, make_settings, migrated_sqlite
 from tests.rabbitmq import EmbeddedRabbitMQ
@@ -73,17 +74,20 @@ def rabbit_client(rabbit_settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def queue_table(server: EmbeddedRabbitMQ, *columns: str) -> dict[str, dict[str, object]]:
-    """`rabbitmqctl list_queues` of the test's node, by queue name."""
-    listed = json.loads(server.ctl("list_queues", "name", *columns, "--formatter", "json"))
+def queue_table(server: EmbeddedRabbitMQ, url: str, *columns: str) -> dict[str, dict[str, object]]:
+    """`rabbitmqctl list_queues` of the test's virtual host, by queue name."""
+    vhost = urlsplit(url).path.removeprefix("/")
+    listed = json.loads(
+        server.ctl("list_queues", "-p", vhost, "name", *columns, "--formatter", "json")
+    )
     for row in listed:
         if "arguments" in row:  # a list of [name, AMQP type, value]
             row["arguments"] = {name: value for name, _, value in row["arguments"]}
     return {row["name"]: row for row in listed}
 
 
-def unacknowledged(server: EmbeddedRabbitMQ) -> int:
-    row = queue_table(server, "messages_unacknowledged").get(DOCUMENTS_QUEUE, {})
+def unacknowledged(server: EmbeddedRabbitMQ, url: str) -> int:
+    row = queue_table(server, url, "messages_unacknowledged").get(DOCUMENTS_QUEUE, {})
     return int(str(row.get("messages_unacknowledged", 0)))
 
 
@@ -122,7 +126,7 @@ def test_queues_are_quorum_queues_with_docingest_arguments(
         queue.ping()
     finally:
         queue.close()
-    table = queue_table(rabbitmq_server, "type", "arguments")
+    table = queue_table(rabbitmq_server, amqp_url, "type", "arguments")
     for name in (DOCUMENTS_QUEUE, RECLASSIFY_QUEUE):
         for waiting in (name, f"{name}.DQ"):
             assert table[waiting]["type"] == "quorum", table[waiting]
@@ -361,7 +365,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     api = procs.api()
     sent = Sent()
     with httpx.Client(base_url=api.base_url, timeout=10) as client:
-        for n in range(30):  # 3,000 documents waiting, 30 messages of 100
+        for n in range(60):  # 6,000 documents waiting, 60 messages of 100
             assert post_bulk(client, new_documents(100, f"before{n}-"), sent, retry=False)
     feeder = Feeder(api.base_url, sent, size=20, label="during", pause=0.05)
     feeder.start()
@@ -371,10 +375,10 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         in_flight: list[int] = []
 
         def busy() -> bool:
-            in_flight.append(unacknowledged(rabbitmq_server))
+            in_flight.append(unacknowledged(rabbitmq_server, amqp_url))
             return in_flight[-1] > 0
 
-        wait_until(busy, 20, "messages in flight")
+        wait_until(busy, 30, "messages in flight")
         worker.kill()
         killed_at = time.monotonic()
         accepted_before_kill = dict(sent.newest())
@@ -383,7 +387,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
             procs.worker()
         requeued = "-"
         if restart == "after-requeue":
-            wait_until(lambda: unacknowledged(rabbitmq_server) == 0, 20, "requeued")
+            wait_until(lambda: unacknowledged(rabbitmq_server, amqp_url) == 0, 20, "requeued")
             requeued = f"{time.monotonic() - killed_at:.2f} s"
             procs.worker()
 
@@ -406,7 +410,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     assert stored_at_kill < len(accepted_before_kill), "the kill did not land mid-ingestion"
     assert_nothing_lost(result)
     wait_until(lambda: pending_rows(database_url) == 0, 20, "ledger settled")
-    table = queue_table(rabbitmq_server, "messages")
+    table = queue_table(rabbitmq_server, amqp_url, "messages")
     assert table[f"{DOCUMENTS_QUEUE}.XQ"]["messages"] == 0
 
 
@@ -505,7 +509,9 @@ def test_retries_wait_in_the_delay_queue_until_the_database_takes_the_rows(
             "a failed batch",
         )
         time.sleep(8)
-        delayed = queue_table(rabbitmq_server, "messages")[f"{DOCUMENTS_QUEUE}.DQ"]["messages"]
+        delayed = queue_table(rabbitmq_server, amqp_url, "messages")[f"{DOCUMENTS_QUEUE}.DQ"][
+            "messages"
+        ]
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE documents_away RENAME TO documents"))
         back_at = time.monotonic()
@@ -520,7 +526,9 @@ def test_retries_wait_in_the_delay_queue_until_the_database_takes_the_rows(
     assert int(str(delayed)) > 0, "the retries did not go through documents.DQ"
     assert_nothing_lost(result)
     wait_until(lambda: pending_rows(postgres_url) == 0, 20, "ledger settled")
-    assert queue_table(rabbitmq_server, "messages")[f"{DOCUMENTS_QUEUE}.XQ"]["messages"] == 0
+    assert (
+        queue_table(rabbitmq_server, amqp_url, "messages")[f"{DOCUMENTS_QUEUE}.XQ"]["messages"] == 0
+    )
 
 
 @pytest.mark.timeout(180)
