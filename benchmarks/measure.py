@@ -147,6 +147,17 @@ class CpuWindow:
         self.start = time.monotonic()
         self.busy = machine_busy_seconds()
         self.ours = sampler.cpu_seconds()
+        self.by_label = sampler.cpu_by_label()
+
+    def cpu_ms_per_doc(self, docs: int) -> dict[str, float]:
+        """Each role's CPU over the window per document: `api`, `workers`, and each server
+        (postgres, redis, rabbitmq); the unit costs of docs/deploy.md's capacity model."""
+        spent: dict[str, float] = {}
+        for label, seconds in self.sampler.cpu_by_label().items():
+            role = label.rsplit("-", 1)[-1] if label.endswith(("-api", "-workers")) else label
+            spent[role] = spent.get(role, 0.0) + seconds - self.by_label.get(label, 0.0)
+        spent.pop("bench", None)
+        return {role: round(s * 1000 / docs, 4) for role, s in spent.items() if docs and s > 0}
 
     def other_cores(self, generator_cpu: float) -> float:
         """Average cores used by processes that are not the benchmark's, over the window."""
@@ -262,6 +273,7 @@ class DesignRun:
             other_cores=window.other_cores(load.cpu_seconds),
             load=load,
             sent=docs,
+            details={"cpu_ms_per_doc": window.cpu_ms_per_doc(len(load.accepted))},
         )
 
     def drain(self, phase: str, accepted: PhaseResult) -> PhaseResult:
@@ -295,6 +307,7 @@ class DesignRun:
             details={
                 "queued_messages": len(sizes),
                 "worker_start_and_warm_up_seconds": handed_over - launched,
+                "cpu_ms_per_doc": window.cpu_ms_per_doc(sum(sizes.values())),
             },
         )
 
@@ -342,7 +355,8 @@ class DesignRun:
             load=load,
             check=self.check(docs, load.accepted),
             details={
-                "first_row_after_seconds": first_row[0] - load.first_send if first_row else None
+                "first_row_after_seconds": first_row[0] - load.first_send if first_row else None,
+                "cpu_ms_per_doc": window.cpu_ms_per_doc(len(load.accepted)),
             },
         )
 

@@ -81,6 +81,33 @@ class Figure:
 
 
 AT_MOST_ZERO = Target(0, at_least=False)
+
+
+def _cpu(phase: str, role: str) -> Callable[[DesignResults], float | None]:
+    def value(results: DesignResults) -> float | None:
+        spent = results.detail(phase, "cpu_ms_per_doc")
+        return spent.get(role) if isinstance(spent, dict) else None
+
+    return value
+
+
+CPU_FIGURES = tuple(
+    Figure(
+        f"cpu_ms_{phase}_{role}",
+        f"  CPU ms/doc, {what}: {role}",
+        _cpu(phase, role),
+        3,
+        comparable=False,
+    )
+    for phase, what in (
+        ("accept_single", "accept single"),
+        ("drain_single", "drain single"),
+        ("accept_bulk", "accept bulk"),
+        ("drain_bulk", "drain bulk"),
+    )
+    for role in ("api", "workers", "postgres", "redis", "rabbitmq")
+)
+
 FIGURES = (
     Figure(
         "accept_single_docs_per_s",
@@ -173,6 +200,7 @@ FIGURES = (
         2,
         comparable=False,
     ),
+    *CPU_FIGURES,
 )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from docingest.db import migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
+from docingest.queue.redis import QueueKeys
 from docingest.settings import Settings
 
 
@@ -100,6 +101,7 @@ class Sampler:
     _watched: dict[str, _Watched] = field(default_factory=dict)
     _peaks: dict[str, dict[int, int]] = field(default_factory=dict)
     _cpu: dict[int, float] = field(default_factory=dict)
+    _label_of: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -136,6 +138,16 @@ class Sampler:
         with self._lock:
             return sum(self._cpu.values())
 
+    def cpu_by_label(self) -> dict[str, float]:
+        """CPU time used so far by the processes of each label (sampled now)."""
+        self.sample()
+        totals: dict[str, float] = {}
+        with self._lock:
+            for pid, seconds in self._cpu.items():
+                label = self._label_of[pid]
+                totals[label] = totals.get(label, 0.0) + seconds
+        return totals
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
@@ -151,6 +163,7 @@ class Sampler:
                         peaks = self._peaks.setdefault(label, {})
                         peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
                         self._cpu[process.pid] = times.user + times.system
+                        self._label_of[process.pid] = label
 
 
 def _processes(watched: _Watched) -> list[psutil.Process]:
@@ -244,7 +257,8 @@ class Queue:
     def __init__(self, client: redis.Redis, name: str) -> None:
         self.client = client
         self.name = name
-        self._hashes = (f"dramatiq:{name}.msgs", f"dramatiq:{name}.DQ.msgs")
+        self.keys = QueueKeys.of(name)  # the baseline's queue lives in the same namespace
+        self._hashes = (self.keys.messages, self.keys.delayed_messages)
 
     def stash(self) -> None:
         """Hide the queued messages from the workers, until `unstash` hands them all at once."""
@@ -256,7 +270,7 @@ class Queue:
         self._rename(self._stash_keys(), self._keys())
 
     def _keys(self) -> tuple[str, str]:
-        return f"dramatiq:{self.name}", self._hashes[0]
+        return self.keys.waiting, self.keys.messages
 
     def _stash_keys(self) -> tuple[str, str]:
         return f"bench-stash:{self.name}", f"bench-stash:{self.name}.msgs"
@@ -282,7 +296,7 @@ class Queue:
         return sum(pipe.execute())
 
     def dead(self) -> int:
-        return int(self.client.hlen(f"dramatiq:{self.name}.XQ.msgs"))
+        return int(self.client.hlen(self.keys.dead_messages))
 
     def documents_per_message(self) -> dict[bytes, int]:
         """A docingest message carries a list of documents, a baseline message one."""
