@@ -10,6 +10,7 @@ documents (MAX_QUEUED_DOCUMENTS) and by bytes (MAX_QUEUED_BYTES).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,9 +133,15 @@ class Enqueuer:
         return await request.result
 
     async def _check_room(self) -> None:
+        """Refuses on the last readings; a reading that does not come in time (every thread
+        waiting on a cut link) is not waited for: the send will say what is wrong."""
         if time.monotonic() - self._room_read_at > _DEPTH_MAX_AGE_SECONDS:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._read_room)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, self._read_room),
+                    self._limits.timeout_seconds / 2,
+                )
         if refusal := self._refusal():
             raise QueueFullError(refusal)
 
