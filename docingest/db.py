@@ -97,8 +97,12 @@ def get_engine() -> Engine:
 
 def dialect_insert(connection: Connection, table: Table) -> Any:
     """PostgreSQL's or SQLite's INSERT, both with `on_conflict_do_update`."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+    return insert_for(connection.dialect.name, table)
+
+
+def insert_for(dialect_name: str, table: Table) -> Any:
+    """`dialect_insert` by the dialect's name, for statements built once and cached."""
+    return (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
 
 
 def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -33,9 +33,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
-from docingest.db import dialect_insert, newest_per_id
+from docingest.db import insert_for, newest_per_id
 from docingest.schemas import DocumentQuery, as_utc, utcnow
 from docingest.tables import DOCUMENTS, FAILURES, VERSION_FLOORS, Document, Failure
 
@@ -79,8 +78,7 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     column a row leaves out becomes NULL: a worker's row (no `deleted_at`) that is newer than a
     tombstone brings the document back.
     """
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    insert = dialect.insert(table)
+    insert = insert_for(dialect_name, table)
     newer = insert.excluded.version
     kept = {"id", "created_at"} if table is DOCUMENTS else {"id", "attempts"}
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in kept}
@@ -137,14 +135,26 @@ def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) ->
 
 def raise_floor(connection: Connection, version: int) -> None:
     """Record in the storing transaction how high this process's stored versions went."""
-    insert = dialect_insert(connection, VERSION_FLOORS)
-    statement = insert.on_conflict_do_update(
+    statement = _floor_statement(connection.dialect.name)
+    row = {"writer": _writer(os.getpid()), "version": version, "updated_at": utcnow()}
+    connection.execute(statement, row)
+
+
+@cache
+def _floor_statement(dialect_name: str) -> Any:
+    """Built once per process, like the batch upsert: building costs more than running it."""
+    insert = insert_for(dialect_name, VERSION_FLOORS)
+    return insert.on_conflict_do_update(
         index_elements=[VERSION_FLOORS.c.writer],
         set_={"version": insert.excluded.version, "updated_at": insert.excluded.updated_at},
         where=VERSION_FLOORS.c.version < insert.excluded.version,
     )
-    writer = f"{socket.gethostname()}:{os.getpid()}"
-    connection.execute(statement, {"writer": writer, "version": version, "updated_at": utcnow()})
+
+
+@cache
+def _writer(pid: int) -> str:
+    """This process's row; by pid, so that a forked worker process gets its own."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def version_floor(engine: Engine) -> int:
