@@ -37,8 +37,8 @@ class Limits:
     linger_seconds: float = 0.0
     max_queued: int | None = None
     max_queued_bytes: int | None = None
-    # How long a request may wait for its batch to be queued (the batch ahead of it included):
-    # a cut link must not hang it.
+    # How long each wait of a request may take (the backpressure reading, the batch ahead of
+    # it, its own batch): a cut link must not hang it, a slow but healthy broker must get it.
     timeout_seconds: float = 10.0
 
 
@@ -82,7 +82,7 @@ class Enqueuer:
             for i, doc in enumerate(documents)
         ]
         try:
-            if time.monotonic() - started > self._limits.timeout_seconds / 2:
+            if time.monotonic() - started > self._limits.timeout_seconds:
                 # The request was answered 503 meanwhile: publishing now could make these
                 # versions newer than those of a client's retry.
                 raise BrokerUnavailableError("versions reserved too late to be used")
@@ -140,7 +140,7 @@ class Enqueuer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     loop.run_in_executor(self._executor, self._read_room),
-                    self._limits.timeout_seconds / 2,
+                    self._limits.timeout_seconds,
                 )
         if refusal := self._refusal():
             raise QueueFullError(refusal)
@@ -186,10 +186,9 @@ class Enqueuer:
             batch = await self._collect()
             documents = [doc for request in batch for doc in request.documents]
             try:
-                # Half the budget: a request may first wait for the batch ahead of it.
                 queued = await asyncio.wait_for(
                     loop.run_in_executor(self._executor, self.send, documents),
-                    self._limits.timeout_seconds / 2,
+                    self._limits.timeout_seconds,
                 )
             except TimeoutError:
                 ids = [document.id for document in documents]
