@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import dramatiq
+
+from docingest.queue.names import DEAD, QUEUES
 
 
 class BrokerUnavailableError(Exception):
@@ -86,3 +88,14 @@ class MessageQueue(Protocol):
         """Raise `BrokerUnavailableError` unless the broker answers now."""
 
     def close(self) -> None: ...
+
+
+def oldest_first(letters: list[DeadLetter], limit: int) -> list[DeadLetter]:
+    """Dead letters as `MessageQueue.dead_letters` answers them, whatever the broker."""
+    letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
+    return letters[:limit]
+
+
+def dead_letter_total(depths: dict[str, int]) -> int:
+    """The dead letters of every queue, from `MessageQueue.depths()`."""
+    return sum(depths[queue + DEAD] for queue in QUEUES)

@@ -32,10 +32,12 @@ from docingest.queue.base import (
     DeadLetter,
     PublishUncertainError,
     QueueFullError,
+    dead_letter_total,
+    oldest_first,
 )
 from docingest.queue.encoder import decode, encode
 from docingest.queue.messages import document_count
-from docingest.queue.names import DEAD, QUEUES, depth_names
+from docingest.queue.names import QUEUES, depth_names
 from docingest.settings import Settings
 
 _AMQP_ERRORS = (pika.exceptions.AMQPError, ConnectionClosed, OSError)
@@ -184,12 +186,10 @@ class RabbitmqQueue:
                     if method is None:
                         break
                     letters.append(_dead_letter(queue, properties, body))
-        letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
-        return letters[:limit]
+        return oldest_first(letters, limit)
 
     def count_dead_letters(self) -> int:
-        depths = self.depths()
-        return sum(depths[queue + DEAD] for queue in QUEUES)
+        return dead_letter_total(self.depths())
 
     def requeue_dead_letters(self) -> int:
         """Each dead letter is published (confirmed) to its queue, then acknowledged: a crash in

@@ -24,7 +24,13 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
-from docingest.queue.base import BrokerUnavailableError, DeadLetter, PublishUncertainError
+from docingest.queue.base import (
+    BrokerUnavailableError,
+    DeadLetter,
+    PublishUncertainError,
+    dead_letter_total,
+    oldest_first,
+)
 from docingest.queue.encoder import decode, encode
 from docingest.queue.messages import document_count
 from docingest.queue.names import DEAD, DELAYED, DOCUMENTS_QUEUE, QUEUES, depth_names
@@ -214,12 +220,10 @@ class RedisQueue:
             for (message_id, score), body in zip(entries, bodies, strict=True):
                 if body is not None:
                     letters.append(_dead_letter(queue, message_id, score, body))
-        letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
-        return letters[:limit]
+        return oldest_first(letters, limit)
 
     def count_dead_letters(self) -> int:
-        depths = self.depths()
-        return sum(depths[queue + DEAD] for queue in QUEUES)
+        return dead_letter_total(self.depths())
 
     def requeue_dead_letters(self) -> int:
         """Each message back onto its own queue, its retries reset, atomically one by one."""
