@@ -7,9 +7,11 @@ middleware. Everything else a worker does lives in `docingest.worker.ingest`.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dramatiq
+import structlog
 
 from docingest.logs import configure_logging
 from docingest.queue import install, open_queue
@@ -20,6 +22,7 @@ from docingest.queue.names import (
     RECLASSIFY_QUEUE,
 )
 from docingest.settings import get_settings
+from docingest.worker.coalesce import Coalescer
 from docingest.worker.ingest import ingest, reclassify
 from docingest.worker.middleware import WorkerMiddleware
 from docingest.worker.resources import resources
@@ -27,12 +30,13 @@ from docingest.worker.resources import resources
 configure_logging(get_settings())
 broker = install(open_queue(get_settings()))
 broker.add_middleware(WorkerMiddleware(get_settings(), resources))
+logger = structlog.get_logger(__name__)
 
 RETRIES: dict[str, Any] = {"max_retries": 20, "min_backoff": 1_000, "max_backoff": 60_000}
 
 
-@dramatiq.actor(actor_name=INGEST_ACTOR, queue_name=DOCUMENTS_QUEUE, **RETRIES)
-def ingest_documents(documents: list[dict[str, Any]]) -> None:
+def ingest_batch(documents: list[dict[str, Any]], messages: int) -> None:
+    started = time.perf_counter()
     current = resources()
     ingest(
         documents,
@@ -40,6 +44,16 @@ def ingest_documents(documents: list[dict[str, Any]]) -> None:
         classifier=current.models.active(),
         ledger=current.connections.ledger,
     )
+    seconds = round(time.perf_counter() - started, 4)
+    logger.info("batch processed", documents=len(documents), messages=messages, seconds=seconds)
+
+
+coalescer = Coalescer(ingest_batch, max_documents=get_settings().worker_max_batch, lanes=2)
+
+
+@dramatiq.actor(actor_name=INGEST_ACTOR, queue_name=DOCUMENTS_QUEUE, **RETRIES)
+def ingest_documents(documents: list[dict[str, Any]]) -> None:
+    coalescer.submit(documents)
 
 
 # Dramatiq runs lower priorities first: new documents (priority 0) go ahead.

@@ -46,16 +46,14 @@ def ingest(
     outcomes = classify_isolating(classifier, [document.content for document in queued])
     classified = time.perf_counter()
     now = utcnow()
-    stored, failed = [], []
-    for document, outcome in zip(queued, outcomes, strict=True):
-        if isinstance(outcome, Prediction):
-            stored.append((document, _document_row(document, outcome, classifier.version, now)))
-        else:
-            failed.append(failure_row(document, _describe(outcome), now))
-    refused = store_isolating(engine, [row for _, row in stored], failed)
+    stored, failed = build_rows(queued, outcomes, classifier.version, now)
+    refused = store_isolating(engine, stored, failed)
     if refused:
-        by_id = {document.id: document for document, _ in stored}
-        refusals = [failure_row(by_id[row["id"]], _describe(error), now) for row, error in refused]
+        sent = {(document.id, document.version): document for document in queued}
+        refusals = [
+            failure_row(sent[row["id"], row["version"]], _describe(error), now)
+            for row, error in refused
+        ]
         _store_refusals(engine, refusals)
         failed += refusals
     store_seconds = time.perf_counter() - classified
@@ -69,6 +67,22 @@ def ingest(
     if failed:
         failed_ids = [str(row["id"]) for row in failed]
         logger.warning("documents failed", failed_ids=failed_ids)
+
+
+def build_rows(
+    queued: Sequence[QueuedDocument],
+    outcomes: Sequence[Prediction | Exception],
+    model_version: str,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The document rows of the classified documents and the failure rows of the others."""
+    stored, failed = [], []
+    for document, outcome in zip(queued, outcomes, strict=True):
+        if isinstance(outcome, Prediction):
+            stored.append(_document_row(document, outcome, model_version, now))
+        else:
+            failed.append(failure_row(document, _describe(outcome), now))
+    return stored, failed
 
 
 def isolate(

@@ -2,7 +2,7 @@
 
 Two daemon threads per process, started after the worker boots (after Dramatiq forked it):
 one adds `worker_metrics` into the metrics store every METRICS_FLUSH_SECONDS, one runs
-`ledger.reconcile` every RECONCILE_SECONDS. Each batch's log lines carry its message id and
+`ledger.reconcile` every RECONCILE_SECONDS. Each message's log lines carry its id and
 document count.
 """
 
@@ -99,11 +99,11 @@ class WorkerMiddleware(dramatiq.Middleware):
         )
         if exception is None:
             worker_metrics.count(MESSAGES, label="ok")
-            logger.info("batch processed", seconds=seconds)
+            logger.debug("message processed", seconds=seconds)
         else:
             worker_metrics.count(MESSAGES, label="error")
             logger.warning(
-                "batch failed, Dramatiq retries it",
+                "message failed, Dramatiq retries it",
                 seconds=seconds,
                 retries=message.options.get("retries", 0),
                 exc_info=exception,

@@ -1,0 +1,167 @@
+"""Where a stored document's CPU goes in a worker, stage by stage (`make breakdown`).
+
+    .venv/bin/python benchmarks/breakdown.py [--workload bbc|short] [--batch 500] [--rounds 20]
+
+Runs the worker's own functions in this process, on embedded PostgreSQL and Redis, over batches
+of the workload's documents, and prints microseconds of CPU per document for each stage: the
+message's JSON decoding, validation of each queued document, tokenizing and TF-IDF
+(vectorise), the model's probabilities (predict), the top-3 ranking, building rows, the upsert
+with its commit (this process's CPU and PostgreSQL's server CPU apart), settling in the ledger
+and the batch's metrics. Stages are timed apart, with the CPU clock of this thread; PostgreSQL's
+share is its processes' CPU over the store stage. Compare with `bench.py`'s worker CPU per
+document: what the batch path leaves out is Dramatiq's own work per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import psutil
+from bench import ensure_model
+from corpus import WORKLOADS, make_documents
+from services import Servers
+
+from docingest.classifier import Classifier
+from docingest.connections import Connections, connect
+from docingest.datasets import load_bbc
+from docingest.metrics import worker_metrics
+from docingest.queue.messages import ingest_message
+from docingest.schemas import QueuedDocument, utcnow
+from docingest.settings import Settings
+from docingest.store import store_batch
+from docingest.worker.ingest import build_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSIFY = "classify (vectorise + predict + top-3)"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workload", choices=list(WORKLOADS), default="bbc")
+    parser.add_argument("--batch", type=int, default=500, help="documents per batch")
+    parser.add_argument("--rounds", type=int, default=20, help="batches measured")
+    parser.add_argument("--model", type=Path, default=ROOT / "bench-results" / "model.skops")
+    return parser.parse_args()
+
+
+class Stages:
+    """CPU seconds per stage, summed over the rounds."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.thread_time()
+        yield
+        self.add(stage, time.thread_time() - started)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+def postgres_cpu(pid: int) -> float:
+    """User + system seconds of the postmaster and its backends so far."""
+    total = 0.0
+    parent = psutil.Process(pid)
+    for process in [parent, *parent.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def encoded_batches(workload: str, batch: int, rounds: int) -> list[bytes]:
+    """Queue messages as the API publishes them: one batch each, versions from 1."""
+    texts, _ = load_bbc()
+    docs = make_documents(texts, workload, batch * rounds)
+    accepted_at = utcnow()
+    bodies = []
+    for start in range(0, len(docs), batch):
+        documents = [
+            QueuedDocument(
+                id=uuid.UUID(doc.id), content=doc.content, version=1, accepted_at=accepted_at
+            ).to_message()
+            for doc in docs[start : start + batch]
+        ]
+        bodies.append(ingest_message(documents).encode())
+    return bodies
+
+
+def measure(args: argparse.Namespace, servers: Servers, stages: Stages) -> None:
+    settings = Settings(
+        _env_file=None, database_url=servers.docingest_database_url, broker_url=servers.redis_url
+    )
+    connections = connect(settings, pre_ping=False)
+    classifier = Classifier.load(ensure_model(args.model))
+    postgres_pid = servers.pids()["postgres"]
+    try:
+        for body in encoded_batches(args.workload, args.batch, args.rounds):
+            one_batch(body, classifier, connections, postgres_pid, stages)
+    finally:
+        connections.close()
+
+
+def one_batch(
+    body: bytes, classifier: Classifier, connections: Connections, postgres_pid: int, stages: Stages
+) -> None:
+    """The steps of `docingest.worker.ingest.ingest`, each timed on its own."""
+    pipeline = classifier._pipeline  # its steps are timed apart
+    with stages.timed("decode message"):
+        documents = orjson.loads(body)["args"][0]
+    with stages.timed("validate"):
+        queued = [QueuedDocument.model_validate(document) for document in documents]
+    texts = [document.content for document in queued]
+    with stages.timed("vectorise"):
+        features = pipeline[:-1].transform(texts)
+    with stages.timed("predict"):
+        pipeline[-1].predict_proba(features)
+    with stages.timed(CLASSIFY):
+        predicted = classifier.predict(texts)
+    with stages.timed("build rows"):
+        rows, _ = build_rows(queued, predicted, classifier.version, utcnow())
+    before = postgres_cpu(postgres_pid)
+    with stages.timed("upsert + commit (worker)"):
+        store_batch(connections.engine, rows, [])
+    stages.add("upsert + commit (PostgreSQL)", postgres_cpu(postgres_pid) - before)
+    with stages.timed("settle (ledger)"):
+        connections.ledger.settle([(document.id, document.version) for document in queued])
+    with stages.timed("metrics"):
+        worker_metrics.record_batch(
+            [document.accepted_at for document in queued],
+            failed=0,
+            classification_seconds=0.0,
+            database_seconds=0.0,
+        )
+
+
+def report(stages: Stages, documents: int) -> None:
+    per_doc = {stage: seconds / documents * 1e6 for stage, seconds in stages.seconds.items()}
+    classify = per_doc.pop(CLASSIFY)
+    per_doc["top-3"] = classify - per_doc["vectorise"] - per_doc["predict"]
+    total = sum(per_doc.values())
+    print(f"{'stage':32} {'µs/doc':>8} {'share':>6}")
+    for stage, micros in per_doc.items():
+        print(f"{stage:32} {micros:8.1f} {micros / total:6.1%}")
+    print(f"{'total':32} {total:8.1f}")
+
+
+def main() -> None:
+    args = parse_args()
+    stages = Stages()
+    folder = ROOT / "bench-results" / "breakdown"
+    with Servers(folder, None, None) as servers:
+        measure(args, servers, stages)
+    report(stages, args.batch * args.rounds)
+
+
+if __name__ == "__main__":
+    main()
