@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
+import soak
 from corpus import WORKLOADS
 from loadgen import Generator, choose_generator
 from measure import (
@@ -47,6 +48,7 @@ from services import Sampler, Servers
 
 from docingest import training
 from docingest.datasets import load_bbc
+from docingest.settings import Settings
 
 CORES = os.cpu_count() or 1
 BASELINE_PROCESSES = BASELINE_THREADS = 4  # the article's `dramatiq app.worker -p 4 -t 4`
@@ -77,7 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add("--api-workers", type=int, default=CORES, help="docingest API processes")
     add("--worker-processes", type=int, default=CORES, help="docingest worker processes")
-    add("--worker-threads", type=int, default=2, help="threads per docingest worker process")
+    add(
+        "--worker-threads",
+        type=int,
+        default=Settings.model_fields["worker_threads"].default,
+        help="threads per docingest worker process",
+    )
     add("--concurrency", type=int, default=64, help="connections for single POSTs")
     add("--bulk-size", type=int, default=500, help="documents per bulk request")
     add("--bulk-concurrency", type=int, default=4, help="connections for bulk requests")
@@ -91,6 +98,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="trained if missing",
     )
     add("--results-dir", type=Path, default=ROOT / "bench-results", help="logs of each run")
+    add(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the phases, the soak test: N documents in bulk requests with the "
+        "workers running, memory watched throughout (benchmarks/soak.py)",
+    )
+    add("--soak-rate", type=float, default=3_000, help="documents a second the soak sends")
     add("--png", type=Path, help="save a bar chart of the rates here")
     add("--json", type=Path, help="also save the JSON report here, indented")
     return parser.parse_args(argv)
@@ -295,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.log(f"run folder {args.run_folder}; generator: {generator.note}")
     context = describe_run(args, generator)
     model = ensure_model(args.model)
+    if args.soak:
+        verdict = soak.soak(args, model)
+        soak.print_verdict(verdict)
+        return 0 if all(verdict["checks"].values()) else 1
     all_results: dict[str, dict[str, DesignResults]] = {}
     error = None
     try:

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # Threads hold messages; the documents of all messages held at once are classified and
     # stored as one batch of up to WORKER_MAX_BATCH documents (docingest/worker/coalesce.py).
     worker_threads: int = Field(default=8, gt=0)
-    worker_max_batch: int = Field(default=2_000, gt=0)
+    worker_max_batch: int = Field(default=500, gt=0)
     # A worker silent this long is dead: its unacknowledged messages go back on the queue.
     worker_heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
 

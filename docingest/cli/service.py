@@ -111,7 +111,12 @@ def up(
 
 # An idle Dramatiq consumer polls Redis with a back-off of up to `dramatiq_worker_timeout` ms
 # (1,000 by default): a burst after a quiet spell would wait that long for its first batch.
-_WORKER_ENVIRONMENT = {"dramatiq_worker_timeout": "100"}
+# A worker process is one core's worth of work already: OpenBLAS's own threads would only fight
+# the other processes for cores, and each holds a buffer (~9 MB of RSS a process, measured).
+_WORKER_ENVIRONMENT = {
+    "dramatiq_worker_timeout": "100",
+    "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+}
 
 
 def _worker_command(settings: Settings, processes: int | None, threads: int | None) -> list[str]:
