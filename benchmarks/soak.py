@@ -9,8 +9,8 @@ to answer 429 (each 429 or 503 is counted, and retried after its Retry-After). E
 the RSS of each API and worker process, Redis's memory, the ledger's pending set, the queue's
 messages, the rows stored. After the last request, the run waits for the queue to drain and
 checks: every document stored once; RSS after warm-up (the first tenth of the documents) flat
-within 10 %; Redis's memory back within 10 % (or 1 MB) of its start; nothing left in the pending set;
-worker RSS at most 200 MB a process.
+within 10 %; Redis's memory back within 10 % (or 1 MB) of its start; nothing left in the
+pending set; worker RSS at most 200 MB a process.
 """
 
 from __future__ import annotations
