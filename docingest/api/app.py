@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from docingest.api import dashboard, documents, failures, health, registry, stats
+from docingest.api import dashboard, documents, failures, health, labels, registry, review, stats
 from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
@@ -74,10 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security(app, settings, ndjson_paths=documents.NDJSON_PATHS)
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees every answer
     app.include_router(documents.router)
+    app.include_router(labels.router)
     app.include_router(failures.router)
     app.include_router(registry.router)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(stats.router)
     app.include_router(dashboard.router)
+    app.include_router(review.router)
     return app

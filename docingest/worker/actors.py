@@ -39,6 +39,7 @@ def ingest_documents(documents: list[dict[str, Any]]) -> None:
         engine=current.connections.engine,
         classifier=current.models.active(),
         ledger=current.connections.ledger,
+        low_confidence_threshold=get_settings().low_confidence_threshold,
     )
 
 
