@@ -93,6 +93,8 @@ def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
     assert page.locator("#failures img, #failures script").count() == 0
     assert page.locator("#categories tr").count() >= 2
     assert page.text_content("#queues").startswith("documents")
+    classified = page.locator("#drift tr").first.locator("td").nth(1)  # by the one model
+    wait_until(lambda: classified.text_content() == "21", 30, "21 classified in #drift")
     assert page.evaluate("typeof window.__xss") == "undefined"
     assert not [text for text in console if "Content Security Policy" in text], console
 
