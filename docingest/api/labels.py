@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
+from docingest.api.bulk import request_validation_error
 from docingest.api.deps import EngineDep
 from docingest.api.errors import ERROR_RESPONSES
 from docingest.labels import LabelConflictError, put_label
@@ -23,6 +25,15 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _label_body(request: Request) -> LabelIn:
+    """Parsed from the raw body as the documents' routes do: a body that is not UTF-8 or not
+    JSON is a 422 like any invalid one (FastAPI's own parsing would answer 400)."""
+    try:
+        return LabelIn.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise request_validation_error(error) from None
+
+
 def _not_found() -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail="Document not found")
 
@@ -31,9 +42,18 @@ def _not_found() -> HTTPException:
     "/{document_id}/label",
     dependencies=LABEL,
     responses={404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422], **_CONFLICT},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": LabelIn.model_json_schema()}},
+        }
+    },
 )
 def label_document(
-    document_id: uuid.UUID, label: LabelIn, request: Request, engine: EngineDep
+    document_id: uuid.UUID,
+    label: Annotated[LabelIn, Depends(_label_body)],
+    request: Request,
+    engine: EngineDep,
 ) -> DocumentOut:
     """Set the document's true category: any name, also one no model knows yet.
 
