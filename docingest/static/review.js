@@ -139,7 +139,7 @@ function accept(category) {
   const current = state.current;
   if (!current || !category.trim()) return;
   guarded(async () => {
-    const body = { category, version: current.version };
+    const body = { category: category.trim(), version: current.version };
     const response = await call("PUT", `/documents/${current.id}/label`, body);
     if (response.ok) {
       state.reviewed += 1;
