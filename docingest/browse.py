@@ -31,12 +31,25 @@ class InvalidCursorError(ValueError):
 
 
 def encode_cursor(document_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(document_id.bytes).decode().rstrip("=")
+    return pack_cursor(document_id.bytes)
 
 
 def decode_cursor(cursor: str) -> uuid.UUID:
     try:
-        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return uuid.UUID(bytes=unpack_cursor(cursor))
+    except ValueError:
+        raise InvalidCursorError(cursor) from None
+
+
+def pack_cursor(key: bytes) -> str:
+    """A page's key as URL-safe text (any keyset pagination's: ids here, the review queue's)."""
+    return base64.urlsafe_b64encode(key).decode().rstrip("=")
+
+
+def unpack_cursor(cursor: str) -> bytes:
+    """`pack_cursor`'s bytes back; InvalidCursorError for text it did not make."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (ValueError, binascii.Error):
         raise InvalidCursorError(cursor) from None
 

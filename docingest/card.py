@@ -52,6 +52,7 @@ def render_card(card: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [_summary(card), _per_class(card)]
     if "confusion_matrix" in card["metrics"]:
         parts.append(_confusion(card))
+    parts.append(comparison_table(card))
     return Group(*parts)
 
 
@@ -109,4 +110,31 @@ def _confusion(card: dict[str, Any]) -> Table:
             for predicted, count in enumerate(row)
         ]
         table.add_row(escape(label), *cells)
+    return table
+
+
+def comparison_table(card: dict[str, Any]) -> RenderableType:
+    """The new model against the model active when it was trained, on the same held-out
+    documents (`docingest.learning.compare`); cards without a comparison say so."""
+    comparison = card.get("comparison")
+    if comparison is None:
+        return "no comparison with an active model recorded"
+    active = comparison["active_version"]
+    if active is None:
+        return "no model was active to compare with"
+    verdict = "[green]not worse on any[/]" if comparison["better"] else "[red]worse on some[/]"
+    table = Table(title=f"compared with {escape(active)} (then active): {verdict}")
+    for heading in ("held out", "documents", "macro-F1 new", "macro-F1 active", "accuracy new",
+                    "accuracy active"):  # fmt: skip
+        table.add_column(heading, justify="left" if heading == "held out" else "right")
+    for part in comparison["held_out"]:
+        new, old = part["new"], part["active"]
+        table.add_row(
+            escape(part["name"]),
+            str(part["documents"]),
+            f"{new['macro_f1']:.4f}",
+            f"{old['macro_f1']:.4f}",
+            f"{new['accuracy']:.4f}",
+            f"{old['accuracy']:.4f}",
+        )
     return table

@@ -26,10 +26,14 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Scope(StrEnum):
-    """What a key may do. `admin` implies the other two: an operator's key does everything."""
+    """What a key may do. `admin` implies the others: an operator's key does everything.
+
+    `label`: set and remove people's labels, and read the documents under review.
+    """
 
     INGEST = "ingest"
     READ = "read"
+    LABEL = "label"
     ADMIN = "admin"
 
 

@@ -6,7 +6,8 @@
 - Workers run anywhere, so each worker process adds its counts into the metrics store
   (`metrics_store.py`: a Redis hash, or a table) every `METRICS_FLUSH_SECONDS`; the API reads
   the totals at scrape time. The figures are totals over every worker that ever ran.
-- Queue depths and pending documents are read from the queue and the ledger at scrape time.
+- Queue depths and pending documents are read from the queue and the ledger at scrape time,
+  and the agreement of people's labels with the model's categories from the database.
 
 docs/operations.md lists every metric.
 """
@@ -29,12 +30,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docingest.ledger import Ledger, LedgerUnavailableError
 from docingest.metrics_store import MetricsStore, MetricsStoreUnavailableError
 from docingest.queue import BrokerUnavailableError, MessageQueue
 from docingest.schemas import utcnow
+from docingest.store import Agreement, label_agreement
 
 UNMATCHED_ROUTE = "<unmatched>"
 
@@ -110,6 +114,7 @@ class HistogramSpec:
     name: str
     help: str
     buckets: tuple[float, ...]
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,14 @@ LAG_SECONDS = HistogramSpec(
     "Per document, from its acceptance by the API (202) to its storage by a worker.",
     (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
-HISTOGRAMS = (BATCH_SIZE, CLASSIFICATION_SECONDS, DATABASE_SECONDS, LAG_SECONDS)
+CONFIDENCE = HistogramSpec(
+    "docingest_worker_confidence",
+    "Per model, the confidence of each document classified on its way in (drift: a model "
+    "growing unsure of what arrives).",
+    (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+    label="model_version",
+)
+HISTOGRAMS = (BATCH_SIZE, CLASSIFICATION_SECONDS, DATABASE_SECONDS, LAG_SECONDS, CONFIDENCE)
 
 PROCESSED = CounterSpec(
     "docingest_worker_documents_processed", "Documents a worker finished: stored or failed."
@@ -152,14 +164,21 @@ MESSAGES = CounterSpec(
     "Queue messages processed, by outcome; `error` ones are retried, then dead-lettered.",
     label="outcome",
 )
-COUNTERS = (PROCESSED, FAILED, MESSAGES)
+LOW_CONFIDENCE = CounterSpec(
+    "docingest_worker_low_confidence_documents",
+    "Per model, documents classified on their way in with a confidence under "
+    "LOW_CONFIDENCE_THRESHOLD; divided by the confidence histogram's `_count`, the share.",
+    label="model_version",
+)
+COUNTERS = (PROCESSED, FAILED, MESSAGES, LOW_CONFIDENCE)
 
 
 class WorkerMetrics:
     """One process's counts since its last flush, as increments of the metrics store's fields.
 
     Field names: `<counter>` or `<counter>|<label value>`, and for histograms `<name>|<le>`
-    (a bucket's own count, not cumulative), `<name>|sum` and `<name>|count`.
+    (a bucket's own count, not cumulative), `<name>|sum` and `<name>|count`, with the label
+    value after the name when the histogram has one: `<name>|<label value>|<le>`.
     """
 
     def __init__(self) -> None:
@@ -171,16 +190,19 @@ class WorkerMetrics:
         with self._lock:
             self._add(field, amount)
 
-    def observe(self, histogram: HistogramSpec, values: Iterable[float]) -> None:
+    def observe(
+        self, histogram: HistogramSpec, values: Iterable[float], label: str | None = None
+    ) -> None:
         """Counted per bucket first: a batch's lags are hundreds of values, its buckets few."""
         values = list(values)
         per_bucket = Counter(bisect.bisect_left(histogram.buckets, value) for value in values)
+        prefix = histogram.name if label is None else f"{histogram.name}|{label}"
         with self._lock:
             for index, amount in per_bucket.items():
                 le = histogram.buckets[index] if index < len(histogram.buckets) else "+Inf"
-                self._add(f"{histogram.name}|{le}", amount)
-            self._add(f"{histogram.name}|sum", sum(values))
-            self._add(f"{histogram.name}|count", len(values))
+                self._add(f"{prefix}|{le}", amount)
+            self._add(f"{prefix}|sum", sum(values))
+            self._add(f"{prefix}|count", len(values))
 
     def _add(self, field: str, amount: float) -> None:
         self._increments[field] = self._increments.get(field, 0) + amount
@@ -202,6 +224,17 @@ class WorkerMetrics:
         self.observe(CLASSIFICATION_SECONDS, [classification_seconds])
         self.observe(DATABASE_SECONDS, [database_seconds])
         self.observe(LAG_SECONDS, [(now - moment).total_seconds() for moment in accepted_at])
+
+    def record_confidences(
+        self, model_version: str, confidences: Sequence[float], *, threshold: float
+    ) -> None:
+        """Drift: how sure one model was of the documents it classified on their way in."""
+        if not confidences:
+            return
+        self.observe(CONFIDENCE, confidences, label=model_version)
+        low = sum(confidence < threshold for confidence in confidences)
+        if low:
+            self.count(LOW_CONFIDENCE, low, label=model_version)
 
     def flush(self, store: MetricsStore) -> None:
         """Add the increments into the store; kept for the next flush if it does not answer."""
@@ -225,15 +258,25 @@ worker_metrics = WorkerMetrics()
 
 
 class DeploymentCollector(Collector):
-    """At each scrape: the workers' totals, each queue's depth and the pending documents.
+    """At each scrape: the workers' totals, each queue's depth, the pending documents and the
+    agreement of labels with categories over each model's `agreement_window` newest labels.
 
     A part that cannot be read now is left out of the scrape (and logged), not reported as 0.
     """
 
-    def __init__(self, queue: MessageQueue, ledger: Ledger, store: MetricsStore) -> None:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        ledger: Ledger,
+        store: MetricsStore,
+        engine: Engine,
+        agreement_window: int,
+    ) -> None:
         self._queue = queue
         self._ledger = ledger
         self._store = store
+        self._engine = engine
+        self._agreement_window = agreement_window
 
     def collect(self) -> Iterator[Any]:
         with _logged("worker metrics"):
@@ -246,13 +289,20 @@ class DeploymentCollector(Collector):
                 "Documents accepted and not yet stored or failed (the ledger's pending set).",
                 value=self._ledger.pending_count(),
             )
+        with _logged("label agreement"):
+            yield from agreement_families(label_agreement(self._engine, self._agreement_window))
 
 
 @contextmanager
 def _logged(part: str) -> Iterator[None]:
     try:
         yield
-    except (BrokerUnavailableError, LedgerUnavailableError, MetricsStoreUnavailableError) as error:
+    except (
+        BrokerUnavailableError,
+        LedgerUnavailableError,
+        MetricsStoreUnavailableError,
+        SQLAlchemyError,
+    ) as error:
         logger.warning("metrics: part of the scrape unreadable", part=part, error=str(error))
 
 
@@ -265,6 +315,24 @@ def queue_family(depths: dict[str, int]) -> GaugeMetricFamily:
     for queue, depth in depths.items():
         family.add_metric([queue], depth)
     return family
+
+
+def agreement_families(agreements: Sequence[Agreement]) -> Iterator[GaugeMetricFamily]:
+    labels = GaugeMetricFamily(
+        "docingest_labels_recent",
+        "Per model, its most recently labelled documents counted (at most AGREEMENT_WINDOW).",
+        labels=["model_version"],
+    )
+    ratio = GaugeMetricFamily(
+        "docingest_label_agreement_ratio",
+        "Per model, the share of its most recent labels equal to its category.",
+        labels=["model_version"],
+    )
+    for agreement in agreements:
+        labels.add_metric([agreement.model_version], agreement.labels)
+        ratio.add_metric([agreement.model_version], agreement.agreeing / agreement.labels)
+    yield labels
+    yield ratio
 
 
 def worker_families(values: dict[str, float]) -> Iterator[Any]:
@@ -285,14 +353,35 @@ def worker_families(values: dict[str, float]) -> Iterator[Any]:
 
 
 def histogram_family(spec: HistogramSpec, values: dict[str, float]) -> HistogramMetricFamily:
+    if spec.label is None:
+        family = HistogramMetricFamily(spec.name, spec.help)
+        family.add_metric([], *_buckets(spec.name, spec, values))
+        return family
+    family = HistogramMetricFamily(spec.name, spec.help, labels=[spec.label])
+    for label in label_values(spec, values):
+        family.add_metric([label], *_buckets(f"{spec.name}|{label}", spec, values))
+    return family
+
+
+def label_values(spec: HistogramSpec, values: dict[str, float]) -> list[str]:
+    """The label values a labelled histogram's fields name (`<name>|<label value>|count`)."""
+    prefix = f"{spec.name}|"
+    return sorted(
+        field.removeprefix(prefix).removesuffix("|count")
+        for field in values
+        if field.startswith(prefix) and field.endswith("|count")
+    )
+
+
+def _buckets(
+    prefix: str, spec: HistogramSpec, values: dict[str, float]
+) -> tuple[list[tuple[str, float]], float]:
     cumulative, buckets = 0.0, []
     bounds: tuple[float | str, ...] = (*spec.buckets, "+Inf")
     for le in bounds:
-        cumulative += values.get(f"{spec.name}|{le}", 0.0)
+        cumulative += values.get(f"{prefix}|{le}", 0.0)
         buckets.append((_le_label(le), cumulative))
-    family = HistogramMetricFamily(spec.name, spec.help)
-    family.add_metric([], buckets, sum_value=values.get(f"{spec.name}|sum", 0.0))
-    return family
+    return buckets, values.get(f"{prefix}|sum", 0.0)
 
 
 def _le_label(le: float | str) -> str:

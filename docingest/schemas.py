@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    model_validator,
 )
 
 from docingest.settings import Settings
@@ -76,6 +77,40 @@ class Alternative(BaseModel):
     probability: float
 
 
+def _check_category(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("category must not be empty or only whitespace")
+    if not value.isprintable():
+        raise ValueError("category must not contain control characters")
+    return value
+
+
+Category = Annotated[str, Field(max_length=200), AfterValidator(_check_category)]
+
+
+class LabelIn(BaseModel):
+    """A person's category for a document: any name, also one no model knows yet.
+
+    `version`, when given, is the document version the person saw: the label is refused (409)
+    if another version is stored now. Without it the label applies to the version stored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: Category
+    version: int | None = Field(default=None, ge=1)
+
+
+class LabelOut(BaseModel):
+    """Who labelled the document (the API key's name), when, and which version they saw."""
+
+    category: str
+    by: str
+    at: UTCDateTime
+    version: int
+
+
 class DocumentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -89,6 +124,24 @@ class DocumentOut(BaseModel):
     created_at: UTCDateTime
     updated_at: UTCDateTime
     deleted_at: UTCDateTime | None = None
+    label: LabelOut | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_label(cls, row: Any) -> Any:
+        """A stored row keeps its label in flat columns; the answer nests them."""
+        if isinstance(row, dict):
+            return row
+        fields = {name: getattr(row, name) for name in cls.model_fields if name != "label"}
+        label = None
+        if row.label is not None:
+            label = {
+                "category": row.label,
+                "by": row.label_by,
+                "at": row.labelled_at,
+                "version": row.label_version,
+            }
+        return fields | {"label": label}
 
 
 def _iso_8601(value: Any) -> Any:
@@ -118,6 +171,13 @@ class DocumentQuery(BaseModel):
     status: Literal["stored", "deleted"] = Field(
         default="stored", description="`stored` documents, or `deleted` ones (tombstones)"
     )
+    labelled: bool | None = Field(default=None, description="with a person's label, or without")
+    max_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="the model's confidence at most this"
+    )
+    disagreement: bool | None = Field(
+        default=None, description="labelled, and the label differs from (true) or is the category"
+    )
     limit: int = Field(default=50, ge=1, le=1000)
     cursor: str | None = Field(default=None, description="`next_cursor` of the previous page")
 
@@ -127,6 +187,14 @@ class DocumentPage(BaseModel):
 
     items: list[DocumentOut]
     next_cursor: str | None
+
+
+class ReviewPage(BaseModel):
+    """Unlabelled documents, least confident first, and the categories a reviewer can pick."""
+
+    items: list[DocumentOut]
+    next_cursor: str | None
+    categories: list[str]
 
 
 class QueuedDocument(BaseModel):

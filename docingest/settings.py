@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
     # How often a worker process adds its metrics into Redis, where GET /metrics reads them.
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
+    # Drift (docs/operations.md): workers count the documents classified with a confidence under
+    # this; the agreement of labels with categories is measured over each model's newest labels.
+    low_confidence_threshold: float = Field(default=0.5, gt=0, le=1)
+    agreement_window: int = Field(default=100, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,8 @@ Counts come from the database (documents per category, tombstones left out; fail
 superseded), waiting documents from the ledger, queue depths from the queue, throughput from
 `updated_at` (documents stored per minute), and the end-to-end lag from the workers' metrics
 store (cumulative sum and count: a client polling twice gets the mean lag between its polls).
+Drift, per model: the workers' confidence figures (metrics store) and the agreement of people's
+labels with the model's categories over its newest labels (database).
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from sqlalchemy import Engine
 
 from docingest import store
 from docingest.connections import Connections
-from docingest.metrics import FAILED, LAG_SECONDS, PROCESSED, HistogramSpec
+from docingest.metrics import (
+    CONFIDENCE,
+    FAILED,
+    LAG_SECONDS,
+    LOW_CONFIDENCE,
+    PROCESSED,
+    HistogramSpec,
+    label_values,
+)
 from docingest.schemas import utcnow
 
 THROUGHPUT_MINUTES = 15
@@ -48,6 +58,23 @@ class WorkerTotals(BaseModel):
     documents_failed: int
 
 
+class ModelDrift(BaseModel):
+    """One model: how sure it was of what arrived (cumulative), and how often people agreed."""
+
+    model_version: str
+    documents: int  # classified by workers on their way in
+    mean_confidence: float | None
+    low_confidence_share: float | None  # under `Drift.low_confidence_threshold`
+    labels: int  # its newest labels, at most `Drift.agreement_window`
+    agreement: float | None  # the share of those equal to its category
+
+
+class Drift(BaseModel):
+    low_confidence_threshold: float
+    agreement_window: int
+    models: list[ModelDrift]
+
+
 class Stats(BaseModel):
     generated_at: datetime
     categories: dict[str, int]
@@ -56,13 +83,17 @@ class Stats(BaseModel):
     throughput_per_minute: list[MinuteCount]
     lag: Lag
     workers: WorkerTotals
+    drift: Drift
 
 
 def collect_stats(connections: Connections) -> Stats:
     """Every figure, read now: a few indexed queries, the queue, the ledger, the workers' totals."""
     now = utcnow()
     engine = connections.engine
+    settings = connections.settings
     categories = store.count_categories(engine)
+    values = connections.metrics.read()
+    agreements = store.label_agreement(engine, settings.agreement_window)
     return Stats(
         generated_at=now,
         categories=categories,
@@ -73,8 +104,36 @@ def collect_stats(connections: Connections) -> Stats:
         ),
         queues=connections.queue.depths(),
         throughput_per_minute=stored_per_minute(engine, now),
-        **worker_figures(connections.metrics.read()),
+        drift=Drift(
+            low_confidence_threshold=settings.low_confidence_threshold,
+            agreement_window=settings.agreement_window,
+            models=model_drift(values, agreements),
+        ),
+        **worker_figures(values),
     )
+
+
+def model_drift(values: dict[str, float], agreements: list[store.Agreement]) -> list[ModelDrift]:
+    """Every model the workers classified with or people labelled the documents of."""
+    by_version = {agreement.model_version: agreement for agreement in agreements}
+    versions = sorted(set(label_values(CONFIDENCE, values)) | set(by_version))
+    drift = []
+    for version in versions:
+        documents = int(values.get(f"{CONFIDENCE.name}|{version}|count", 0))
+        low = values.get(f"{LOW_CONFIDENCE.name}|{version}", 0.0)
+        total = values.get(f"{CONFIDENCE.name}|{version}|sum", 0.0)
+        agreement = by_version.get(version)
+        drift.append(
+            ModelDrift(
+                model_version=version,
+                documents=documents,
+                mean_confidence=total / documents if documents else None,
+                low_confidence_share=low / documents if documents else None,
+                labels=agreement.labels if agreement else 0,
+                agreement=agreement.agreeing / agreement.labels if agreement else None,
+            )
+        )
+    return drift
 
 
 def stored_per_minute(engine: Engine, now: datetime) -> list[MinuteCount]:

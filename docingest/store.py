@@ -8,6 +8,7 @@ pacing, replay, status) and ask this module for rows.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
@@ -25,7 +26,9 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    and_,
     bindparam,
+    case,
     delete,
     func,
     or_,
@@ -39,6 +42,14 @@ from docingest.schemas import DocumentQuery, as_utc, utcnow
 from docingest.tables import DOCUMENTS, FAILURES, VERSION_FLOORS, Document, Failure
 
 # --- storing ------------------------------------------------------------------------------------
+
+# The columns of a person's label, kept or cleared together.
+LABEL_COLUMNS = ("label", "label_by", "labelled_at", "label_version")
+
+
+def content_digest(content: str) -> str:
+    """What decides whether a new version keeps a label: the same text, the same digest."""
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def store_batch(
@@ -77,12 +88,19 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     (a replay that failed again), and it counts the attempts. Every column is replaced, so a
     column a row leaves out becomes NULL: a worker's row (no `deleted_at`) that is newer than a
     tombstone brings the document back.
+
+    A document's label stays only if the new version's content digest is the stored one (a
+    resend of the same text): decided inside the statement, so a batch is still one statement.
+    A tombstone has no digest, so a deletion drops the label.
     """
     insert = insert_for(dialect_name, table)
     newer = insert.excluded.version
     kept = {"id", "created_at"} if table is DOCUMENTS else {"id", "attempts"}
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in kept}
     if table is DOCUMENTS:
+        same_content = table.c.content_sha256 == insert.excluded.content_sha256
+        for name in LABEL_COLUMNS:
+            updates[name] = case((same_content, table.c[name]), else_=None)
         where = table.c.version < newer
     else:
         updates["attempts"] = table.c.attempts + 1
@@ -110,7 +128,8 @@ def store_tombstone(engine: Engine, document_id: uuid.UUID, version: int) -> Non
 
 
 def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) -> int:
-    """Replace the classification of each (id, version) still stored at that version.
+    """Replace the classification of each (id, version) still stored at that version and still
+    unlabelled: a person's label was given against the classification it has.
 
     Rows are `Document` column dicts with `id` and `version`; returns how many were updated.
     """
@@ -119,7 +138,11 @@ def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) ->
     fields = [name for name in updates[0] if name not in {"id", "version"}]
     statement = (
         update(DOCUMENTS)
-        .where(DOCUMENTS.c.id == bindparam("_id"), DOCUMENTS.c.version == bindparam("_version"))
+        .where(
+            DOCUMENTS.c.id == bindparam("_id"),
+            DOCUMENTS.c.version == bindparam("_version"),
+            DOCUMENTS.c.label.is_(None),
+        )
         .values({name: bindparam(name) for name in fields})
     )
     rows = [
@@ -207,6 +230,7 @@ def _query_conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:
         conditions.append(DOCUMENTS.c.category == query.category)
     if query.model_version is not None:
         conditions.append(DOCUMENTS.c.model_version == query.model_version)
+    conditions += _label_conditions(query)
     for column, after, before in (
         (DOCUMENTS.c.created_at, query.created_after, query.created_before),
         (DOCUMENTS.c.updated_at, query.updated_after, query.updated_before),
@@ -216,6 +240,20 @@ def _query_conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:
             conditions.append(column >= as_utc(after))
         if before is not None:
             conditions.append(column < as_utc(before))
+    return conditions
+
+
+def _label_conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:
+    label = DOCUMENTS.c.label
+    conditions: list[ColumnElement[bool]] = []
+    if query.labelled is not None:
+        conditions.append(label.is_not(None) if query.labelled else label.is_(None))
+    if query.max_confidence is not None:
+        conditions.append(DOCUMENTS.c.confidence <= query.max_confidence)
+    if query.disagreement is not None:
+        # A row without a category (none yet) disagrees with any label.
+        agrees = label == func.coalesce(DOCUMENTS.c.category, "")
+        conditions += [label.is_not(None), ~agrees if query.disagreement else agrees]
     return conditions
 
 
@@ -231,6 +269,117 @@ def current_contents(engine: Engine, ids: Sequence[str]) -> list[tuple[uuid.UUID
 
 def _as_document(row: Row[Any]) -> Document:
     return Document(**row._mapping)
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+
+def set_label(engine: Engine, document_id: uuid.UUID, version: int, label: dict[str, Any]) -> bool:
+    """Label the document if `version` is the one stored (and not deleted); False otherwise.
+
+    `label` holds the `LABEL_COLUMNS` and the content's digest, which rows stored before
+    digests existed get here.
+    """
+    statement = (
+        update(DOCUMENTS)
+        .where(
+            DOCUMENTS.c.id == document_id,
+            DOCUMENTS.c.version == version,
+            DOCUMENTS.c.deleted_at.is_(None),
+        )
+        .values(label)
+    )
+    with engine.begin() as connection:
+        return bool(connection.execute(statement).rowcount)
+
+
+def clear_label(engine: Engine, document_id: uuid.UUID) -> bool:
+    """Remove the label of a stored document; False when no such document is stored."""
+    statement = (
+        update(DOCUMENTS)
+        .where(DOCUMENTS.c.id == document_id, DOCUMENTS.c.deleted_at.is_(None))
+        .values(dict.fromkeys(LABEL_COLUMNS))
+    )
+    with engine.begin() as connection:
+        return bool(connection.execute(statement).rowcount)
+
+
+def labelled_documents(engine: Engine) -> list[tuple[str, str]]:
+    """(content, label) of every labelled document, in id order: the same labels, same split."""
+    statement = (
+        select(DOCUMENTS.c.content, DOCUMENTS.c.label)
+        .where(DOCUMENTS.c.label.is_not(None), DOCUMENTS.c.deleted_at.is_(None))
+        .order_by(DOCUMENTS.c.id)
+    )
+    with engine.connect() as connection:
+        return [(row.content, row.label) for row in connection.execute(statement)]
+
+
+def label_names(engine: Engine) -> list[str]:
+    """Every category a person has given, sorted."""
+    statement = (
+        select(DOCUMENTS.c.label).where(DOCUMENTS.c.label.is_not(None)).distinct()
+    ).order_by(DOCUMENTS.c.label)
+    with engine.connect() as connection:
+        return list(connection.execute(statement).scalars())
+
+
+def least_confident(
+    engine: Engine, after: tuple[float, uuid.UUID] | None, limit: int
+) -> list[Document]:
+    """Unlabelled stored documents by rising confidence (then id), those after `after` only.
+
+    No index serves this order: the upsert of every document would pay for one, while a
+    reviewer asks for a page every few dozen labels (a top-N sort of the unlabelled rows).
+    """
+    confidence, id_ = DOCUMENTS.c.confidence, DOCUMENTS.c.id
+    conditions: list[ColumnElement[bool]] = [
+        DOCUMENTS.c.deleted_at.is_(None),
+        DOCUMENTS.c.label.is_(None),
+        confidence.is_not(None),
+    ]
+    if after is not None:
+        conditions.append(or_(confidence > after[0], and_(confidence == after[0], id_ > after[1])))
+    statement = select(DOCUMENTS).where(*conditions).order_by(confidence, id_).limit(limit)
+    with engine.connect() as connection:
+        return [_as_document(row) for row in connection.execute(statement)]
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """Of a model's newest labelled documents, how many labels equal its category."""
+
+    model_version: str
+    labels: int
+    agreeing: int
+
+
+def label_agreement(engine: Engine, window: int) -> list[Agreement]:
+    """Per model, over its `window` most recently labelled documents (a window function, on
+    the labelled rows' index)."""
+    newest = func.row_number().over(
+        partition_by=DOCUMENTS.c.model_version, order_by=DOCUMENTS.c.labelled_at.desc()
+    )
+    recent = (
+        select(
+            DOCUMENTS.c.model_version,
+            case((DOCUMENTS.c.label == DOCUMENTS.c.category, 1), else_=0).label("agrees"),
+            newest.label("rank"),
+        )
+        .where(DOCUMENTS.c.label.is_not(None), DOCUMENTS.c.model_version.is_not(None))
+        .subquery()
+    )
+    statement = (
+        select(recent.c.model_version, func.count(), func.sum(recent.c.agrees))
+        .where(recent.c.rank <= window)
+        .group_by(recent.c.model_version)
+        .order_by(recent.c.model_version)
+    )
+    with engine.connect() as connection:
+        return [
+            Agreement(str(version), int(labels), int(agreeing or 0))
+            for version, labels, agreeing in connection.execute(statement)
+        ]
 
 
 # --- failures -----------------------------------------------------------------------------------
@@ -346,7 +495,8 @@ def _as_minute(value: datetime | str) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """Stored documents to reclassify: not deleted, not on `model_version` yet, and matching."""
+    """Stored documents to reclassify: not deleted, not labelled, not on `model_version` yet,
+    and matching."""
 
     model_version: str
     category: str | None = None
@@ -355,6 +505,7 @@ class Selection:
     def where(self) -> list[ColumnElement[bool]]:
         conditions = [
             DOCUMENTS.c.deleted_at.is_(None),
+            DOCUMENTS.c.label.is_(None),
             or_(
                 DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version != self.model_version
             ),

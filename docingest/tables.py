@@ -12,10 +12,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     LargeBinary,
     String,
     Table,
     Text,
+    text,
 )
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -26,9 +28,23 @@ class Document(SQLModel, table=True):
 
     A deleted document stays as a tombstone (`deleted_at` set, content emptied) holding the
     version of its deletion, so that an older version still in the queue cannot bring it back.
+
+    A person's label (the true category) sits beside the model's: who set it (the key's name),
+    when, and for which version. A new version keeps it only when its content digest is the
+    same (`store._upsert_statement`); reclassification never touches labelled documents.
     """
 
     __tablename__ = "documents"
+    __table_args__ = (
+        # Labelled rows only: the newest labels (drift), the labelled ones (training), cheaply;
+        # unlabelled rows, nearly all of them, cost the upsert nothing here.
+        Index(
+            "ix_documents_labelled_at",
+            "labelled_at",
+            postgresql_where=text("label IS NOT NULL"),
+            sqlite_where=text("label IS NOT NULL"),
+        ),
+    )
 
     id: uuid.UUID = SQLField(primary_key=True)
     content: str = SQLField(sa_column=Column(Text, nullable=False))
@@ -45,6 +61,14 @@ class Document(SQLModel, table=True):
     deleted_at: datetime | None = SQLField(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # sha256 of `content`, hex: a resend of the same text keeps the label.
+    content_sha256: str | None = SQLField(default=None, sa_column=Column(String(64)))
+    label: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    label_by: str | None = SQLField(default=None, sa_column=Column(String(64)))
+    labelled_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    label_version: int | None = SQLField(default=None, sa_column=Column(BigInteger))
 
 
 class RegisteredModel(SQLModel, table=True):

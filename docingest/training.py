@@ -158,9 +158,27 @@ def train(
 
     `on_step` is told the name of each long step as it starts, for a progress display.
     """
+    build_pipeline(estimator)  # an unknown estimator fails before any work
+    split = split_corpus(texts, labels, test_size=test_size, seed=seed)
+    return train_on_split(
+        split, estimator=estimator, test_size=test_size, seed=seed, source=source, on_step=on_step
+    )
+
+
+def train_on_split(
+    split: Split,
+    *,
+    estimator: str = DEFAULT_ESTIMATOR,
+    test_size: float = DEFAULT_TEST_SIZE,
+    seed: int = 42,
+    source: str = "custom",
+    on_step: Step | None = None,
+) -> TrainedModel:
+    """`train` on a split made by the caller (`learning.py` joins the splits of several
+    sources); `test_size` and `seed` are the ones it was made with, for the card."""
     step = on_step or (lambda name: None)
     pipeline = build_pipeline(estimator, seed=seed)
-    split = split_corpus(texts, labels, test_size=test_size, seed=seed)
+    labels = [*split.train_labels, *split.test_labels]
     step("fitting")
     start = time.perf_counter()
     pipeline.fit(split.train_texts, split.train_labels)

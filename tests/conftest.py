@@ -28,6 +28,7 @@ from docingest.settings import Settings
 from tests import rabbitmq
 from tests.faults import Processes
 from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
+from tests.pages import chromium
 from tests.rabbitmq import EmbeddedRabbitMQ
 
 
@@ -204,3 +205,10 @@ def amqp_url(rabbitmq_server: EmbeddedRabbitMQ) -> str:
     """A virtual host of this test alone: its queues are declared afresh, with the test's own
     MAX_QUEUED_BYTES, whatever earlier tests (or a node restart) left in other hosts."""
     return rabbitmq_server.new_vhost()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Debian's chromium, headless, for the pages' tests; they skip without it."""
+    with chromium() as browser:
+        yield browser

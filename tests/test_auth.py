@@ -30,15 +30,19 @@ from docingest.keys import ApiKey, Keyring, Scope, digest, generate_key, load_ke
 from docingest.settings import PublicEndpoint, Settings, mask_password
 from tests.helpers import make_settings, migrated_sqlite
 
-# (method, path) -> the scope it needs, or the PUBLIC_ENDPOINTS name that opens it (open by
-# default when that name is in the default PUBLIC_ENDPOINTS).
-EXPECTED: dict[tuple[str, str], Scope | PublicEndpoint] = {
+# (method, path) -> the scope it needs (a tuple: any one of them), or the PUBLIC_ENDPOINTS name
+# that opens it (open by default when that name is in the default PUBLIC_ENDPOINTS).
+EXPECTED: dict[tuple[str, str], Scope | tuple[Scope, ...] | PublicEndpoint] = {
     ("POST", "/documents"): Scope.INGEST,
     ("POST", "/documents/bulk"): Scope.INGEST,
-    ("GET", "/documents"): Scope.READ,
-    ("GET", "/documents/{document_id}"): Scope.READ,
+    # A reviewer (`label`) reads what it reviews.
+    ("GET", "/documents"): (Scope.READ, Scope.LABEL),
+    ("GET", "/documents/{document_id}"): (Scope.READ, Scope.LABEL),
     ("GET", "/documents/{document_id}/status"): Scope.READ,
     ("DELETE", "/documents/{document_id}"): Scope.ADMIN,
+    ("PUT", "/documents/{document_id}/label"): Scope.LABEL,
+    ("DELETE", "/documents/{document_id}/label"): Scope.LABEL,
+    ("GET", "/review/queue"): Scope.LABEL,
     ("GET", "/failures"): Scope.READ,
     ("GET", "/failures/dead-letters"): Scope.READ,
     ("POST", "/failures/replay"): Scope.ADMIN,
@@ -54,24 +58,28 @@ EXPECTED: dict[tuple[str, str], Scope | PublicEndpoint] = {
     # H3's: an HTML page and its static files, no data (its JS sends the key).
     ("GET", "/dashboard"): "dashboard",
     ("GET", "/dashboard/{name}"): "dashboard",
+    ("GET", "/review"): "dashboard",
+    ("GET", "/review/{name}"): "dashboard",
     ("GET", "/openapi.json"): "docs",
     ("GET", "/docs"): "docs",
     ("GET", "/docs/oauth2-redirect"): "docs",
     ("GET", "/redoc"): "docs",
 }
-# A key lacking the needed scope: any scope but that one (and but admin, which implies all).
-WITHOUT = {Scope.INGEST: "reader", Scope.READ: "ingester", Scope.ADMIN: "writer"}
 # The endpoints that answer without a key unless PUBLIC_ENDPOINTS says otherwise.
 PUBLIC_BY_DEFAULT = Settings(_env_file=None).public_endpoints
 PATH_VALUES = {"document_id": str(uuid.uuid4()), "version": "no-such-version", "name": "app.js"}
 
-SECRETS = {name: generate_key() for name in ("ingester", "reader", "admin", "writer")}
+# What a public endpoint needs once closed (left out of PUBLIC_ENDPOINTS): `read`, and for the
+# review page a reviewer's `label` too.
+CLOSED_NEEDS = {path: {Scope.READ, Scope.LABEL} for path in ("/review", "/review/{name}")}
 SCOPES = {
     "ingester": {Scope.INGEST},
     "reader": {Scope.READ},
+    "labeller": {Scope.LABEL},
     "admin": {Scope.ADMIN},
     "writer": {Scope.INGEST, Scope.READ},
 }
+SECRETS = {name: generate_key() for name in SCOPES}
 API_KEYS = ",".join(
     ApiKey(name, frozenset(SCOPES[name]), digest(secret)).env_entry()
     for name, secret in SECRETS.items()
@@ -178,21 +186,22 @@ def test_route_needs_its_scope(
     """{no key, unknown key, key without the scope, key with it} -> 401, 401, 403, allowed."""
     expected = EXPECTED.get((method, path))
     assert expected is not None, f"{method} {path} has no entry in EXPECTED"
-    if isinstance(expected, Scope):
-        scope, client = expected, keyed
+    if isinstance(expected, tuple):
+        needed, client = set(expected), keyed
+    elif isinstance(expected, Scope):
+        needed, client = {expected}, keyed
     else:
-        # Open by default, or closed (then it needs `read`) when the operator says so.
-        scope, client = Scope.READ, closed
+        # Open by default, or closed (then it needs a key) when the operator says so.
+        needed, client = CLOSED_NEEDS.get(path, {Scope.READ}), closed
         public_status = call(keyed, method, path, {})
         opened = expected in PUBLIC_BY_DEFAULT
         assert (public_status not in (401, 403)) == opened, (method, path, public_status)
     assert call(client, method, path, {}) == 401
     assert call(client, method, path, {"Authorization": f"Bearer {generate_key()}"}) == 401
     assert call(client, method, path, {"Authorization": f"Basic {SECRETS['admin']}"}) == 401
-    assert call(client, method, path, bearer(WITHOUT[scope])) == 403
-    holders = [name for name, scopes in SCOPES.items() if scope in scopes or Scope.ADMIN in scopes]
-    for name in holders:
-        assert call(client, method, path, bearer(name)) not in (401, 403), name
+    for name, scopes in SCOPES.items():
+        allowed = bool(scopes & (needed | {Scope.ADMIN}))
+        assert (call(client, method, path, bearer(name)) not in (401, 403)) == allowed, name
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)

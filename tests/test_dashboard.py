@@ -7,13 +7,11 @@ as test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-import pytest
 
 from docingest.classifier import Classifier, Prediction
 from docingest.connections import connected
@@ -22,17 +20,10 @@ from docingest.keys import digest, generate_key
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest
-from tests.faults import Api, Processes, new_documents, service_env
+from tests.faults import Processes, new_documents
+from tests.pages import ARTIFACTS, start_service
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="needs Debian's chromium: `make browser` (apt-get install -y chromium, as root)",
-)
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 
 class HostileClassifier(Classifier):
@@ -42,39 +33,6 @@ class HostileClassifier(Classifier):
         if any(XSS in text for text in texts):
             raise ValueError(XSS)
         return super().predict(texts)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def start_service(
-    procs: Processes,
-    sqlite_url: str,
-    redis_url: str,
-    model_path: Path,
-    tmp_path: Path,
-    *,
-    worker: bool = True,
-    **env: str,
-) -> Api:
-    procs.env = service_env(
-        database_url=sqlite_url,
-        broker_url=redis_url,
-        model_path=model_path,
-        data_dir=tmp_path,
-        METRICS_FLUSH_SECONDS="0.2",
-        **env,
-    )
-    if worker:  # first: it loads its model while the API starts
-        procs.worker(processes=1, threads=1)
-    return procs.api()
 
 
 def figure(page: object, element: str) -> int:
@@ -135,6 +93,8 @@ def test_the_dashboard_shows_documents_flowing_and_runs_no_posted_script(
     assert page.locator("#failures img, #failures script").count() == 0
     assert page.locator("#categories tr").count() >= 2
     assert page.text_content("#queues").startswith("documents")
+    classified = page.locator("#drift tr").first.locator("td").nth(1)  # by the one model
+    wait_until(lambda: classified.text_content() == "21", 30, "21 classified in #drift")
     assert page.evaluate("typeof window.__xss") == "undefined"
     assert not [text for text in console if "Content Security Policy" in text], console
 

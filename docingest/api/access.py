@@ -34,10 +34,12 @@ class Access:
         return key
 
     @staticmethod
-    def check_scope(key: ApiKey, scope: Scope) -> None:
-        if not key.allows(scope):
+    def check_scope(key: ApiKey, *scopes: Scope) -> None:
+        """403 unless the key has one of `scopes`."""
+        if not any(key.allows(scope) for scope in scopes):
+            needed = " or ".join(f"'{scope}'" for scope in scopes)
             raise HTTPException(
-                status.HTTP_403_FORBIDDEN, detail=f"This API key lacks the '{scope}' scope"
+                status.HTTP_403_FORBIDDEN, detail=f"This API key lacks the {needed} scope"
             )
 
     def throttle(self, key: ApiKey) -> None:

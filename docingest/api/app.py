@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from docingest.api import dashboard, documents, failures, health, registry, stats
+from docingest.api import dashboard, documents, failures, health, labels, registry, review, stats
 from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
@@ -24,12 +24,14 @@ from docingest.settings import Settings, get_settings
 
 ROUTERS = (
     documents.router,
+    labels.router,
     failures.router,
     registry.router,
     health.router,
     metrics_api.router,
     stats.router,
     dashboard.router,
+    review.router,
 )
 
 

@@ -1,10 +1,11 @@
 """Who may call what: API keys with scopes, per-key rate limits, CORS. See docs/security.md.
 
-Routes declare what they need: `dependencies=[require_scope(Scope.READ)]`. `Scope.ADMIN`
-implies `READ` and `INGEST`. Missing or unknown key: 401 with `WWW-Authenticate: Bearer`;
-a key without the scope: 403; over its rate limit: 429 with `Retry-After`. With no key
-configured the service is open, for this machine only: `create_app` refuses a non-loopback
-HOST, and `Gate` refuses requests from other origins, hosts and interfaces.
+Routes declare what they need: `dependencies=[require_scope(Scope.READ)]`, or one of several
+scopes (`require_scope(Scope.READ, Scope.LABEL)`). `Scope.ADMIN` implies the others. Missing or
+unknown key: 401 with `WWW-Authenticate: Bearer`; a key without the scope: 403; over its rate
+limit: 429 with `Retry-After`. With no key configured the service is open, for this machine
+only: `create_app` refuses a non-loopback HOST, and `Gate` refuses requests from other origins,
+hosts and interfaces.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ SECURITY_SCHEME = "apiKey"
 
 @dataclass(frozen=True)
 class Requirement:
-    """A route's need, as a dependency; the OpenAPI document is derived from it."""
+    """A route's need (one of `scopes`), as a dependency; the OpenAPI document is derived from
+    it."""
 
-    scope: Scope
+    scopes: tuple[Scope, ...]
     public_if: PublicEndpoint | None = None
 
     async def __call__(self, request: Request, access: AccessDep) -> None:
@@ -49,20 +51,21 @@ class Requirement:
         key: ApiKey | None = request.scope.get(_AUTHENTICATED)
         if key is None:
             key = access.authenticate(request.headers.get("authorization"))
-        access.check_scope(key, self.scope)
+        access.check_scope(key, *self.scopes)
         # For logs and metrics labels: the key's name, never the key.
         request.state.api_key_name = key.name
         structlog.contextvars.bind_contextvars(api_key=key.name)
         access.throttle(key)
 
 
-def require_scope(scope: Scope, *, public_if: PublicEndpoint | None = None) -> params.Depends:
-    """The dependency guarding a route: `dependencies=[require_scope(Scope.READ)]`.
+def require_scope(*scopes: Scope, public_if: PublicEndpoint | None = None) -> params.Depends:
+    """The dependency guarding a route: `dependencies=[require_scope(Scope.READ)]`; a key with
+    any one of `scopes` may call it.
 
     `public_if` names the endpoint in PUBLIC_ENDPOINTS that lets anyone in without a key
     (health, ready, metrics, docs, dashboard).
     """
-    return params.Depends(Requirement(scope, public_if))
+    return params.Depends(Requirement(scopes, public_if))
 
 
 class OpenExposureError(RuntimeError):
@@ -99,7 +102,7 @@ def install_security(app: FastAPI, settings: Settings, *, ndjson_paths: frozense
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     _describe_security(app, access)
@@ -257,7 +260,7 @@ def _describe_security(app: FastAPI, access: Access) -> None:
             operation["security"] = [{SECURITY_SCHEME: []}]
             operation["description"] = (
                 operation.get("description", "")
-                + f"\n\nNeeds an API key with scope `{requirement.scope}`."
+                + f"\n\nNeeds an API key with scope {_either(requirement.scopes)}."
             ).strip()
             for code, description in _AUTH_RESPONSES.items():
                 operation["responses"].setdefault(code, _error_response(description))
@@ -276,6 +279,10 @@ def _operations(
             operation = item.get(method.lower())
             if requirement is not None and operation is not None:
                 yield operation, requirement
+
+
+def _either(scopes: tuple[Scope, ...]) -> str:
+    return " or ".join(f"`{scope}`" for scope in scopes)
 
 
 def _error_response(description: str) -> dict[str, Any]:

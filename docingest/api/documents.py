@@ -37,7 +37,7 @@ from docingest.schemas import (
 from docingest.store import get_document
 
 router = APIRouter(prefix="/documents", tags=["documents"])
-CAN_INGEST = Requirement(Scope.INGEST)
+CAN_INGEST = Requirement((Scope.INGEST,))
 # Routes whose body may be NDJSON; any other body must be JSON (auth.Gate answers 415).
 NDJSON_PATHS = frozenset({f"{router.prefix}/bulk"})
 
@@ -135,14 +135,15 @@ def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
 @router.get(
     "",
     responses={code: ERROR_RESPONSES[code] for code in (422, 503)},
-    dependencies=[require_scope(Scope.READ)],
+    dependencies=[require_scope(Scope.READ, Scope.LABEL)],
 )
 def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep) -> DocumentPage:
     """Stored documents matching the filters, in id order; follow `next_cursor` for more.
 
     A document that exists during the whole walk is listed exactly once, with its state when
     its page was read; one that arrives meanwhile is listed if its id sorts after the cursor.
-    `status=deleted` lists tombstones (documents deleted, with `deleted_at`).
+    `status=deleted` lists tombstones (documents deleted, with `deleted_at`). `labelled`,
+    `max_confidence` and `disagreement` (label ≠ category) select by people's labels.
     """
     try:
         page, next_cursor = list_documents(engine, query)
@@ -156,7 +157,7 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep
 @router.get(
     "/{document_id}",
     responses={404: ERROR_RESPONSES[404]},
-    dependencies=[require_scope(Scope.READ)],
+    dependencies=[require_scope(Scope.READ, Scope.LABEL)],
 )
 def read_document(document_id: uuid.UUID, engine: EngineDep) -> DocumentOut:
     """A stored, classified document; `404` until the worker has stored it, or once deleted."""

@@ -14,10 +14,17 @@ router = APIRouter(tags=["operations"])
 
 
 def scrape_registry(connections: Connections) -> CollectorRegistry:
-    """What is read at each scrape: worker totals, queue depths, pending documents."""
+    """What is read at each scrape: worker totals, queue depths, pending documents, labels'
+    agreement."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        DeploymentCollector(connections.queue, connections.ledger, connections.metrics)
+        DeploymentCollector(
+            connections.queue,
+            connections.ledger,
+            connections.metrics,
+            connections.engine,
+            connections.settings.agreement_window,
+        )
     )
     return registry
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from docingest.apiclient import api_key_from_env, auth_headers, quiet_http_logs
 from docingest.cli.app import app, console
-from docingest.stats import Stats
+from docingest.stats import Drift, Stats
 
 
 @app.command()
@@ -80,8 +80,34 @@ def render(figures: Stats, out: Console) -> None:
     throughput = Table("minute (UTC)", "documents stored", title="Throughput")
     for entry in figures.throughput_per_minute:
         throughput.add_row(f"{entry.minute:%H:%M}", f"{entry.documents:,}")
-    for table in (categories, queues, throughput):
+    for table in (categories, queues, throughput, _drift(figures.drift)):
         out.print(table)
+
+
+def _drift(drift: Drift) -> Table:
+    table = Table(
+        "model",
+        "classified",
+        "mean confidence",
+        f"< {drift.low_confidence_threshold:g}",
+        "labels",
+        "agreeing",
+        title=f"Drift (labels: each model's newest {drift.agreement_window})",
+    )
+    for model in drift.models:
+        table.add_row(
+            model.model_version,
+            f"{model.documents:,}",
+            _share(model.mean_confidence),
+            _share(model.low_confidence_share),
+            f"{model.labels:,}",
+            _share(model.agreement),
+        )
+    return table
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _seconds(value: float | None, *, bound: bool = False) -> str:

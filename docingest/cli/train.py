@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import OperationalError
 
@@ -17,12 +18,18 @@ from docingest.settings import get_settings
 from docingest.textfiles import RULE
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from docingest.classifier import Classifier
+    from docingest.learning import Part
     from docingest.training import Step, TrainedModel
 
 DATA_HELP = (
     "bbc (built-in), 20newsgroups (downloaded once), a folder with one sub-folder of .txt files "
-    "per category, or a .csv/.jsonl file with content and category"
+    "per category, a .csv/.jsonl file with content and category, or db: the documents people "
+    "labelled"
 )
+DB = "db"
 # The command's help, built here because it quotes the decoding rule `send` states too.
 _HELP = f"""Train a classifier, evaluate it on held-out data and register it in the database.
 
@@ -33,6 +40,10 @@ Your own files (a folder, .csv or .jsonl): {RULE}
 @app.command(help=_HELP)
 def train(
     data: Annotated[str, typer.Argument(help=DATA_HELP)] = "bbc",
+    mix: Annotated[
+        str | None,
+        typer.Option("--with", help="with db: a data set to mix in (same choices as DATA)"),
+    ] = None,
     estimator: Annotated[
         str, typer.Option(help="nb (the article's MultinomialNB), logreg or sgd")
     ] = "logreg",
@@ -53,35 +64,76 @@ def train(
             help="make it the model workers use (default: only when no model is active yet)",
         ),
     ] = None,
+    activate_if_better: Annotated[
+        bool,
+        typer.Option(
+            "--activate-if-better",
+            help="activate it only if its macro-F1 is not lower than the active model's on any "
+            "held-out part (the labels, the data set mixed in)",
+        ),
+    ] = False,
 ) -> None:
-    from docingest import training
-    from docingest.datasets import load_dataset
+    from docingest import learning, registry
+    from docingest.classifier import Classifier
+    from docingest.db import migrate
 
-    with _progress() as step:
-        step(f"loading {data}")
-        try:
-            dataset = load_dataset(data)
-            step(f"splitting {len(dataset.texts):,} documents")
-            model = training.train(
-                dataset.texts,
-                dataset.labels,
-                estimator=estimator,
-                test_size=test_size,
-                seed=seed,
-                source=dataset.name,
-                on_step=step,
+    if mix is not None and data != DB:
+        _refuse("--with mixes a data set into db (the labelled documents)")
+    if activate_if_better and activate is not None:
+        _refuse("--activate-if-better decides activation: leave out --activate/--no-activate")
+    try:
+        migrate(get_settings().database_url)
+        with database() as engine, _progress() as step:
+            step(f"loading {data}" + (f" with {mix}" if mix else ""))
+            parts = _parts(engine, data, mix, test_size=test_size, seed=seed)
+            model = learning.train_parts(
+                parts, estimator=estimator, test_size=test_size, seed=seed, on_step=step
             )
-        except ValueError as error:  # DatasetError, an unknown estimator, an impossible split
-            console.print(f"[red]{error}[/]")
-            raise typer.Exit(2) from error
-        step("registering")
-        try:
-            registered_active = _register(model, activate)
-        except OperationalError as error:  # the model is trained: say where it could not go
-            console.print(f"[red]cannot register the model: database unreachable ({error.orig})[/]")
-            raise typer.Exit(1) from error
-        written = _write_files(model, output, card_dir)
+            step("comparing with the active model")
+            new = Classifier(model.pipeline, model.metadata)
+            comparison = learning.compare(new, _active(engine), parts)
+            model.metadata["comparison"] = comparison
+            step("registering")
+            if activate_if_better:
+                activate = comparison["better"]
+            registered_active = _register(engine, model, activate)
+            written = _write_files(model, output, card_dir)
+    except ValueError as error:  # DatasetError, an unknown estimator, an impossible split
+        _refuse(str(error))
+    except OperationalError as error:
+        console.print(f"[red]database unreachable ({error.orig})[/]")
+        raise typer.Exit(1) from error
+    except registry.RegistryError as error:  # the active model cannot be loaded to compare
+        console.print(f"[red]{escape(str(error))}[/]")
+        raise typer.Exit(1) from error
     _report(model, registered_active, written)
+
+
+def _refuse(message: str) -> NoReturn:
+    console.print(f"[red]{escape(message)}[/]")
+    raise typer.Exit(2)
+
+
+def _parts(
+    engine: Engine, data: str, mix: str | None, *, test_size: float, seed: int
+) -> list[Part]:
+    """What to train on, each source split on its own (`docingest.learning`)."""
+    from docingest.datasets import load_dataset
+    from docingest.learning import dataset_part, labelled_part
+
+    if data != DB:
+        return [dataset_part(load_dataset(data), test_size=test_size, seed=seed)]
+    parts = [labelled_part(engine, test_size=test_size, seed=seed)]
+    if mix is not None:
+        parts.append(dataset_part(load_dataset(mix), test_size=test_size, seed=seed))
+    return parts
+
+
+def _active(engine: Engine) -> Classifier | None:
+    from docingest import registry
+
+    version = registry.active_version(engine)
+    return registry.load(engine, version) if version is not None else None
 
 
 @contextmanager
@@ -101,16 +153,13 @@ def _progress() -> Iterator[Step]:
             progress.update(tasks[-1], total=1, completed=1)
 
 
-def _register(model: TrainedModel, activate: bool | None) -> bool:
+def _register(engine: Engine, model: TrainedModel, activate: bool | None) -> bool:
     """Store the model as a new version; returns whether it is now the active one."""
     from docingest import registry
-    from docingest.db import migrate
 
-    migrate(get_settings().database_url)
-    with database() as engine:
-        if activate is None:
-            activate = registry.active_version(engine) is None
-        registry.register(engine, model, activate=activate)
+    if activate is None:
+        activate = registry.active_version(engine) is None
+    registry.register(engine, model, activate=activate)
     return activate
 
 
@@ -133,6 +182,8 @@ def _write_files(model: TrainedModel, output: Path | None, card_dir: Path | None
 
 
 def _report(model: TrainedModel, active: bool, written: list[Path]) -> None:
+    from docingest.card import comparison_table
+
     card = model.metadata
     metrics, speed = card["metrics"], card["speed"]
     state = "registered and [bold green]active[/]" if active else "registered (not active)"
@@ -141,5 +192,6 @@ def _report(model: TrainedModel, active: bool, written: list[Path]) -> None:
         f"macro-F1 {metrics['macro_f1']:.4f}, {speed['batched_docs_per_second']:,.0f} docs/s "
         f"batched ({card['test_size']} held-out documents)"
     )
+    console.print(comparison_table(card))
     for path in written:
         console.print(f"wrote {path}")

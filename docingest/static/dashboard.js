@@ -152,6 +152,29 @@ function showStats(stats) {
       return [cell(category), cell(formatNumber(count), "number"), bar];
     }),
   );
+  showDrift(stats.drift);
+}
+
+function formatShare(value) {
+  return value === null || value === undefined ? "–" : `${(100 * value).toFixed(1)}%`;
+}
+
+// Per model: how sure it was of what arrived, and how often people's labels agreed with it.
+function showDrift(drift) {
+  byId("drift-note").textContent =
+    `under threshold: confidence below ${drift.low_confidence_threshold}; ` +
+    `labels: each model's newest ${drift.agreement_window} at most`;
+  fillRows(
+    byId("drift"),
+    drift.models.map((model) => [
+      cell(model.model_version),
+      cell(formatNumber(model.documents), "number"),
+      cell(formatShare(model.mean_confidence), "number"),
+      cell(formatShare(model.low_confidence_share), "number"),
+      cell(formatNumber(model.labels), "number"),
+      cell(formatShare(model.agreement), "number"),
+    ]),
+  );
 }
 
 function showFailures(failures) {

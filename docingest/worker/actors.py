@@ -43,6 +43,7 @@ def ingest_batch(documents: list[dict[str, Any]], messages: int) -> None:
         engine=current.connections.engine,
         classifier=current.models.active(),
         ledger=current.connections.ledger,
+        low_confidence_threshold=get_settings().low_confidence_threshold,
     )
     seconds = round(time.perf_counter() - started, 4)
     logger.info("batch processed", documents=len(documents), messages=messages, seconds=seconds)

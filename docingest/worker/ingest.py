@@ -17,7 +17,8 @@ from docingest.classifier import Classifier, Prediction
 from docingest.ledger import Ledger
 from docingest.metrics import worker_metrics
 from docingest.schemas import QueuedDocument, utcnow
-from docingest.store import current_contents, store_batch, update_classifications
+from docingest.settings import Settings
+from docingest.store import content_digest, current_contents, store_batch, update_classifications
 
 logger = structlog.get_logger(__name__)
 
@@ -27,6 +28,8 @@ ROW_ERRORS = (DataError, IntegrityError)
 T = TypeVar("T")
 R = TypeVar("R")
 
+_DEFAULT_THRESHOLD: float = Settings.model_fields["low_confidence_threshold"].default
+
 
 def ingest(
     documents: Sequence[dict[str, Any]],
@@ -34,12 +37,14 @@ def ingest(
     engine: Engine,
     classifier: Classifier,
     ledger: Ledger,
+    low_confidence_threshold: float = _DEFAULT_THRESHOLD,
 ) -> None:
     """Classify a batch with one model call, store it with one transaction, then settle it.
 
     A document the classifier raises on, or whose row the database refuses, is recorded as
     failed; the rest of its batch is stored. Other database errors propagate, so Dramatiq
-    retries the whole message with backoff.
+    retries the whole message with backoff. The confidences of the stored documents feed the
+    drift metrics (`LOW_CONFIDENCE_THRESHOLD`).
     """
     queued = [QueuedDocument.model_validate(document) for document in documents]
     started = time.perf_counter()
@@ -63,6 +68,12 @@ def ingest(
         failed=len(failed),
         classification_seconds=classified - started,
         database_seconds=store_seconds,
+    )
+    refused_ids = {row["id"] for row, _ in refused}
+    worker_metrics.record_confidences(
+        classifier.version,
+        [row["confidence"] for row in stored if row["id"] not in refused_ids],
+        threshold=low_confidence_threshold,
     )
     if failed:
         failed_ids = [str(row["id"]) for row in failed]
@@ -168,6 +179,7 @@ def _document_row(
     return _classification(prediction, model_version, now) | {
         "id": document.id,
         "content": document.content,
+        "content_sha256": content_digest(document.content),
         "version": document.version,
         "created_at": document.accepted_at,
     }

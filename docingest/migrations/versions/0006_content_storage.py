@@ -6,8 +6,8 @@ row, 30,000 rows upserted in batches of 500), and saves a fifth of the table's s
 MB). Documents are written once and read rarely: CPU is the scarcer resource. Applies to rows
 written from now on; SQLite has no such setting.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

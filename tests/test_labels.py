@@ -1,0 +1,281 @@
+"""People's labels on SQLite and PostgreSQL: the API, what a new version or a reclassification
+does to them, the filters, the review queue, and the drift figures."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from docingest import registry
+from docingest.api import create_app
+from docingest.classifier import Classifier
+from docingest.connections import Connections
+from docingest.keys import ApiKey, Scope, digest, generate_key
+from docingest.metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
+from docingest.settings import Settings
+from docingest.store import Selection, count_selected, label_agreement
+from docingest.worker.ingest import reclassify
+from tests.cooking import cooking_texts
+from tests.helpers import UNAMBIGUOUS, drain
+
+
+def post(client: TestClient, documents: list[dict[str, str]]) -> list[str]:
+    response = client.post("/documents/bulk", json=documents)
+    assert response.status_code == 202, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+def stored(
+    client: TestClient, connections: Connections, classifier: Classifier, texts: list[str]
+) -> list[str]:
+    """The texts posted and stored by a worker's job done here; their ids."""
+    ids = post(client, [{"content": text} for text in texts])
+    drain(connections, classifier)
+    return ids
+
+
+def label(client: TestClient, document_id: str, category: str, **body: Any) -> Any:
+    return client.put(f"/documents/{document_id}/label", json={"category": category, **body})
+
+
+def read(client: TestClient, document_id: str) -> dict[str, Any]:
+    response = client.get(f"/documents/{document_id}")
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def listed(client: TestClient, **params: Any) -> set[str]:
+    response = client.get("/documents", params=params)
+    assert response.status_code == 200, response.text
+    return {item["id"] for item in response.json()["items"]}
+
+
+def test_a_label_is_stored_with_who_when_and_which_version(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    before = read(client, document_id)
+    assert before["label"] is None
+
+    response = label(client, document_id, " baking ", version=before["version"])
+    assert response.status_code == 200, response.text
+    answered = response.json()
+    assert answered["label"]["category"] == "baking"  # any name, surrounding blanks dropped
+    assert answered["label"]["by"] == "(open mode)"
+    assert answered["label"]["version"] == before["version"]
+    assert answered["category"] == "tech"  # the model's stays beside it
+    assert read(client, document_id) == answered
+
+    assert label(client, document_id, "tech").json()["label"]["category"] == "tech"
+    assert client.delete(f"/documents/{document_id}/label").status_code == 204
+    assert read(client, document_id)["label"] is None
+    assert client.delete(f"/documents/{document_id}/label").status_code == 204
+
+
+def test_a_label_for_another_version_is_refused_with_409(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    post(client, [{"id": document_id, "content": UNAMBIGUOUS["sports"]}])
+    drain(connections, classifier)
+    stored_version = read(client, document_id)["version"]
+
+    older = label(client, document_id, "tech", version=stored_version - 1)
+    assert older.status_code == 409
+    assert "older than the version stored" in older.json()["detail"]
+    assert label(client, document_id, "tech", version=stored_version + 1).status_code == 409
+    assert read(client, document_id)["label"] is None
+    assert label(client, document_id, "sports", version=stored_version).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"category": ""}, {"category": "  "}, {"category": "a\nb"}, {"category": "x" * 201},
+     {"category": "tech", "version": 0}, {"category": "tech", "colour": "blue"}],
+)  # fmt: skip
+def test_a_bad_label_is_422(client: TestClient, body: dict[str, Any]) -> None:
+    response = client.put(f"/documents/{uuid.uuid4()}/label", json=body)
+    assert response.status_code == 422, response.text
+
+
+def test_labelling_a_document_not_stored_is_404(client: TestClient) -> None:
+    assert label(client, str(uuid.uuid4()), "tech").status_code == 404
+    assert client.delete(f"/documents/{uuid.uuid4()}/label").status_code == 404
+
+
+def test_a_new_version_keeps_the_label_only_if_its_text_is_the_same(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    same, changed, deleted = stored(
+        client, connections, classifier, [UNAMBIGUOUS["tech"], UNAMBIGUOUS["sports"], "gone"]
+    )
+    for document_id in (same, changed, deleted):
+        assert label(client, document_id, "mine").status_code == 200
+    post(
+        client,
+        [
+            {"id": same, "content": UNAMBIGUOUS["tech"]},
+            {"id": changed, "content": UNAMBIGUOUS["politics"]},
+        ],
+    )
+    drain(connections, classifier)  # one batch, one statement: both decisions in it
+
+    kept = read(client, same)
+    assert kept["version"] > kept["label"]["version"]
+    assert kept["label"]["category"] == "mine"
+    assert read(client, changed)["label"] is None
+
+    assert client.delete(f"/documents/{deleted}").status_code == 204
+    post(client, [{"id": deleted, "content": "gone"}])  # revived with the same text
+    drain(connections, classifier)
+    assert read(client, deleted)["label"] is None
+
+
+def test_filters_by_label_confidence_and_disagreement(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    texts = [*UNAMBIGUOUS.values(), *cooking_texts(3)]
+    ids = stored(client, connections, classifier, texts)
+    news, cooking = ids[:5], ids[5:]
+    assert label(client, news[0], "business").status_code == 200  # agrees
+    for document_id in cooking:
+        assert label(client, document_id, "cooking").status_code == 200  # disagree
+
+    assert listed(client, labelled=True) == {news[0], *cooking}
+    assert listed(client, labelled=False) == set(news[1:])
+    assert listed(client, disagreement=True) == set(cooking)
+    assert listed(client, disagreement=False) == {news[0]}
+    confidences = {i: read(client, i)["confidence"] for i in ids}
+    cut = sorted(confidences.values())[3]
+    assert listed(client, max_confidence=cut) == {i for i, c in confidences.items() if c <= cut}
+    assert listed(client, labelled=False, max_confidence=cut) == {
+        i for i in news[1:] if confidences[i] <= cut
+    }
+    assert client.get("/documents", params={"max_confidence": 1.5}).status_code == 422
+
+
+def test_reclassification_leaves_labelled_documents_alone(
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    engine: Engine,
+    nb_model_path: Path,
+) -> None:
+    ids = stored(client, connections, classifier, list(UNAMBIGUOUS.values()))
+    assert label(client, ids[0], "business").status_code == 200
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    assert count_selected(engine, Selection(nb)) == 4
+
+    updated = reclassify(ids, engine=engine, classifier=Classifier.load(nb_model_path))
+    assert updated == 4
+    assert read(client, ids[0])["model_version"] == classifier.version
+    assert {read(client, i)["model_version"] for i in ids[1:]} == {nb}
+
+
+def test_the_review_queue_is_least_confident_first_and_walks_past_skipped(
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    engine: Engine,
+    model_path: Path,
+) -> None:
+    registry.add(engine, model_path.read_bytes(), activate=True)
+    ids = stored(client, connections, classifier, [*UNAMBIGUOUS.values(), *cooking_texts(4)])
+    assert label(client, ids[0], "business").status_code == 200
+    assert label(client, ids[1], "cinema").status_code == 200
+
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        response = client.get("/review/queue", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [item["id"] for item in seen if item["id"] in ids[:2]] == []
+    assert len(seen) == len(ids) - 2
+    confidences = [item["confidence"] for item in seen]
+    assert confidences == sorted(confidences)
+    assert page["categories"] == sorted({*UNAMBIGUOUS, "cinema"})
+    assert client.get("/review/queue", params={"cursor": "nope!"}).status_code == 422
+
+
+def test_agreement_is_measured_per_model_over_its_newest_labels(
+    client: TestClient, connections: Connections, classifier: Classifier, engine: Engine
+) -> None:
+    ids = stored(client, connections, classifier, list(UNAMBIGUOUS.values()))
+    for document_id, category in zip(ids, UNAMBIGUOUS, strict=True):
+        assert label(client, document_id, category).status_code == 200  # all agree
+    assert label(client, ids[0], "cooking").status_code == 200  # the newest disagrees
+
+    [whole] = label_agreement(engine, window=100)
+    assert (whole.model_version, whole.labels, whole.agreeing) == (classifier.version, 5, 4)
+    [newest] = label_agreement(engine, window=1)
+    assert (newest.labels, newest.agreeing) == (1, 0)
+
+    drift = client.get("/stats").json()["drift"]
+    assert drift["agreement_window"] == 100
+    [figures] = drift["models"]
+    assert (figures["labels"], figures["agreement"]) == (5, 0.8)
+    metrics = client.get("/metrics").text
+    assert f'docingest_label_agreement_ratio{{model_version="{classifier.version}"}} 0.8' in metrics
+
+
+def test_confidences_are_a_histogram_per_model_and_a_share_under_the_threshold(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    recorded = WorkerMetrics()
+    recorded.record_confidences("m1", [0.3, 0.45, 0.9, 1.0], threshold=0.5)
+    recorded.record_confidences("m2", [0.99], threshold=0.5)
+    recorded.flush(connections.metrics)
+
+    stats = client.get("/stats").json()["drift"]
+    assert stats["low_confidence_threshold"] == 0.5
+    by_model = {figures["model_version"]: figures for figures in stats["models"]}
+    assert by_model["m1"]["documents"] == 4
+    assert by_model["m1"]["low_confidence_share"] == 0.5
+    assert by_model["m1"]["mean_confidence"] == pytest.approx(2.65 / 4)
+    assert by_model["m2"]["low_confidence_share"] == 0
+    metrics = client.get("/metrics").text
+    assert f'{CONFIDENCE.name}_bucket{{le="0.5",model_version="m1"}} 2.0' in metrics
+    assert f'{CONFIDENCE.name}_count{{model_version="m2"}} 1.0' in metrics
+    assert f'{LOW_CONFIDENCE.name}_total{{model_version="m1"}} 2.0' in metrics
+
+
+def test_the_label_scope_labels_under_its_key_name_and_reads_what_it_reviews(
+    settings: Settings, connections: Connections, classifier: Classifier
+) -> None:
+    """tests/test_auth.py checks every route's scopes; here: the labeller's name is recorded."""
+    secret = generate_key()
+    key = ApiKey("reviewer-7", frozenset({Scope.LABEL}), digest(secret))
+    keyed = settings.model_copy(update={"api_keys": key.env_entry()})
+    headers = {"Authorization": f"Bearer {secret}"}
+    with TestClient(create_app(keyed), headers=headers) as client:
+        assert client.post("/documents", json={"content": "x"}).status_code == 403
+        [document_id] = post_as_ingester(connections, classifier)
+        assert client.get("/review/queue").json()["items"][0]["id"] == document_id
+        labelled = label(client, document_id, "tech").json()
+        assert labelled["label"]["by"] == "reviewer-7"
+        assert listed(client, labelled=True) == {document_id}
+        assert client.get("/stats").status_code == 403
+
+
+def post_as_ingester(connections: Connections, classifier: Classifier) -> list[str]:
+    """A document stored by a worker's job done here, sent past the API."""
+    from docingest.enqueue import Enqueuer
+    from docingest.schemas import DocumentIn
+
+    sent = Enqueuer(connections.queue, connections.ledger).send(
+        [DocumentIn(content=UNAMBIGUOUS["tech"])]
+    )
+    drain(connections, classifier)
+    return [str(document.id) for document in sent]
