@@ -1,22 +1,47 @@
-# The two commands of the README: `make run` and `make test`. Each sets up .venv first.
+# The two commands of the README: `make run` and `make test`. Each sets up .venv first, from uv.lock.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# uv installs .venv from uv.lock. It lives in a venv of its own, made from the only thing a fresh
+# machine needs (Python 3.11+), so that syncing .venv exactly never removes it.
+UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_INSTALLED := $(TOOLS)/.uv-$(UV_VERSION)
+# The Python that make checked, never one uv would download.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck browser rabbitmq bench clean
+.PHONY: run test lint typecheck lock lock-upgrade lock-check browser rabbitmq bench clean
 
-$(BIN)/python:
+$(UV_INSTALLED):
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	[ -x $(TOOLS)/bin/python ] || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# `--locked`: the versions and hashes of uv.lock, and an error instead of an install when the
+# lock no longer matches pyproject.toml (then `make lock`). `run` adds what it needs to a .venv
+# that `test` may have filled (`--inexact`); `test` gets every extra and removes anything else.
+$(VENV)/.run-installed: pyproject.toml uv.lock | $(UV_INSTALLED)
+	$(UV) sync --locked --inexact
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml uv.lock | $(UV_INSTALLED)
+	$(UV) sync --locked --all-extras
 	touch $@ $(VENV)/.run-installed
+
+# After editing pyproject.toml (or merging a branch that did): uv.lock follows it, keeping every
+# version it can. `lock-upgrade` moves every package to its newest release within the bounds.
+lock: | $(UV_INSTALLED)
+	$(UV) lock
+
+lock-upgrade: | $(UV_INSTALLED)
+	$(UV) lock --upgrade
+
+# Fails when uv.lock is out of date with pyproject.toml.
+lock-check: | $(UV_INSTALLED)
+	$(UV) lock --check
 
 run: $(VENV)/.run-installed
 	$(BIN)/docingest up
@@ -28,7 +53,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-test: lint typecheck browser rabbitmq
+test: lock-check lint typecheck browser rabbitmq
 	$(BIN)/pytest
 
 # The dashboard's browser test drives Debian's chromium; as root, install it when missing
@@ -52,4 +77,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
