@@ -11,51 +11,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from docingest import store
 from docingest.connections import Connections
 from docingest.metrics import FAILED, LAG_SECONDS, PROCESSED, HistogramSpec
-from docingest.schemas import utcnow
+from docingest.schemas import Lag, MinuteCount, Stats, StatusCounts, WorkerTotals, utcnow
 
 THROUGHPUT_MINUTES = 15
-
-
-class StatusCounts(BaseModel):
-    stored: int
-    queued: int
-    failed: int
-
-
-class MinuteCount(BaseModel):
-    minute: datetime
-    documents: int
-
-
-class Lag(BaseModel):
-    """Acceptance to storage, over every document the workers stored (cumulative)."""
-
-    documents: int
-    sum_seconds: float
-    mean_seconds: float | None
-    p50_seconds: float | None  # upper bound of the histogram bucket holding the median
-    p95_seconds: float | None
-
-
-class WorkerTotals(BaseModel):
-    documents_processed: int
-    documents_failed: int
-
-
-class Stats(BaseModel):
-    generated_at: datetime
-    categories: dict[str, int]
-    statuses: StatusCounts
-    queues: dict[str, int]
-    throughput_per_minute: list[MinuteCount]
-    lag: Lag
-    workers: WorkerTotals
 
 
 def collect_stats(connections: Connections) -> Stats:
