@@ -6,6 +6,8 @@
 - Workers run anywhere, so each worker process adds its counts into the metrics store
   (`metrics_store.py`: a Redis hash, or a table) every `METRICS_FLUSH_SECONDS`; the API reads
   the totals at scrape time. The figures are totals over every worker that ever ran.
+- Each worker process also stamps the metrics store with the time it last flushed, under its
+  own id: `docingest_worker_last_seen_timestamp_seconds{worker}` says which workers are alive.
 - Queue depths and pending documents are read from the queue and the ledger at scrape time.
 
 docs/operations.md lists every metric.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -37,6 +40,10 @@ from docingest.queue import BrokerUnavailableError, MessageQueue
 from docingest.schemas import utcnow
 
 UNMATCHED_ROUTE = "<unmatched>"
+WORKER_LAST_SEEN = "docingest_worker_last_seen_timestamp_seconds"
+# How long a worker that stopped flushing without saying goodbye (killed, its host lost) stays
+# in /metrics, where the WorkerMissing alert sees it; then it is forgotten.
+WORKER_SEEN_RETENTION_SECONDS = 3600.0
 
 logger = structlog.get_logger(__name__)
 
@@ -139,7 +146,12 @@ LAG_SECONDS = HistogramSpec(
     "Per document, from its acceptance by the API (202) to its storage by a worker.",
     (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
-HISTOGRAMS = (BATCH_SIZE, CLASSIFICATION_SECONDS, DATABASE_SECONDS, LAG_SECONDS)
+CONFIDENCE = HistogramSpec(
+    "docingest_worker_confidence",
+    "Per document classified, the probability the model gave the category it chose.",
+    (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+)
+HISTOGRAMS = (BATCH_SIZE, CLASSIFICATION_SECONDS, DATABASE_SECONDS, LAG_SECONDS, CONFIDENCE)
 
 PROCESSED = CounterSpec(
     "docingest_worker_documents_processed", "Documents a worker finished: stored or failed."
@@ -192,6 +204,7 @@ class WorkerMetrics:
         failed: int,
         classification_seconds: float,
         database_seconds: float,
+        confidences: Sequence[float],
     ) -> None:
         """What `worker.ingest` did with one message, its documents' lag measured now."""
         now = utcnow()
@@ -202,6 +215,7 @@ class WorkerMetrics:
         self.observe(CLASSIFICATION_SECONDS, [classification_seconds])
         self.observe(DATABASE_SECONDS, [database_seconds])
         self.observe(LAG_SECONDS, [(now - moment).total_seconds() for moment in accepted_at])
+        self.observe(CONFIDENCE, confidences)
 
     def flush(self, store: MetricsStore) -> None:
         """Add the increments into the store; kept for the next flush if it does not answer."""
@@ -221,6 +235,11 @@ class WorkerMetrics:
 worker_metrics = WorkerMetrics()
 
 
+def worker_id() -> str:
+    """This worker process, among all of them on every machine: its host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 # --- scrape time: the workers' totals and the queue -------------------------------------------
 
 
@@ -238,6 +257,8 @@ class DeploymentCollector(Collector):
     def collect(self) -> Iterator[Any]:
         with _logged("worker metrics"):
             yield from worker_families(self._store.read())
+        with _logged("workers seen"):
+            yield self._workers_seen()
         with _logged("queue depths"):
             yield queue_family(self._queue.depths())
         with _logged("pending documents"):
@@ -246,6 +267,23 @@ class DeploymentCollector(Collector):
                 "Documents accepted and not yet stored or failed (the ledger's pending set).",
                 value=self._ledger.pending_count(),
             )
+
+    def _workers_seen(self) -> GaugeMetricFamily:
+        """Workers seen within WORKER_SEEN_RETENTION_SECONDS; older ones are forgotten here."""
+        family = GaugeMetricFamily(
+            WORKER_LAST_SEEN,
+            "Unix time of each worker process's last metrics flush (every METRICS_FLUSH_SECONDS); "
+            "a worker that stops cleanly is removed, one that died stays until forgotten.",
+            labels=["worker"],
+        )
+        horizon = time.time() - WORKER_SEEN_RETENTION_SECONDS
+        seen = self._store.seen()
+        if forgotten := [worker for worker, at in seen.items() if at < horizon]:
+            self._store.forget(forgotten)
+        for worker, at in sorted(seen.items()):
+            if at >= horizon:
+                family.add_metric([worker], at)
+        return family
 
 
 @contextmanager

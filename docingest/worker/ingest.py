@@ -65,6 +65,7 @@ def ingest(
         failed=len(failed),
         classification_seconds=classified - started,
         database_seconds=store_seconds,
+        confidences=[o.confidence for o in outcomes if isinstance(o, Prediction)],
     )
     if failed:
         failed_ids = [str(row["id"]) for row in failed]
