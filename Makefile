@@ -12,7 +12,7 @@ UV_INSTALLED := $(TOOLS)/.uv-$(UV_VERSION)
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck lock lock-upgrade lock-check browser rabbitmq bench clean
+.PHONY: run test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean
 
 $(UV_INSTALLED):
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -53,7 +53,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-test: lock-check lint typecheck browser rabbitmq
+test: lock-check lint typecheck browser rabbitmq prometheus
 	$(BIN)/pytest
 
 # The dashboard's browser test drives Debian's chromium; as root, install it when missing
@@ -62,16 +62,26 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
-# namespaces) start nodes of their own from Debian's rabbitmq-server; as root, install it when
-# missing, under a policy-rc.d (only for the install, unless one already exists) that keeps the
-# package from starting a system-wide RabbitMQ. Otherwise those tests skip and say why.
-rabbitmq:
-	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ "$$(id -u)" != 0 ] || { \
+# As root, apt-get install Debian's package $(1) (options $(3)) when $(2) is missing, under a
+# policy-rc.d (only for the install, unless one already exists) that keeps the package from
+# starting its daemon system-wide. Otherwise the tests that need it skip and say why.
+define install-without-daemon
+	@[ -x $(2) ] || [ "$$(id -u)" != 0 ] || { \
 		policy=/usr/sbin/policy-rc.d; ours=; \
 		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; chmod 755 $$policy; ours=1; fi; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(3) $(1); \
 		status=$$?; [ -z "$$ours" ] || rm -f $$policy; exit $$status; }
+endef
+
+# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
+# namespaces) start nodes of their own from Debian's rabbitmq-server.
+rabbitmq:
+	$(call install-without-daemon,rabbitmq-server,/usr/lib/rabbitmq/bin/rabbitmq-server)
+
+# tests/test_grafana.py checks every query of deploy/ with promtool, from Debian's prometheus
+# (the server stays stopped; its recommended exporters are left out).
+prometheus:
+	$(call install-without-daemon,prometheus,/usr/bin/promtool,--no-install-recommends)
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
