@@ -1,22 +1,47 @@
-# The two commands of the README: `make run` and `make test`. Each sets up .venv first.
+# The two commands of the README: `make run` and `make test`. Each sets up .venv first, from uv.lock.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# uv installs .venv from uv.lock. It lives in a venv of its own, made from the only thing a fresh
+# machine needs (Python 3.11+), so that syncing .venv exactly never removes it.
+UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_INSTALLED := $(TOOLS)/.uv-$(UV_VERSION)
+# The Python that make checked, never one uv would download.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck browser rabbitmq bench clean
+.PHONY: run test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean
 
-$(BIN)/python:
+$(UV_INSTALLED):
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	[ -x $(TOOLS)/bin/python ] || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# `--locked`: the versions and hashes of uv.lock, and an error instead of an install when the
+# lock no longer matches pyproject.toml (then `make lock`). `run` adds what it needs to a .venv
+# that `test` may have filled (`--inexact`); `test` gets every extra and removes anything else.
+$(VENV)/.run-installed: pyproject.toml uv.lock | $(UV_INSTALLED)
+	$(UV) sync --locked --inexact
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml uv.lock | $(UV_INSTALLED)
+	$(UV) sync --locked --all-extras
 	touch $@ $(VENV)/.run-installed
+
+# After editing pyproject.toml (or merging a branch that did): uv.lock follows it, keeping every
+# version it can. `lock-upgrade` moves every package to its newest release within the bounds.
+lock: | $(UV_INSTALLED)
+	$(UV) lock
+
+lock-upgrade: | $(UV_INSTALLED)
+	$(UV) lock --upgrade
+
+# Fails when uv.lock is out of date with pyproject.toml.
+lock-check: | $(UV_INSTALLED)
+	$(UV) lock --check
 
 run: $(VENV)/.run-installed
 	$(BIN)/docingest up
@@ -28,7 +53,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-test: lint typecheck browser rabbitmq
+test: lock-check lint typecheck browser rabbitmq prometheus
 	$(BIN)/pytest
 
 # The dashboard's browser test drives Debian's chromium; as root, install it when missing
@@ -37,19 +62,29 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
-# namespaces) start nodes of their own from Debian's rabbitmq-server; as root, install it when
-# missing, under a policy-rc.d (only for the install, unless one already exists) that keeps the
-# package from starting a system-wide RabbitMQ. Otherwise those tests skip and say why.
-rabbitmq:
-	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ "$$(id -u)" != 0 ] || { \
+# As root, apt-get install Debian's package $(1) (options $(3)) when $(2) is missing, under a
+# policy-rc.d (only for the install, unless one already exists) that keeps the package from
+# starting its daemon system-wide. Otherwise the tests that need it skip and say why.
+define install-without-daemon
+	@[ -x $(2) ] || [ "$$(id -u)" != 0 ] || { \
 		policy=/usr/sbin/policy-rc.d; ours=; \
 		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; chmod 755 $$policy; ours=1; fi; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(3) $(1); \
 		status=$$?; [ -z "$$ours" ] || rm -f $$policy; exit $$status; }
+endef
+
+# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
+# namespaces) start nodes of their own from Debian's rabbitmq-server.
+rabbitmq:
+	$(call install-without-daemon,rabbitmq-server,/usr/lib/rabbitmq/bin/rabbitmq-server)
+
+# tests/test_grafana.py checks every query of deploy/ with promtool, from Debian's prometheus
+# (the server stays stopped; its recommended exporters are left out).
+prometheus:
+	$(call install-without-daemon,prometheus,/usr/bin/promtool,--no-install-recommends)
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,8 @@
 - Workers run anywhere, so each worker process adds its counts into the metrics store
   (`metrics_store.py`: a Redis hash, or a table) every `METRICS_FLUSH_SECONDS`; the API reads
   the totals at scrape time. The figures are totals over every worker that ever ran.
+- Each worker process also stamps the metrics store with the time it last flushed, under its
+  own id: `docingest_worker_last_seen_timestamp_seconds{worker}` says which workers are alive.
 - Queue depths and pending documents are read from the queue and the ledger at scrape time,
   and the agreement of people's labels with the model's categories from the database.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -41,6 +44,10 @@ from docingest.schemas import utcnow
 from docingest.store import Agreement, label_agreement
 
 UNMATCHED_ROUTE = "<unmatched>"
+WORKER_LAST_SEEN = "docingest_worker_last_seen_timestamp_seconds"
+# How long a worker that stopped flushing without saying goodbye (killed, its host lost) stays
+# in /metrics, where the WorkerMissing alert sees it; then it is forgotten.
+WORKER_SEEN_RETENTION_SECONDS = 3600.0
 
 logger = structlog.get_logger(__name__)
 
@@ -254,6 +261,11 @@ class WorkerMetrics:
 worker_metrics = WorkerMetrics()
 
 
+def worker_id() -> str:
+    """This worker process, among all of them on every machine: its host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 # --- scrape time: the workers' totals and the queue -------------------------------------------
 
 
@@ -281,6 +293,8 @@ class DeploymentCollector(Collector):
     def collect(self) -> Iterator[Any]:
         with _logged("worker metrics"):
             yield from worker_families(self._store.read())
+        with _logged("workers seen"):
+            yield self._workers_seen()
         with _logged("queue depths"):
             yield queue_family(self._queue.depths())
         with _logged("pending documents"):
@@ -291,6 +305,23 @@ class DeploymentCollector(Collector):
             )
         with _logged("label agreement"):
             yield from agreement_families(label_agreement(self._engine, self._agreement_window))
+
+    def _workers_seen(self) -> GaugeMetricFamily:
+        """Workers seen within WORKER_SEEN_RETENTION_SECONDS; older ones are forgotten here."""
+        family = GaugeMetricFamily(
+            WORKER_LAST_SEEN,
+            "Unix time of each worker process's last metrics flush (every METRICS_FLUSH_SECONDS); "
+            "a worker that stops cleanly is removed, one that died stays until forgotten.",
+            labels=["worker"],
+        )
+        horizon = time.time() - WORKER_SEEN_RETENTION_SECONDS
+        seen = self._store.seen()
+        if forgotten := [worker for worker, at in seen.items() if at < horizon]:
+            self._store.forget(forgotten)
+        for worker, at in sorted(seen.items()):
+            if at >= horizon:
+                family.add_metric([worker], at)
+        return family
 
 
 @contextmanager

@@ -1,10 +1,15 @@
-"""The shapes a document takes on its way in (API), through the queue, and out again."""
+"""The shapes a document takes on its way in (API), through the queue, and out again.
+
+Every body the API answers with is defined here, and the Python client (`docingest.client`)
+parses answers with the same classes: this module imports pydantic only, so that the client
+loads neither the settings (SQLAlchemy) nor the service.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from docingest.settings import Settings
+if TYPE_CHECKING:
+    from docingest.settings import Settings
+
+# MAX_DOCUMENT_CHARS's default (docingest.settings); also what a client may expect.
+DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
 
 
 def utcnow() -> datetime:
@@ -35,7 +44,6 @@ UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 # `DocumentIn.model_validate_json(body, context=document_limits(settings))`; without a context
 # (tests, tools), the default of `Settings` holds.
 _MAX_CHARS_KEY = "max_document_chars"
-_DEFAULT_MAX_DOCUMENT_CHARS: int = Settings.model_fields["max_document_chars"].default
 
 
 def document_limits(settings: Settings) -> dict[str, int]:
@@ -48,7 +56,7 @@ def _check_content(value: str, info: ValidationInfo) -> str:
         raise ValueError("content must not be empty or only whitespace")
     if "\x00" in value:  # PostgreSQL text cannot hold it: the batch would never be stored
         raise ValueError("content must not contain NUL (U+0000) characters")
-    limit = (info.context or {}).get(_MAX_CHARS_KEY, _DEFAULT_MAX_DOCUMENT_CHARS)
+    limit = (info.context or {}).get(_MAX_CHARS_KEY, DEFAULT_MAX_DOCUMENT_CHARS)
     if len(value) > limit:
         raise ValueError(f"content is longer than {limit} characters")
     return value
@@ -261,3 +269,92 @@ class BulkAccepted(BaseModel):
     accepted: int
     rejected: int
     items: list[BulkItemResult]
+
+
+# --- operations: `GET /stats` ------------------------------------------------------------------
+
+
+class StatusCounts(BaseModel):
+    stored: int
+    queued: int
+    failed: int
+
+
+class MinuteCount(BaseModel):
+    minute: datetime
+    documents: int
+
+
+class Lag(BaseModel):
+    """Acceptance to storage, over every document the workers stored (cumulative)."""
+
+    documents: int
+    sum_seconds: float
+    mean_seconds: float | None
+    p50_seconds: float | None  # upper bound of the histogram bucket holding the median
+    p95_seconds: float | None
+
+
+class WorkerTotals(BaseModel):
+    documents_processed: int
+    documents_failed: int
+
+
+class ModelDrift(BaseModel):
+    """One model: how sure it was of what arrived (cumulative), and how often people agreed."""
+
+    model_version: str
+    documents: int  # classified by workers on their way in
+    mean_confidence: float | None
+    low_confidence_share: float | None  # under `Drift.low_confidence_threshold`
+    labels: int  # its newest labels, at most `Drift.agreement_window`
+    agreement: float | None  # the share of those equal to its category
+
+
+class Drift(BaseModel):
+    low_confidence_threshold: float
+    agreement_window: int
+    models: list[ModelDrift]
+
+
+class Stats(BaseModel):
+    generated_at: datetime
+    categories: dict[str, int]
+    statuses: StatusCounts
+    queues: dict[str, int]
+    throughput_per_minute: list[MinuteCount]
+    lag: Lag
+    workers: WorkerTotals
+    drift: Drift
+
+
+# --- the model registry: `GET /models`, `GET /model`, `GET /models/{version}` -------------------
+
+
+class ModelSummary(BaseModel):
+    version: str
+    active: bool
+    estimator: str | None
+    source: str | None
+    accuracy: float | None
+    macro_f1: float | None
+    created_at: UTCDateTime
+    activated_at: UTCDateTime | None
+
+
+class ModelCard(BaseModel):
+    """A model's card as training wrote it (docs/models.md): the fields every card has, typed;
+    the others (`estimator`, `source`, `label_counts`, `speed`, …) kept as they are, since cards
+    of older versions, or of models trained elsewhere, hold fewer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    labels: list[str]
+    metrics: dict[str, Any]
+
+
+class Activated(BaseModel):
+    version: str
+    active: bool = True
+    refresh_seconds: float

@@ -1,7 +1,8 @@
 """Feeding files to a running service: `docingest send`.
 
 Reads JSONL, CSV, a folder of `.txt` files or stdin, and posts the documents in bulk requests
-with a bounded number in flight. Retries and resends are safe: a document without an id is
+with a bounded number in flight, through the Python client (`docingest.client`, which waits
+out 429/503 answers). Retries and resends are safe: a document without an id is
 given one derived from where it was read and what it holds, so a request retried after a lost
 answer, or a whole run repeated after a crash, updates the same documents instead of adding
 copies. Rejected items, whether refused here (not UTF-8, not JSON, no `content`, too large) or
@@ -15,32 +16,25 @@ import csv
 import hashlib
 import os
 import stat
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import orjson
 
-from docingest.apiclient import auth_headers
-from docingest.settings import Settings
+from docingest.client import ApiError, AsyncClient, UnavailableError, batches
+from docingest.schemas import DEFAULT_MAX_DOCUMENT_CHARS
 from docingest.textfiles import Lines, UnreadableTextError, decode
 
 STDIN = "-"
-# Retries of a request that got no answer at all (connection refused, reset, timed out).
-CONNECTION_ATTEMPTS = 4
-# Answers that mean "later": backpressure, broker down, and a proxy whose upstream is away.
-RETRIED = frozenset({429, 502, 503, 504})
-JSON = {"Content-Type": "application/json"}
 # The service refuses documents over MAX_DOCUMENT_CHARS; a character takes at most 4 bytes in
 # UTF-8, so the default cap never cuts off a document the default service would accept.
-MAX_FILE_BYTES = 4 * int(Settings.model_fields["max_document_chars"].default)
+MAX_FILE_BYTES = 4 * DEFAULT_MAX_DOCUMENT_CHARS
 # The namespace of the ids derived here: changing it would make every resend a duplicate.
 ID_NAMESPACE = uuid.UUID("5c875f7a-ded6-4f93-a40f-b4e1410e0096")
 SKIPPED_SYMLINK = "symlink (--follow-symlinks reads them)"
@@ -293,17 +287,6 @@ def _error(kind: str, message: str, *loc: str) -> dict[str, Any]:
     return {"type": kind, "loc": list(loc), "msg": message}
 
 
-def batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # --- rejects -----------------------------------------------------------------------------------
 
 
@@ -332,7 +315,7 @@ class Rejects:
 
 
 class Sender:
-    def __init__(self, client: httpx.AsyncClient, options: Options, rejects: Rejects) -> None:
+    def __init__(self, client: AsyncClient, options: Options, rejects: Rejects) -> None:
         self.client = client
         self.options = options
         self.rejects = rejects
@@ -372,51 +355,29 @@ class Sender:
                 valid.append((record, record.document))
         if valid:
             await self._send_valid(valid)
+        self.tally.retries = self.client.retries
         self.options.on_progress(self.tally)
 
     async def _send_valid(self, valid: list[tuple[Record, dict[str, Any]]]) -> None:
-        response = await self._post([document for _, document in valid])
-        if response.status_code == 202:
-            for (record, _), item in zip(valid, response.json()["items"], strict=True):
-                if item["status"] == 202:
-                    self.tally.accepted += 1
-                else:
-                    self._reject(record, item.get("errors") or [])
+        try:
+            answer = await self.client.add_batch([document for _, document in valid])
+        except UnavailableError as error:
+            raise SendError(str(error)) from None
+        except ApiError as error:
+            if error.status not in (413, 422):
+                raise SendError(str(error)) from None
+            for record, _ in valid:  # the batch as it is cannot go (too large, not JSON)
+                self._reject(record, [_error(f"http_{error.status}", error.detail)])
             return
-        detail = _detail(response)  # 413 or a whole-body 422: the batch as it is cannot go
-        for record, _ in valid:
-            self._reject(record, [_error(f"http_{response.status_code}", detail)])
+        for (record, _), item in zip(valid, answer.items, strict=True):
+            if item.status == 202:
+                self.tally.accepted += 1
+            else:
+                self._reject(record, item.errors or [])
 
     def _reject(self, record: Record, errors: list[dict[str, Any]]) -> None:
         self.rejects.write(record, errors)
         self.tally.rejected += 1
-
-    async def _post(self, documents: list[dict[str, Any]]) -> httpx.Response:
-        """Post until answered with something other than "later", or the patience is spent."""
-        deadline = time.monotonic() + self.options.max_wait
-        body = orjson.dumps(documents)
-        failures = 0
-        while True:
-            try:
-                response = await self.client.post("/documents/bulk", content=body, headers=JSON)
-            except httpx.TransportError as error:
-                failures += 1
-                if failures >= CONNECTION_ATTEMPTS:
-                    raise SendError(f"cannot reach {self.client.base_url}: {error!r}") from None
-                wait = 0.5 * 2 ** (failures - 1)
-            else:
-                if response.status_code in (202, 413, 422):
-                    return response
-                if response.status_code not in RETRIED:
-                    raise SendError(f"HTTP {response.status_code}: {_detail(response)}")
-                wait = retry_after(response)
-            if time.monotonic() + wait > deadline:
-                raise SendError(
-                    f"still refused after waiting {self.options.max_wait:.0f} s "
-                    "(--max-wait); the service is overloaded or down"
-                )
-            self.tally.retries += 1
-            await asyncio.sleep(wait)
 
 
 async def _put(
@@ -434,37 +395,12 @@ async def _put(
     await put
 
 
-def retry_after(response: httpx.Response, default: float = 1.0) -> float:
-    """`Retry-After` in seconds (a number or an HTTP date), at least 0.1."""
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.1, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.1, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return default
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        return response.text[:200]
-    return detail if isinstance(detail, str) else orjson.dumps(detail).decode()
-
-
-async def send(
-    paths: Sequence[str], stdin: IO[bytes], *, url: str, api_key: str | None, options: Options
-) -> Tally:
+async def send(paths: Sequence[str], stdin: IO[bytes], *, url: str, options: Options) -> Tally:
+    """Every record of `paths` to the API at `url`, with the key in DOCINGEST_API_KEY."""
     rejects = Rejects(options.rejects)
     limits = httpx.Limits(max_connections=options.concurrency)
-    timeout = httpx.Timeout(60.0, connect=10.0)
     try:
-        async with httpx.AsyncClient(
-            base_url=url, headers=auth_headers(api_key), limits=limits, timeout=timeout
-        ) as client:
+        async with AsyncClient(url, max_wait=options.max_wait, limits=limits) as client:
             tally = await Sender(client, options, rejects).run(read_records(paths, stdin, options))
     finally:
         rejects.close()

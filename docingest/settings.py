@@ -11,6 +11,8 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from docingest.schemas import DEFAULT_MAX_DOCUMENT_CHARS
+
 DEFAULT_DATA_DIR = Path("var")
 # Endpoints an operator may open to callers without a key (PUBLIC_ENDPOINTS).
 PublicEndpoint = Literal["health", "ready", "metrics", "docs", "dashboard"]
@@ -41,7 +43,7 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_bulk_documents: int = Field(default=10_000, gt=0)
-    max_document_chars: int = Field(default=1_000_000, gt=0)
+    max_document_chars: int = Field(default=DEFAULT_MAX_DOCUMENT_CHARS, gt=0)
     broker_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_after_seconds: int = Field(default=5, gt=0)
     # A request body not fully received within this many seconds is answered 408 (slow uploads).

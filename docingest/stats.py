@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from docingest import store
@@ -27,63 +26,18 @@ from docingest.metrics import (
     HistogramSpec,
     label_values,
 )
-from docingest.schemas import utcnow
+from docingest.schemas import (
+    Drift,
+    Lag,
+    MinuteCount,
+    ModelDrift,
+    Stats,
+    StatusCounts,
+    WorkerTotals,
+    utcnow,
+)
 
 THROUGHPUT_MINUTES = 15
-
-
-class StatusCounts(BaseModel):
-    stored: int
-    queued: int
-    failed: int
-
-
-class MinuteCount(BaseModel):
-    minute: datetime
-    documents: int
-
-
-class Lag(BaseModel):
-    """Acceptance to storage, over every document the workers stored (cumulative)."""
-
-    documents: int
-    sum_seconds: float
-    mean_seconds: float | None
-    p50_seconds: float | None  # upper bound of the histogram bucket holding the median
-    p95_seconds: float | None
-
-
-class WorkerTotals(BaseModel):
-    documents_processed: int
-    documents_failed: int
-
-
-class ModelDrift(BaseModel):
-    """One model: how sure it was of what arrived (cumulative), and how often people agreed."""
-
-    model_version: str
-    documents: int  # classified by workers on their way in
-    mean_confidence: float | None
-    low_confidence_share: float | None  # under `Drift.low_confidence_threshold`
-    labels: int  # its newest labels, at most `Drift.agreement_window`
-    agreement: float | None  # the share of those equal to its category
-
-
-class Drift(BaseModel):
-    low_confidence_threshold: float
-    agreement_window: int
-    models: list[ModelDrift]
-
-
-class Stats(BaseModel):
-    generated_at: datetime
-    categories: dict[str, int]
-    statuses: StatusCounts
-    queues: dict[str, int]
-    throughput_per_minute: list[MinuteCount]
-    lag: Lag
-    workers: WorkerTotals
-    drift: Drift
 
 
 def collect_stats(connections: Connections) -> Stats:

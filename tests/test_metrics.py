@@ -10,21 +10,27 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from docingest.api import create_app
+from docingest.connections import Connections
 from docingest.db import migrate
 from docingest.embedded import EmbeddedRedis, wait_until
 from docingest.metrics import (
     BATCH_SIZE,
+    CONFIDENCE,
     LAG_SECONDS,
     PROCESSED,
+    WORKER_LAST_SEEN,
+    WORKER_SEEN_RETENTION_SECONDS,
+    DeploymentCollector,
     WorkerMetrics,
     histogram_family,
 )
-from docingest.metrics_store import RedisMetricsStore
+from docingest.metrics_store import MetricsStore, RedisMetricsStore, SqlMetricsStore
 from tests.faults import Processes, new_documents, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 
@@ -126,6 +132,8 @@ def test_worker_metrics_move_after_ingestion_through_a_real_worker(
     assert value(page, "docingest_worker_messages_total", outcome="ok") >= 1
     assert value(page, f"{BATCH_SIZE.name}_sum") == 40
     assert value(page, f"{LAG_SECONDS.name}_count") == 40
+    assert value(page, f"{CONFIDENCE.name}_count") == 40
+    assert 0.2 * 40 < value(page, f"{CONFIDENCE.name}_sum") <= 40
     assert 0 < value(page, f"{LAG_SECONDS.name}_sum") < 40 * 60
     assert value(page, "docingest_worker_classification_seconds_count") >= 1
     assert value(page, "docingest_worker_database_seconds_count") >= 1
@@ -163,3 +171,70 @@ def test_ready_answers_503_while_redis_is_stopped(
             wait_until(lambda: client.get("/ready").status_code == 200, 30, "ready again")
     finally:
         own_redis.stop()
+
+
+def seen_workers(page: str) -> dict[str, float]:
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == WORKER_LAST_SEEN
+    }
+
+
+def test_each_worker_process_is_seen_until_it_stops_and_a_killed_one_stays_behind(
+    redis_url: str, model_path: Path, tmp_path: Path, procs: Processes
+) -> None:
+    """A worker stopped cleanly leaves /metrics; one killed stays, its time no longer moving,
+    which is what the WorkerMissing alert looks for."""
+    database_url = f"sqlite:///{tmp_path / 'docingest.db'}"
+    migrate(database_url)
+    procs.env = service_env(
+        database_url=database_url,
+        broker_url=redis_url,
+        model_path=model_path,
+        data_dir=tmp_path,
+        METRICS_FLUSH_SECONDS="0.2",
+    )
+    api = procs.api()
+
+    def seen() -> dict[str, float]:
+        return seen_workers(httpx.get(f"{api.base_url}/metrics", timeout=10).text)
+
+    stopped, killed = procs.worker(processes=2), procs.worker(processes=1)
+    wait_until(lambda: len(seen()) == 3, 60, "three worker processes seen")
+    assert all(abs(at - time.time()) < 10 for at in seen().values())
+    stopped.stop()
+    wait_until(lambda: len(seen()) == 1, 30, "the stopped worker's processes gone")
+    killed.kill()
+    [last] = seen().values()
+    time.sleep(1)
+    assert list(seen().values()) == [last]
+
+
+@pytest.fixture(params=["redis", "sql"])
+def metrics_store(request: pytest.FixtureRequest, connections: Connections) -> MetricsStore:
+    if request.param == "redis":
+        return connections.metrics
+    return SqlMetricsStore(connections.engine)
+
+
+def test_workers_seen_long_ago_are_forgotten_at_the_scrape(
+    connections: Connections, metrics_store: MetricsStore
+) -> None:
+    now = time.time()
+    long_ago = now - WORKER_SEEN_RETENTION_SECONDS - 1
+    metrics_store.add({PROCESSED.name: 3})
+    metrics_store.mark_seen("host:1", now - 5)
+    metrics_store.mark_seen("host:1", now)  # set, not added
+    metrics_store.mark_seen("host:2", long_ago)
+    assert metrics_store.seen() == {"host:1": now, "host:2": long_ago}
+    assert metrics_store.read() == {PROCESSED.name: 3}
+
+    collector = DeploymentCollector(connections.queue, connections.ledger, metrics_store)
+    [family] = [f for f in collector.collect() if f.name == WORKER_LAST_SEEN]
+
+    assert [(s.labels, s.value) for s in family.samples] == [({"worker": "host:1"}, now)]
+    assert metrics_store.seen() == {"host:1": now}
+    metrics_store.forget(["host:1"])
+    assert metrics_store.seen() == {}

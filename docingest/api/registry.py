@@ -6,35 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
-from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from docingest import registry
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
-from docingest.schemas import UTCDateTime
+from docingest.schemas import Activated, ModelCard, ModelSummary
 
 router = APIRouter(tags=["models"])
 READ = [require_scope(Scope.READ)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: ERROR_RESPONSES[404]}
-
-
-class ModelSummary(BaseModel):
-    version: str
-    active: bool
-    estimator: str | None
-    source: str | None
-    accuracy: float | None
-    macro_f1: float | None
-    created_at: UTCDateTime
-    activated_at: UTCDateTime | None
-
-
-class Activated(BaseModel):
-    version: str
-    active: bool = True
-    refresh_seconds: float
 
 
 def _card(engine: Engine, version: str | None) -> dict[str, Any]:
@@ -45,8 +27,8 @@ def _card(engine: Engine, version: str | None) -> dict[str, Any]:
 
 
 @router.get("/model", dependencies=READ, responses=NOT_FOUND, summary="The active model's card")
-def active_model(engine: EngineDep) -> dict[str, Any]:
-    return _card(engine, None)
+def active_model(engine: EngineDep) -> ModelCard:
+    return ModelCard.model_validate(_card(engine, None))
 
 
 @router.get("/models", dependencies=READ, summary="Every registered model, newest first")
@@ -75,8 +57,8 @@ def _summary(
 
 
 @router.get("/models/{version}", dependencies=READ, responses=NOT_FOUND, summary="A model's card")
-def model_card(engine: EngineDep, version: str) -> dict[str, Any]:
-    return _card(engine, version)
+def model_card(engine: EngineDep, version: str) -> ModelCard:
+    return ModelCard.model_validate(_card(engine, version))
 
 
 @router.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ app = typer.Typer(
 )
 # Progress and messages go to stderr, so that stdout carries only data a script may pipe.
 console = Console(stderr=True)
+# httpx logs every request at INFO; the CLI's user asked for documents sent or figures shown.
+_HTTP_LOGGERS = ("httpx", "httpcore")
 
 
 @app.callback()
@@ -41,3 +44,13 @@ def database() -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def quiet_http_logs() -> None:
+    """Keep the HTTP client's per-request lines out of a command's output; warnings still show.
+
+    Called by the commands that call the API, after the CLI configured logging as the service
+    does, so that the service's own processes keep their logging untouched.
+    """
+    for name in _HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -19,8 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from docingest.apiclient import api_key_from_env, quiet_http_logs
-from docingest.cli.app import app, console
+from docingest.cli.app import app, console, quiet_http_logs
 from docingest.sender import (
     MAX_FILE_BYTES,
     STDIN,
@@ -120,15 +119,7 @@ def send_command(
             follow_symlinks=follow_symlinks,
         )
         try:
-            tally = asyncio.run(
-                send(
-                    paths,
-                    sys.stdin.buffer,
-                    url=url.rstrip("/"),
-                    api_key=api_key_from_env(),
-                    options=options,
-                )
-            )
+            tally = asyncio.run(send(paths, sys.stdin.buffer, url=url, options=options))
         except SendError as error:
             console.print(f"[red]error:[/] {error}")
             raise typer.Exit(EXIT_FAILED) from None

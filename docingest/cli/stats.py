@@ -13,9 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from docingest.apiclient import api_key_from_env, auth_headers, quiet_http_logs
-from docingest.cli.app import app, console
-from docingest.stats import Drift, Stats
+from docingest.cli.app import app, console, quiet_http_logs
+from docingest.schemas import Drift, Stats
 
 
 @app.command()
@@ -43,20 +42,16 @@ def _from_servers() -> Stats:
 
 
 def _from_api(url: str) -> Stats:
-    import httpx
+    """One try: an operator asking for figures wants an answer or an error now, not retries."""
+    from docingest.client import Client, DocingestError
 
     quiet_http_logs()
     try:
-        response = httpx.get(
-            f"{url.rstrip('/')}/stats", headers=auth_headers(api_key_from_env()), timeout=30
-        )
-    except httpx.HTTPError as error:
-        console.print(f"[red]cannot reach {url}: {error}[/]")
+        with Client(url, timeout=30, max_wait=0) as client:
+            return client.stats()
+    except DocingestError as error:
+        console.print(f"[red]GET /stats: {error}[/]")
         raise typer.Exit(1) from error
-    if response.status_code != 200:
-        console.print(f"[red]{url}/stats answered {response.status_code}: {response.text}[/]")
-        raise typer.Exit(1)
-    return Stats.model_validate_json(response.content)
 
 
 def render(figures: Stats, out: Console) -> None:

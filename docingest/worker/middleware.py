@@ -1,9 +1,10 @@
 """Dramatiq middleware of each worker process: metrics flushed, ledger reconciled, batches logged.
 
 Two daemon threads per process, started after the worker boots (after Dramatiq forked it):
-one adds `worker_metrics` into the metrics store every METRICS_FLUSH_SECONDS, one runs
-`ledger.reconcile` every RECONCILE_SECONDS. Each message's log lines carry its id and
-document count.
+one adds `worker_metrics` into the metrics store every METRICS_FLUSH_SECONDS and marks the
+process as seen there (a process that stops cleanly removes its mark: one that stays without
+being renewed is a worker that died), one runs `ledger.reconcile` every RECONCILE_SECONDS.
+Each message's log lines carry its id and document count.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dramatiq.broker import MessageProxy
 
 from docingest.ledger import LedgerUnavailableError
 from docingest.ledger.reconcile import reconcile
-from docingest.metrics import MESSAGES, worker_metrics
+from docingest.metrics import MESSAGES, worker_id, worker_metrics
 from docingest.metrics_store import MetricsStoreUnavailableError
 from docingest.queue import BrokerUnavailableError
 from docingest.queue.messages import document_count
@@ -36,15 +37,21 @@ class WorkerMiddleware(dramatiq.Middleware):
         self._resources = resources
         self._stop = threading.Event()
         self._local = threading.local()
+        self._worker_id = worker_id()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         settings = self._settings
+        self._worker_id = worker_id()  # the forked process's own
         self._every(settings.metrics_flush_seconds, self._flush, "metrics")
         self._every(settings.reconcile_seconds, self._reconcile, "reconcile")
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
         self._flush()
+        try:
+            self._resources().connections.metrics.forget([self._worker_id])
+        except MetricsStoreUnavailableError as error:
+            logger.warning("worker not removed from the workers seen", error=str(error))
 
     def _every(self, seconds: float, job: Callable[[], None], name: str) -> None:
         """`job` every `seconds`, the first time after a random part of it: processes started
@@ -59,8 +66,10 @@ class WorkerMiddleware(dramatiq.Middleware):
         threading.Thread(target=loop, name=name, daemon=True).start()
 
     def _flush(self) -> None:
+        store = self._resources().connections.metrics
         try:
-            worker_metrics.flush(self._resources().connections.metrics)
+            worker_metrics.flush(store)
+            store.mark_seen(self._worker_id, time.time())
         except MetricsStoreUnavailableError as error:
             logger.warning("worker metrics not flushed, kept for the next try", error=str(error))
 
