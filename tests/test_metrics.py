@@ -132,8 +132,13 @@ def test_worker_metrics_move_after_ingestion_through_a_real_worker(
     assert value(page, "docingest_worker_messages_total", outcome="ok") >= 1
     assert value(page, f"{BATCH_SIZE.name}_sum") == 40
     assert value(page, f"{LAG_SECONDS.name}_count") == 40
-    assert value(page, f"{CONFIDENCE.name}_count") == 40
-    assert 0.2 * 40 < value(page, f"{CONFIDENCE.name}_sum") <= 40
+    confidences = {
+        name: total
+        for (name, labels), total in page.items()
+        if name.startswith(CONFIDENCE.name) and dict(labels).get("model_version")
+    }
+    assert confidences[f"{CONFIDENCE.name}_count"] == 40  # one model, its version as label
+    assert 0.2 * 40 < confidences[f"{CONFIDENCE.name}_sum"] <= 40
     assert 0 < value(page, f"{LAG_SECONDS.name}_sum") < 40 * 60
     assert value(page, "docingest_worker_classification_seconds_count") >= 1
     assert value(page, "docingest_worker_database_seconds_count") >= 1
@@ -231,7 +236,9 @@ def test_workers_seen_long_ago_are_forgotten_at_the_scrape(
     assert metrics_store.seen() == {"host:1": now, "host:2": long_ago}
     assert metrics_store.read() == {PROCESSED.name: 3}
 
-    collector = DeploymentCollector(connections.queue, connections.ledger, metrics_store)
+    collector = DeploymentCollector(
+        connections.queue, connections.ledger, metrics_store, connections.engine, 100
+    )
     [family] = [f for f in collector.collect() if f.name == WORKER_LAST_SEEN]
 
     assert [(s.labels, s.value) for s in family.samples] == [({"worker": "host:1"}, now)]
