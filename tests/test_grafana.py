@@ -199,8 +199,15 @@ def test_every_metric_name_is_served_by_a_running_deployment(
     )
     api = procs.api()
     procs.worker()
+    # An unsure classification and a label feed the drift metrics the alerts use.
+    unsure = "The weather was mild and nothing much happened in the town on that day."
     with Client(api.base_url) as client:
-        client.wait(client.add_many([content_for(n, "grafana") for n in range(20)]), timeout=60)
+        added = client.add_many([content_for(n, "grafana") for n in range(20)] + [unsure])
+        client.wait(added, timeout=60)
+    labelled = httpx.put(
+        f"{api.base_url}/documents/{added[0].id}/label", json={"category": "tech"}, timeout=10
+    )
+    assert labelled.status_code == 200
 
     def page() -> str:
         return httpx.get(f"{api.base_url}/metrics", timeout=10).text
