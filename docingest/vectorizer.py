@@ -28,8 +28,17 @@ def words(text: str) -> list[str]:
 
     Non-ASCII characters become "?" on encoding and so separate words too, as in `[a-z]+`.
     """
-    letters = text.lower().encode("ascii", "replace").translate(_LETTERS_ONLY)
-    return letters.decode("ascii").split()
+    return _letters(text).decode("ascii").split()
+
+
+def _word_bytes(text: str) -> list[bytes]:
+    """`words` left as bytes: transform looks them up as they are, without making a str of each
+    (a sixth of its time)."""
+    return _letters(text).split()
+
+
+def _letters(text: str) -> bytes:
+    return text.lower().encode("ascii", "replace").translate(_LETTERS_ONLY)
 
 
 class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -55,7 +64,7 @@ class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """One pass of numpy over the batch's tokens: a dict lookup each, then sort and count."""
-        documents = [words(text) for text in texts]
+        documents = [_word_bytes(text) for text in texts]
         rows, columns, counts = self._count(documents)
         data = (np.log(counts, dtype=np.float32) + 1) * self.idf_[columns]
         # L2 norm per row; a row without known words has no entries to divide.
@@ -72,11 +81,26 @@ class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def _distinct_words(self, text: str) -> set[str]:
         return {word for word in words(text) if len(word) >= self.min_length}
 
-    def _count(self, documents: list[list[str]]) -> tuple[npt.NDArray[np.intp], ...]:
+    def __getstate__(self) -> dict[str, Any]:
+        """What a saved model holds: the fitted attributes, not the cache built from them."""
+        state: dict[str, Any] = super().__getstate__()
+        state.pop("_byte_vocabulary", None)
+        return state
+
+    def _vocabulary_of_bytes(self) -> dict[bytes, int]:
+        """`vocabulary_` keyed by ASCII bytes, built on first use (threads may both build it)."""
+        try:
+            return self._byte_vocabulary
+        except AttributeError:
+            vocabulary = {term.encode("ascii"): index for term, index in self.vocabulary_.items()}
+            self._byte_vocabulary: dict[bytes, int] = vocabulary
+            return vocabulary
+
+    def _count(self, documents: list[list[bytes]]) -> tuple[npt.NDArray[np.intp], ...]:
         """(document, term, count) of every known term, sorted by document then term."""
         lengths = np.fromiter(map(len, documents), np.intp, len(documents))
         tokens = chain.from_iterable(documents)
-        lookup = map(self.vocabulary_.get, tokens, repeat(-1))
+        lookup = map(self._vocabulary_of_bytes().get, tokens, repeat(-1))
         terms = np.fromiter(lookup, np.intp, int(lengths.sum()))
         rows = np.repeat(np.arange(len(documents), dtype=np.intp), lengths)
         known = terms >= 0

@@ -207,6 +207,20 @@ def test_vectorizer_handles_an_empty_batch(bbc: Dataset) -> None:
     assert vectorizer.transform([]).shape == (0, len(vectorizer.vocabulary_))
 
 
+def test_a_model_saved_after_use_holds_no_cache_and_classifies_the_same(
+    bbc: Dataset, tmp_path: Path
+) -> None:
+    """Transform builds a lookup table from the vocabulary; saving leaves it out, so the
+    artifact holds only the reviewed attributes (Classifier.load trusts nothing more)."""
+    trained = training.train(bbc.texts[::4], bbc.labels[::4])
+    before = Classifier(trained.pipeline, trained.metadata).predict(bbc.texts[1::40])
+    path = tmp_path / "model.skops"
+    training.save_model(trained, path)
+    after = Classifier.load(path).predict(bbc.texts[1::40])
+    assert "_byte_vocabulary" not in trained.pipeline[0].__getstate__()
+    assert after == before
+
+
 def best_seconds(vectorizer: Any, texts: list[str], runs: int = 5) -> float:
     best = float("inf")
     for _ in range(runs):
