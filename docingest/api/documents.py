@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import NDJSON_TYPES, read_items, request_validation_error
 from docingest.api.deps import EngineDep, EnqueuerDep, SettingsDep
 from docingest.api.errors import ERROR_RESPONSES
-from docingest.browse import InvalidCursorError, delete_document, list_documents
+from docingest.browse import delete_document, list_documents
 from docingest.failures import document_status
 from docingest.schemas import (
     BulkAccepted,
@@ -129,11 +128,7 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep
     its page was read; one that arrives meanwhile is listed if its id sorts after the cursor.
     `status=deleted` lists tombstones (documents deleted, with `deleted_at`).
     """
-    try:
-        page, next_cursor = list_documents(engine, query)
-    except InvalidCursorError:
-        error = {"type": "value_error", "loc": ("query", "cursor"), "msg": "Invalid cursor"}
-        raise RequestValidationError([error]) from None
+    page, next_cursor = list_documents(engine, query)
     items = [DocumentOut.model_validate(document) for document in page]
     return DocumentPage(items=items, next_cursor=next_cursor)
 
