@@ -14,6 +14,7 @@ from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.limits import BodySizeLimit
+from docingest.api.routing import RequestCheck
 from docingest.connections import Connections, connect
 from docingest.enqueue import Enqueuer, Limits
 from docingest.logs import configure_logging
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Added first, so innermost: a request is authenticated, and its body limited, first.
+    app.add_middleware(RequestCheck, routes=app.routes)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
