@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.limits import BodySizeLimit
+from docingest.api.openapi import describe_common_answers, extend_openapi
 from docingest.api.routing import RequestCheck
 from docingest.connections import Connections, connect
 from docingest.enqueue import Enqueuer, Limits
@@ -83,4 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_api.router)
     app.include_router(stats.router)
     app.include_router(dashboard.router)
+    describe_common_answers(app)
+    extend_openapi(app, partial(documents.describe_limits, settings=settings))
     return app
