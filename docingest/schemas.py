@@ -7,6 +7,7 @@ loads neither the settings (SQLAlchemy) nor the service.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -51,10 +52,27 @@ def document_limits(settings: Settings) -> dict[str, int]:
     return {_MAX_CHARS_KEY: settings.max_document_chars}
 
 
+# The characters `str.isspace` calls whitespace, spelled out as a regex class that Python and
+# ECMAScript (JSON Schema's `pattern`) read alike: the check below and the declared pattern are
+# one rule (tests/test_schemas.py compares the class with `str.isspace`).
+_SPACE = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_SPACE = re.compile(f"[^{_SPACE}]")
+# What PostgreSQL's text cannot hold: NUL. A value with one could never be stored (content) or
+# matched (a filter), so the API refuses it in bodies and in parameters alike.
+NUL = "\x00"
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+# Non-blank content without NUL, as `_check_content` has it; the app adds `maxLength`.
+CONTENT_PATTERN = rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$"
+# A page cursor: the url-safe base64 of a document id's 16 bytes, unpadded (`browse.py`).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+
+
 def _check_content(value: str, info: ValidationInfo) -> str:
-    if not value.strip():
+    """Said in words rather than by the pattern: the message names what is wrong, and a
+    backtracking regex would be quadratic on a long text ending in NUL."""
+    if _NOT_SPACE.search(value) is None:
         raise ValueError("content must not be empty or only whitespace")
-    if "\x00" in value:  # PostgreSQL text cannot hold it: the batch would never be stored
+    if NUL in value:  # PostgreSQL text cannot hold it: the batch would never be stored
         raise ValueError("content must not contain NUL (U+0000) characters")
     limit = (info.context or {}).get(_MAX_CHARS_KEY, DEFAULT_MAX_DOCUMENT_CHARS)
     if len(value) > limit:
@@ -62,7 +80,11 @@ def _check_content(value: str, info: ValidationInfo) -> str:
     return value
 
 
-Content = Annotated[str, AfterValidator(_check_content)]
+Content = Annotated[
+    str,
+    AfterValidator(_check_content),
+    Field(json_schema_extra={"pattern": CONTENT_PATTERN}, examples=["computers are awesome"]),
+]
 
 
 class DocumentIn(BaseModel):
@@ -187,7 +209,11 @@ class DocumentQuery(BaseModel):
         default=None, description="labelled, and the label differs from (true) or is the category"
     )
     limit: int = Field(default=50, ge=1, le=1000)
-    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page")
+    cursor: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page; absent for the first page",
+    )
 
 
 class DocumentPage(BaseModel):

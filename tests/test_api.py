@@ -35,7 +35,7 @@ def test_the_articles_demo(
     accepted = response.json()
     document_id = accepted["id"]
     assert uuid.UUID(document_id)
-    assert response.headers["location"] == f"/documents/{document_id}"
+    assert response.headers["location"] == f"/documents/{document_id}/status"
     assert queue_length(redis_url) == 1
 
     assert client.get(f"/documents/{document_id}").status_code == 404

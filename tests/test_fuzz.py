@@ -35,6 +35,14 @@ from tests.faults import Processes, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 
 MAX_BODY_BYTES = 256 * 1024
+# The fuzzed app's limits, which its schema declares: small enough that any body the schema
+# allows fits in MAX_BODY_BYTES (JSON escapes a character in at most 12 bytes), so that valid
+# requests are accepted, and invalid ones refused with a 422 rather than a 413.
+LIMITS: dict[str, Any] = {
+    "max_body_bytes": MAX_BODY_BYTES,
+    "max_document_chars": 1000,
+    "max_bulk_documents": 10,
+}
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
 # Every request carries an admin key: the fuzzing reaches past access control.
@@ -49,8 +57,8 @@ def fuzz_settings(database_url: str, redis_url: str, model_path: Path, tmp_path:
         redis_url,
         model_path,
         tmp_path,
-        max_body_bytes=MAX_BODY_BYTES,
         api_keys=API_KEYS,
+        **LIMITS,
     )
 
 
@@ -89,13 +97,11 @@ schemathesis.serializer(*NDJSON_TYPES)(ndjson_body)
 # Each test's requests go to its own app (`fuzz_app`). The schema is open mode's (no security):
 # with the keyed one, schemathesis would also send requests "without" the key, which the ADMIN
 # header added to every request turns into accepted ones.
-SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None)).openapi())
+SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None, **LIMITS)).openapi())
 
-# Every check about what the API answers. Left out, and reported instead of tested:
-# positive_data_acceptance (the schema cannot say that blank `content` is refused, so "valid"
-# blank documents get a 422 by design) and unsupported_method (GET /documents/bulk reaches
-# GET /documents/{id} and answers 422 for a non-UUID id, not 405). negative_data_rejection
-# does not apply to the bulk route, which by design answers 202 with a 422 per invalid item.
+# Every check about what the API answers (tests/test_contract.py runs them all against real
+# processes). negative_data_rejection does not apply to the bulk route, which by design answers
+# 202 with a 422 per invalid item.
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
@@ -103,6 +109,8 @@ CHECKS = [
     checks.response_headers_conformance,
     checks.response_schema_conformance,
     checks.negative_data_rejection,
+    checks.positive_data_acceptance,
+    checks.unsupported_method,
 ]
 
 

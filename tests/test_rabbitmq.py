@@ -318,7 +318,7 @@ def test_single_and_bulk_end_to_end_across_two_api_processes(
             if n % 3 == 0:
                 response = client.post("/documents", json={"content": UNAMBIGUOUS["tech"]})
                 assert response.status_code == 202, response.text
-                assert response.headers["location"] == f"/documents/{response.json()['id']}"
+                assert response.headers["location"] == f"/documents/{response.json()['id']}/status"
                 items = [response.json()]
             else:
                 documents = new_documents(25, f"bulk{n}-")

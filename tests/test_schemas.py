@@ -1,8 +1,14 @@
+import re
+import sys
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from docingest import schemas
+from docingest.browse import decode_cursor, encode_cursor
 from docingest.schemas import DocumentIn, DocumentOut, QueuedDocument, document_limits, utcnow
 from docingest.settings import Settings
 
@@ -69,3 +75,30 @@ def test_naive_timestamps_read_back_as_utc() -> None:
     )
     assert out.created_at.utcoffset() is not None
     assert out.model_dump(mode="json")["created_at"].endswith("Z")
+
+
+def test_the_whitespace_of_the_schema_is_pythons() -> None:
+    """`_SPACE` spells out `str.isspace`, so blank means the same to the check and the pattern."""
+    not_space = re.compile(f"[^{schemas._SPACE}]")
+    assert [c for c in range(sys.maxunicode + 1) if not not_space.match(chr(c))] == [
+        c for c in range(sys.maxunicode + 1) if chr(c).isspace()
+    ]
+
+
+@given(st.text(alphabet=st.sampled_from(" \t\n\x00\x1c\x85\u3000\ufeffa\xe9\U0001f600")))
+def test_the_content_pattern_says_what_the_validator_does(content: str) -> None:
+    """JSON Schema's `pattern` matches anywhere (`re.search`); ours is anchored."""
+    try:
+        DocumentIn(content=content)
+    except ValidationError:
+        accepted = False
+    else:
+        accepted = True
+    assert (re.search(schemas.CONTENT_PATTERN, content) is not None) == accepted
+
+
+def test_every_cursor_handed_out_has_the_declared_format() -> None:
+    for document_id in (uuid.UUID(int=0), uuid.UUID(int=2**128 - 1), uuid.uuid4()):
+        cursor = encode_cursor(document_id)
+        assert re.fullmatch(schemas.CURSOR_PATTERN, cursor)
+        assert decode_cursor(cursor) == document_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -15,6 +16,8 @@ from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.hotpath import HotRoute, find_route
 from docingest.api.limits import BodySizeLimit
+from docingest.api.openapi import describe_common_answers, extend_openapi
+from docingest.api.routing import RequestCheck
 from docingest.connections import Connections, connect
 from docingest.enqueue import Enqueuer, Limits
 from docingest.logs import configure_logging
@@ -90,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         method="POST",
         call=documents.create_document_directly,
     )
+    # Added first, so innermost: a request is authenticated, and its body limited, first.
+    app.add_middleware(RequestCheck, routes=app.routes)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -98,4 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_security(app, settings, ndjson_paths=documents.NDJSON_PATHS)
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees every answer
+    describe_common_answers(app)
+    extend_openapi(app, partial(documents.describe_limits, settings=settings))
     return app

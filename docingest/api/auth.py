@@ -27,6 +27,13 @@ from docingest.api.access import Access
 from docingest.api.bulk import NDJSON_TYPES
 from docingest.api.deps import AccessDep
 from docingest.api.limits import reads_body, refuse
+from docingest.api.openapi import (
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    error_response,
+    extend_openapi,
+    operations,
+)
 from docingest.keys import ApiKey, Keyring, Scope, is_loopback, open_exposure
 from docingest.settings import PublicEndpoint, Settings
 
@@ -162,9 +169,11 @@ class Gate:
             self._check_local(scope, headers)
         elif scope["path"] in self.guarded_docs:
             self.access.check_scope(self._authenticate(headers), Scope.READ)
-        elif reads_body(scope):
+        elif reads_body(scope["method"]):
             scope[_AUTHENTICATED] = self._authenticate(headers)
-        if reads_body(scope) and (b"transfer-encoding" in headers or _declares_body(headers)):
+        if reads_body(scope["method"]) and (
+            b"transfer-encoding" in headers or _declares_body(headers)
+        ):
             self._check_media_type(scope["path"], headers.get(b"content-type", b""))
 
     def _authenticate(self, headers: dict[bytes, bytes]) -> ApiKey:
@@ -232,22 +241,33 @@ def route_requirement(route: RouteContext) -> Requirement | None:
 
 
 _AUTH_RESPONSES = {
-    "401": "No API key, or an unknown one (`Authorization: Bearer <key>`)",
-    "403": "The API key lacks the scope this operation needs",
-    "429": "Too many requests: the key's rate limit, or a full queue; see `Retry-After`",
+    "401": error_response(
+        "No API key, or an unknown one (`Authorization: Bearer <key>`)", headers=WWW_AUTHENTICATE
+    ),
+    "403": error_response("The API key lacks the scope this operation needs"),
+    "429": error_response(
+        "Too many requests: the key's rate limit, or a full queue; retry after `Retry-After` "
+        "seconds",
+        headers=RETRY_AFTER,
+    ),
 }
+# Open mode: what `Gate` refuses before any route is reached.
+_OPEN_MODE_REFUSAL = error_response(
+    "Open mode answers this machine only: refused for a request from another site (`Origin`), "
+    "for a host name that is not a loopback or single-label one (`Host`), or on a non-loopback "
+    "interface"
+)
 
 
 def _describe_security(app: FastAPI, access: Access) -> None:
-    """Add the bearer scheme, and 401/403/429, to every operation that needs a key."""
-    generate = app.openapi
+    """Add the bearer scheme, and 401/403/429, to every operation that needs a key; in open
+    mode, the 403 of `Gate` to every operation."""
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
+    def edit(schema: dict[str, Any]) -> None:
         if access.keyring.open:
-            return schema
+            for operation in operations(schema):
+                operation["responses"].setdefault("403", _OPEN_MODE_REFUSAL)
+            return
         components = schema.setdefault("components", {})
         components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
             "type": "http",
@@ -262,11 +282,10 @@ def _describe_security(app: FastAPI, access: Access) -> None:
                 operation.get("description", "")
                 + f"\n\nNeeds an API key with scope {_either(requirement.scopes)}."
             ).strip()
-            for code, description in _AUTH_RESPONSES.items():
-                operation["responses"].setdefault(code, _error_response(description))
-        return schema
+            for code, response in _AUTH_RESPONSES.items():
+                operation["responses"].setdefault(code, response)
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    extend_openapi(app, edit)
 
 
 def _operations(
@@ -283,8 +302,3 @@ def _operations(
 
 def _either(scopes: tuple[Scope, ...]) -> str:
     return " or ".join(f"`{scope}`" for scope in scopes)
-
-
-def _error_response(description: str) -> dict[str, Any]:
-    detail = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
-    return {"description": description, "content": {"application/json": {"schema": detail}}}

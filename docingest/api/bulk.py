@@ -47,7 +47,10 @@ _VALUES_PER_DOCUMENT = 4
 # string: nothing after it is a value), or what starts or separates values.
 _VALUE_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|"|[,\[{]', re.DOTALL)
 _QUOTE = ord('"')
-_NDJSON_LINE = re.compile(rb"\S[^\r\n]*")
+# An NDJSON line holds a document when it starts with a byte other than ASCII whitespace; as a
+# pattern, the OpenAPI document says the body must have one.
+NDJSON_PATTERN = r"[^ \t\n\r\f\v]"
+_NDJSON_LINE = re.compile(NDJSON_PATTERN.encode() + rb"[^\r\n]*")
 
 
 async def read_items(request: Request, *, max_items: int, limits: dict[str, int]) -> list[Item]:

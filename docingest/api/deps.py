@@ -6,7 +6,8 @@ route dependencies ask for them here, typed, and never read `app.state` themselv
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,11 @@ async def get_access(request: Request) -> Access:
     access: Access = request.app.state.access
     return access
 
+
+# What reaches the database, the broker or the ledger: an operation using one may answer 503.
+BACKING_SERVICES: frozenset[Callable[..., Any]] = frozenset(
+    {get_enqueuer, get_engine, get_connections}
+)
 
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]

@@ -7,11 +7,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from docingest.api.auth import Requirement, Scope, require_scope
-from docingest.api.bulk import NDJSON_TYPES, read_items, request_validation_error
+from docingest.api.bulk import NDJSON_PATTERN, NDJSON_TYPES, read_items, request_validation_error
 from docingest.api.deps import (
     EngineDep,
     EnqueuerDep,
@@ -20,8 +19,8 @@ from docingest.api.deps import (
     get_enqueuer,
     get_settings_of_app,
 )
-from docingest.api.errors import ERROR_RESPONSES
-from docingest.browse import InvalidCursorError, delete_document, list_documents
+from docingest.api.openapi import ERROR_RESPONSES, Schema
+from docingest.browse import delete_document, list_documents
 from docingest.failures import document_status
 from docingest.schemas import (
     BulkAccepted,
@@ -34,24 +33,79 @@ from docingest.schemas import (
     QueuedDocument,
     document_limits,
 )
+from docingest.settings import Settings
 from docingest.store import get_document
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 CAN_INGEST = Requirement((Scope.INGEST,))
+BULK_PATH = "/bulk"
+DOCUMENT_PATH = "/{document_id}"
+# The status monitor of an accepted document (RFC 9110 §15.3.3): a 202's `Location`.
+STATUS_PATH = "/{document_id}/status"
 # Routes whose body may be NDJSON; any other body must be JSON (auth.Gate answers 415).
-NDJSON_PATHS = frozenset({f"{router.prefix}/bulk"})
-
-
-def _json_body(*, array: bool = False) -> dict[str, Any]:
-    """The request body as OpenAPI should show it, for routes that read the raw body."""
-    schema = DocumentIn.model_json_schema()
-    content: dict[str, Any] = {
-        "application/json": {"schema": {"type": "array", "items": schema} if array else schema}
+NDJSON_PATHS = frozenset({router.prefix + BULK_PATH})
+_DOCUMENT_IN = "DocumentIn"
+_DOCUMENT_IN_REF = {"$ref": f"#/components/schemas/{_DOCUMENT_IN}"}
+_LOCATION = {
+    "Location": {
+        "description": "The document's status: `GET /documents/{document_id}/status`",
+        "required": True,
+        "schema": {"type": "string", "format": "uri-reference"},
     }
-    if array:
-        ndjson = {"schema": {"type": "string", "description": "one document a line"}}
+}
+
+
+def _json_body(*, bulk: bool = False, max_items: int | None = None) -> dict[str, Any]:
+    """The request body as OpenAPI should show it, for routes that read the raw body; each app
+    adds its limits (`describe_limits`)."""
+    array: Schema = {"type": "array", "items": _DOCUMENT_IN_REF, "minItems": 1}
+    if max_items is not None:
+        array["maxItems"] = max_items
+    content: Schema = {"application/json": {"schema": array if bulk else _DOCUMENT_IN_REF}}
+    if bulk:
+        ndjson = {
+            "schema": {
+                "type": "string",
+                "pattern": NDJSON_PATTERN,
+                "description": "one document a line",
+            }
+        }
         content |= dict.fromkeys(NDJSON_TYPES, ndjson)
     return {"requestBody": {"required": True, "content": content}}
+
+
+def describe_limits(schema: Schema, settings: Settings) -> None:
+    """This app's MAX_DOCUMENT_CHARS and MAX_BULK_DOCUMENTS in its OpenAPI document, and the
+    links from an accepted document to the operations that read it.
+
+    The document shares the routes' `openapi_extra` objects: parts are replaced, never changed.
+    """
+    document = DocumentIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    document["properties"]["content"]["maxLength"] = settings.max_document_chars
+    schema["components"]["schemas"][_DOCUMENT_IN] = document
+    paths = schema["paths"]
+    bulk = paths[router.prefix + BULK_PATH]["post"]
+    bulk |= _json_body(bulk=True, max_items=settings.max_bulk_documents)
+    responses = paths[router.prefix]["post"]["responses"]
+    responses["202"] = responses["202"] | {"links": _links(paths)}
+
+
+def _links(paths: Schema) -> Schema:
+    """From a 202 to the reads of the document it accepted. A bulk answer has none: no one
+    document stands for it (each accepted item's `id` leads to the same reads)."""
+    parameters = {"document_id": "$response.body#/id"}
+    return {
+        "status": {
+            "operationId": paths[router.prefix + STATUS_PATH]["get"]["operationId"],
+            "parameters": parameters,
+            "description": "Where the document is: queued, stored, failed or deleted",
+        },
+        "document": {
+            "operationId": paths[router.prefix + DOCUMENT_PATH]["get"]["operationId"],
+            "parameters": parameters,
+            "description": "The document once a worker stored it (404 until then)",
+        },
+    }
 
 
 @router.post(
@@ -59,7 +113,10 @@ def _json_body(*, array: bool = False) -> dict[str, Any]:
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(CAN_INGEST)],
     response_model=DocumentAccepted,
-    responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
+    responses={
+        202: {"description": "Queued", "headers": _LOCATION},
+        **{code: ERROR_RESPONSES[code] for code in (422, 429)},
+    },
     openapi_extra=_json_body(),
 )
 async def create_document(
@@ -81,7 +138,7 @@ async def create_document(
         orjson.dumps({"id": str(queued.id), "version": queued.version, "status": "queued"}),
         status_code=status.HTTP_202_ACCEPTED,
         media_type="application/json",
-        headers={"Location": f"{router.prefix}/{queued.id}"},
+        headers={"Location": router.prefix + STATUS_PATH.format(document_id=queued.id)},
     )
 
 
@@ -93,12 +150,15 @@ async def create_document_directly(request: Request) -> Response:
 
 
 @router.post(
-    "/bulk",
+    BULK_PATH,
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[require_scope(Scope.INGEST)],
     response_model=BulkAccepted,
-    responses={code: ERROR_RESPONSES[code] for code in (413, 422, 429, 503)},
-    openapi_extra=_json_body(array=True),
+    responses={
+        202: {"description": "Queued, each item that is valid; `items` says which"},
+        **{code: ERROR_RESPONSES[code] for code in (413, 422, 429)},
+    },
+    openapi_extra=_json_body(bulk=True),
 )
 async def create_documents(
     request: Request, enqueuer: EnqueuerDep, settings: SettingsDep
@@ -106,7 +166,11 @@ async def create_documents(
     """Queue many documents: a JSON array, or NDJSON (`application/x-ndjson`).
 
     Answers one result per item, in order. Valid items are queued even when others are
-    rejected; `errors` says whether any was.
+    rejected; `errors` says whether any was. So a body holding invalid documents, which the
+    schema forbids, is answered `202` with a `422` for each invalid item, by design (as
+    Elasticsearch's `_bulk` does); only a body that is not JSON, not an array or holds no
+    document is refused whole (`422`). An accepted item's status is at
+    `GET /documents/{id}/status`.
     """
     items = await read_items(
         request, max_items=settings.max_bulk_documents, limits=document_limits(settings)
@@ -132,11 +196,7 @@ def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
     return {"index": index, "status": 202, "id": str(queued.id), "version": queued.version}
 
 
-@router.get(
-    "",
-    responses={code: ERROR_RESPONSES[code] for code in (422, 503)},
-    dependencies=[require_scope(Scope.READ, Scope.LABEL)],
-)
+@router.get("", dependencies=[require_scope(Scope.READ, Scope.LABEL)])
 def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep) -> DocumentPage:
     """Stored documents matching the filters, in id order; follow `next_cursor` for more.
 
@@ -145,17 +205,13 @@ def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep
     `status=deleted` lists tombstones (documents deleted, with `deleted_at`). `labelled`,
     `max_confidence` and `disagreement` (label ≠ category) select by people's labels.
     """
-    try:
-        page, next_cursor = list_documents(engine, query)
-    except InvalidCursorError:
-        error = {"type": "value_error", "loc": ("query", "cursor"), "msg": "Invalid cursor"}
-        raise RequestValidationError([error]) from None
+    page, next_cursor = list_documents(engine, query)
     items = [DocumentOut.model_validate(document) for document in page]
     return DocumentPage(items=items, next_cursor=next_cursor)
 
 
 @router.get(
-    "/{document_id}",
+    DOCUMENT_PATH,
     responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.READ, Scope.LABEL)],
 )
@@ -168,9 +224,9 @@ def read_document(document_id: uuid.UUID, engine: EngineDep) -> DocumentOut:
 
 
 @router.delete(
-    "/{document_id}",
+    DOCUMENT_PATH,
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={code: ERROR_RESPONSES[code] for code in (404, 503)},
+    responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.ADMIN)],
 )
 def remove_document(document_id: uuid.UUID, engine: EngineDep, enqueuer: EnqueuerDep) -> Response:
@@ -184,7 +240,7 @@ def remove_document(document_id: uuid.UUID, engine: EngineDep, enqueuer: Enqueue
 
 
 @router.get(
-    "/{document_id}/status",
+    STATUS_PATH,
     responses={404: ERROR_RESPONSES[404]},
     dependencies=[require_scope(Scope.READ)],
 )

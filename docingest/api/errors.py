@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, status
@@ -17,27 +16,6 @@ from docingest.queue import BrokerUnavailableError, PublishUncertainError, Queue
 logger = structlog.get_logger(__name__)
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
-            }
-        },
-    }
-    for code, description in {
-        404: "Not found",
-        409: "The model's artifact fails its checks (checksum, trusted types); not activated",
-        429: "The queue is full (MAX_QUEUED_DOCUMENTS); retry after `Retry-After` seconds",
-        413: "Request body larger than MAX_BODY_BYTES, or more documents than allowed",
-        415: "The body is not JSON (or NDJSON where a route takes it)",
-        422: "The body is not what this route takes; `detail` says where and why",
-        503: "Broker unreachable; retry after `Retry-After` seconds",
-    }.items()
-}
 
 
 def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import ConnectionsDep
+from docingest.api.openapi import RETRY_AFTER
 from docingest.connections import Connections
 
 router = APIRouter(tags=["health"])
@@ -23,10 +24,26 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", dependencies=[require_scope(Scope.READ, public_if="ready")])
+_NOT_READY = {
+    "description": "Not ready: says which of broker, ledger and database is `unreachable`",
+    "headers": RETRY_AFTER,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+        }
+    },
+}
+
+
+@router.get(
+    "/ready",
+    dependencies=[require_scope(Scope.READ, public_if="ready")],
+    responses={503: _NOT_READY},
+)
 async def ready(connections: ConnectionsDep, response: Response) -> dict[str, str]:
-    """Broker, ledger and database reachable: `200`, else `503` naming the one that failed.
-    `broker_durability` says what a crash of the broker does to accepted documents."""
+    """Broker, ledger and database reachable: `200`, else `503` naming the one that failed
+    (with `Retry-After`, as every 503). `broker_durability` says what a crash of the broker
+    does to accepted documents."""
     checks = {
         "broker": connections.queue.ping,
         "ledger": connections.ledger.ping,
@@ -39,6 +56,7 @@ async def ready(connections: ConnectionsDep, response: Response) -> dict[str, st
     }
     if "unreachable" in results.values():
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Retry-After"] = str(connections.settings.retry_after_seconds)
     else:
         results["broker_durability"] = await run_in_threadpool(lambda: connections.queue.durability)
     return results

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import request_validation_error
 from docingest.api.deps import EngineDep
-from docingest.api.errors import ERROR_RESPONSES
+from docingest.api.openapi import ERROR_RESPONSES
 from docingest.labels import LabelConflictError, put_label
 from docingest.schemas import DocumentOut, LabelIn
 from docingest.store import clear_label

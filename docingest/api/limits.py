@@ -15,9 +15,9 @@ DRAIN_BYTES = 64 << 20
 DRAIN_SECONDS = 5.0
 
 
-def reads_body(scope: Scope) -> bool:
+def reads_body(method: str) -> bool:
     """Methods whose body is read (and so limited, and authenticated before it is read)."""
-    return scope["method"] not in ("GET", "HEAD", "OPTIONS")
+    return method not in ("GET", "HEAD", "OPTIONS")
 
 
 class BodySizeLimit:
@@ -35,7 +35,7 @@ class BodySizeLimit:
         self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not reads_body(scope):
+        if scope["type"] != "http" or not reads_body(scope["method"]):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from docingest import registry
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep, SettingsDep
-from docingest.api.errors import ERROR_RESPONSES
+from docingest.api.openapi import ERROR_RESPONSES
 from docingest.schemas import Activated, ModelCard, ModelSummary
 
 router = APIRouter(tags=["models"])

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep
-from docingest.api.errors import ERROR_RESPONSES
+from docingest.api.openapi import ERROR_RESPONSES
 from docingest.api.pages import page_file
 from docingest.browse import InvalidCursorError
 from docingest.labels import categories, review_queue
