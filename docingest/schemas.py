@@ -65,6 +65,8 @@ NO_NUL_PATTERN = r"^[^\u0000]*$"
 CONTENT_PATTERN = rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$"
 # A page cursor: the url-safe base64 of a document id's 16 bytes, unpadded (`browse.py`).
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+# The review queue's: a confidence's 8 bytes and an id's 16, 32 characters (`labels.py`).
+REVIEW_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{32}$"
 
 
 def _check_content(value: str, info: ValidationInfo) -> str:
@@ -107,16 +109,26 @@ class Alternative(BaseModel):
     probability: float
 
 
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+# A category name: something besides whitespace, no control character; stored stripped.
+CATEGORY_PATTERN = rf"^[^{_CONTROL}]*[^{_SPACE}{_CONTROL}][^{_CONTROL}]*$"
+_CONTROL_CHARACTER = re.compile(f"[{_CONTROL}]")
+
+
 def _check_category(value: str) -> str:
+    if _CONTROL_CHARACTER.search(value):
+        raise ValueError("category must not contain control characters")
     value = value.strip()
     if not value:
         raise ValueError("category must not be empty or only whitespace")
-    if not value.isprintable():
-        raise ValueError("category must not contain control characters")
     return value
 
 
-Category = Annotated[str, Field(max_length=200), AfterValidator(_check_category)]
+Category = Annotated[
+    str,
+    Field(max_length=200, json_schema_extra={"pattern": CATEGORY_PATTERN}),
+    AfterValidator(_check_category),
+]
 
 
 class LabelIn(BaseModel):

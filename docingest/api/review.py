@@ -10,15 +10,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.exceptions import RequestValidationError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep
 from docingest.api.openapi import ERROR_RESPONSES
 from docingest.api.pages import page_file
-from docingest.browse import InvalidCursorError
 from docingest.labels import categories, review_queue
-from docingest.schemas import DocumentOut, ReviewPage
+from docingest.schemas import REVIEW_CURSOR_PATTERN, DocumentOut, ReviewPage
 
 router = APIRouter(prefix="/review", tags=["labels"])
 PAGE = [require_scope(Scope.LABEL, Scope.READ, public_if="dashboard")]
@@ -44,15 +42,14 @@ def page() -> Response:
 def queue(
     engine: EngineDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="`next_cursor` of the previous page", pattern=REVIEW_CURSOR_PATTERN),
+    ] = None,
 ) -> ReviewPage:
     """Unlabelled documents, least confident first, and the categories known so far (the
     active model's and every label given); follow `next_cursor` past documents skipped."""
-    try:
-        documents, next_cursor = review_queue(engine, cursor, limit)
-    except InvalidCursorError:
-        error = {"type": "value_error", "loc": ("query", "cursor"), "msg": "Invalid cursor"}
-        raise RequestValidationError([error]) from None
+    documents, next_cursor = review_queue(engine, cursor, limit)
     return ReviewPage(
         items=[DocumentOut.model_validate(document) for document in documents],
         next_cursor=next_cursor,
