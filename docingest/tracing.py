@@ -1,0 +1,278 @@
+"""OpenTelemetry traces across the API and the workers: off unless asked for, free when off.
+
+`configure` turns tracing on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) or
+OTEL_TRACES_EXPORTER is set and the `docingest[otel]` extra is installed. Otherwise it imports
+nothing of the SDK, the API keeps FastAPI's telemetry off, messages carry nothing more, and each
+helper here returns at its first line (docs/operations.md#traces has the figures).
+
+A document's way, as spans:
+- API: FastAPI's request span (`POST /documents`). Group commit puts the documents of several
+  requests into one message, so `send documents` is a child of the first request it carries and
+  links to every one of them.
+- The message names those requests: their W3C `traceparent`s in the `traceparents` option.
+- Worker: a batch holds several messages, so `process documents` starts a trace of its own and
+  links to every request whose documents it holds; `classify`, `store` and `settle` are its
+  children.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+from dramatiq.middleware import CurrentMessage
+from opentelemetry import trace
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    Link,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    Tracer,
+    TracerProvider,
+)
+from opentelemetry.util.types import AttributeValue
+
+from docingest.queue.messages import TRACEPARENTS, ingest_message
+from docingest.queue.names import DOCUMENTS_QUEUE
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from docingest.queue import MessageQueue
+    from docingest.settings import Settings
+
+logger = structlog.get_logger(__name__)
+
+# Requests a message names, and a batch links to: the SDK's default link limit (a group commit
+# message may hold ENQUEUE_MAX_BATCH requests, a batch WORKER_MAX_BATCH documents).
+MAX_TRACEPARENTS = 128
+_OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
+_UNTRACED: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+_provider: SdkTracerProvider | None = None
+_tracer: Tracer | None = None
+# Set by `configure` from the settings: what every span of a kind says of the deployment.
+_messaging: dict[str, AttributeValue] = {}
+_database: dict[str, AttributeValue] = {}
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+# What the span helpers return: a span, as the current one, for the `with` block.
+Scope = AbstractContextManager[Span]
+
+
+def exporter_names(environ: Mapping[str, str]) -> list[str]:
+    """The span exporters the OTEL_* variables ask for; none means tracing is off. Unlike the
+    SDK's default (`otlp`), an unset OTEL_TRACES_EXPORTER exports only to a configured endpoint."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    names = environ.get("OTEL_TRACES_EXPORTER", "").strip()
+    if not names:
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        return ["otlp"] if endpoint else []
+    if names.lower() == "none":
+        return []
+    return [name.strip() for name in names.split(",") if name.strip()]
+
+
+def configure(service: str, settings: Settings) -> TracerProvider | None:
+    """Tracing for this process as the OTEL_* variables say, set up once; None when off.
+
+    `service` is the default `service.name` (OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+    win). Asked for without the extra installed, tracing stays off with a warning."""
+    global _provider, _tracer
+    names = exporter_names(os.environ)
+    if _provider is None and names:
+        _provider = _sdk_provider(service, names)
+        if _provider is not None:
+            trace.set_tracer_provider(_provider)
+            _tracer = _provider.get_tracer("docingest")
+            _describe_deployment(settings)
+    return _provider
+
+
+def shutdown() -> None:
+    """Export what is buffered: Dramatiq's worker processes end without running atexit."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def _sdk_provider(service: str, names: list[str]) -> SdkTracerProvider | None:
+    try:
+        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        logger.warning("OTEL_* variables ask for traces: install docingest[otel] to send them")
+        return None
+    provider = SdkTracerProvider(resource=resource(service))
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name)()))
+    return provider
+
+
+def resource(service: str) -> Resource:
+    """The SDK's resource from the environment, named `service` unless it names itself."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    detected = Resource.create()
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return detected.merge(Resource({SERVICE_NAME: service}))
+    return detected
+
+
+def _exporter(name: str) -> type[SpanExporter]:
+    """An exporter by its entry point name, as the SDK registers them (`console`,
+    `otlp_proto_http`, …); `otlp` follows OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL, by default
+    http/protobuf (the extra's; grpc needs opentelemetry-exporter-otlp-proto-grpc)."""
+    if name == "otlp":
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        name = _OTLP_BY_PROTOCOL.get(protocol.strip(), protocol)
+    found = entry_points(group="opentelemetry_traces_exporter", name=name)
+    if not found:
+        raise ValueError(f"OTEL_TRACES_EXPORTER: no span exporter {name!r} is installed")
+    exporter: type[SpanExporter] = next(iter(found)).load()
+    return exporter
+
+
+def _describe_deployment(settings: Settings) -> None:
+    amqp = settings.broker_url.startswith("amqp")
+    _messaging.update(
+        {
+            "messaging.system": "rabbitmq" if amqp else "redis",
+            "messaging.destination.name": DOCUMENTS_QUEUE,
+        }
+    )
+    sqlite = settings.database_url.startswith("sqlite")
+    _database["db.system.name"] = "sqlite" if sqlite else "postgresql"
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+
+def naming_span(
+    call: Callable[[In], Awaitable[Out]], method: str, route: str
+) -> Callable[[In], Awaitable[Out]]:
+    """`call` naming the request span after its route, as FastAPI's router does for the routes
+    it serves (`HotRoute` serves one below it)."""
+    name = f"{method} {route}"
+
+    async def named(request: In) -> Out:
+        span = trace.get_current_span()
+        span.update_name(name)
+        span.set_attribute("http.route", route)
+        return await call(request)
+
+    return named
+
+
+def current_traceparent() -> str | None:
+    """The current span as a W3C traceparent, if it is sampled (else nothing to link to)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.trace_flags.sampled:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+def read_traceparent(traceparent: str) -> SpanContext:
+    """What `current_traceparent` wrote, read back (3x faster than the W3C propagator: a batch
+    may link to 128 requests). A malformed one gives the invalid context, never linked to."""
+    try:
+        _, trace_id, span_id, flags = traceparent.split("-")
+        return SpanContext(
+            int(trace_id, 16),
+            int(span_id, 16),
+            is_remote=True,
+            trace_flags=TraceFlags(int(flags, 16)),
+        )
+    except ValueError:
+        return INVALID_SPAN_CONTEXT
+
+
+def publish(
+    queue: MessageQueue, parts: Sequence[list[dict[str, Any]]], origins: Sequence[str | None]
+) -> None:
+    """Publish one message per part, each naming the requests its documents came from
+    (`origins`: each document's request traceparent), in a `send documents` span."""
+    messages, start = [], 0
+    for part in parts:
+        named = _distinct(origins[start : start + len(part)])[:MAX_TRACEPARENTS]
+        messages.append(ingest_message(part, named))
+        start += len(part)
+    carried = _distinct(origins)
+    if not carried or _tracer is None:
+        queue.publish(messages)
+        return
+    attributes = _messaging | {
+        "messaging.operation.type": "send",
+        "messaging.batch.message_count": len(messages),
+        "docingest.documents": len(origins),
+        "docingest.requests": len(carried),
+    }
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(read_traceparent(carried[0])))
+    with _tracer.start_as_current_span(
+        "send documents",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+        links=_links(carried),
+    ):
+        queue.publish(messages)
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+
+def message_traceparents() -> Sequence[str]:
+    """The requests the message being processed names (`CurrentMessage` holds it)."""
+    if _tracer is None:
+        return ()
+    message = CurrentMessage.get_current_message()
+    return message.options.get(TRACEPARENTS, ()) if message is not None else ()
+
+
+def processing(traceparents: Iterable[str], *, messages: int, documents: int) -> Scope:
+    """The span of a worker batch: a trace of its own, linked to the requests it holds."""
+    if _tracer is None:
+        return _UNTRACED
+    held = _distinct(traceparents)
+    attributes = _messaging | {
+        "messaging.operation.type": "process",
+        "messaging.batch.message_count": messages,
+        "docingest.documents": documents,
+        "docingest.requests": len(held),
+    }
+    return _tracer.start_as_current_span(
+        "process documents", kind=SpanKind.CONSUMER, attributes=attributes, links=_links(held)
+    )
+
+
+def span(name: str, attributes: Mapping[str, AttributeValue], *, database: bool = False) -> Scope:
+    """A child of the current span (`database`: it talks to DATABASE_URL); the span it gives
+    ignores `set_attribute` when tracing is off."""
+    if _tracer is None:
+        return _UNTRACED
+    return _tracer.start_as_current_span(
+        name, attributes={**_database, **attributes} if database else attributes
+    )
+
+
+def _distinct(traceparents: Iterable[str | None]) -> list[str]:
+    """Each one once, in order."""
+    return list(dict.fromkeys(filter(None, traceparents)))
+
+
+def _links(traceparents: Sequence[str]) -> list[Link]:
+    """To the first MAX_TRACEPARENTS (OTEL_SPAN_LINK_COUNT_LIMIT may keep fewer)."""
+    return [Link(read_traceparent(tp)) for tp in traceparents[:MAX_TRACEPARENTS]]
