@@ -51,14 +51,17 @@ if TYPE_CHECKING:
 
 logger = structlog.get_logger(__name__)
 
-# Requests a message names, and a batch links to: the SDK's default link limit (a group commit
-# message may hold ENQUEUE_MAX_BATCH requests, a batch WORKER_MAX_BATCH documents).
+# Requests a message names (a group commit message may hold ENQUEUE_MAX_BATCH requests): the
+# SDK's default link limit.
 MAX_TRACEPARENTS = 128
 _OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 _UNTRACED: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
 
 _provider: SdkTracerProvider | None = None
 _tracer: Tracer | None = None
+# OTEL_SPAN_LINK_COUNT_LIMIT (None: no limit), applied before the SDK would: each link costs
+# ~20 µs of CPU, and the SDK pays it even for links beyond its limit.
+_max_links: int | None = MAX_TRACEPARENTS
 # Set by `configure` from the settings: what every span of a kind says of the deployment.
 _messaging: dict[str, AttributeValue] = {}
 _database: dict[str, AttributeValue] = {}
@@ -108,13 +111,17 @@ def shutdown() -> None:
 
 
 def _sdk_provider(service: str, names: list[str]) -> SdkTracerProvider | None:
+    global _max_links
     try:
+        from opentelemetry.sdk.trace import SpanLimits
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         logger.warning("OTEL_* variables ask for traces: install docingest[otel] to send them")
         return None
-    provider = SdkTracerProvider(resource=resource(service))
+    limits = SpanLimits()
+    _max_links = limits.max_links
+    provider = SdkTracerProvider(resource=resource(service), span_limits=limits)
     for name in names:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name)()))
     return provider
@@ -243,7 +250,8 @@ def message_traceparents() -> Sequence[str]:
 
 
 def processing(traceparents: Iterable[str], *, messages: int, documents: int) -> Scope:
-    """The span of a worker batch: a trace of its own, linked to the requests it holds."""
+    """The span of a worker batch: a trace of its own, linked to the requests it holds (all of
+    them counted, the first OTEL_SPAN_LINK_COUNT_LIMIT linked)."""
     if _tracer is None:
         return _UNTRACED
     held = _distinct(traceparents)
@@ -274,5 +282,5 @@ def _distinct(traceparents: Iterable[str | None]) -> list[str]:
 
 
 def _links(traceparents: Sequence[str]) -> list[Link]:
-    """To the first MAX_TRACEPARENTS (OTEL_SPAN_LINK_COUNT_LIMIT may keep fewer)."""
-    return [Link(read_traceparent(tp)) for tp in traceparents[:MAX_TRACEPARENTS]]
+    """To the first OTEL_SPAN_LINK_COUNT_LIMIT (default 128)."""
+    return [Link(read_traceparent(tp)) for tp in traceparents[:_max_links]]
