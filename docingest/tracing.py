@@ -1,9 +1,10 @@
 """OpenTelemetry traces across the API and the workers: off unless asked for, free when off.
 
 `configure` turns tracing on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) or
-OTEL_TRACES_EXPORTER is set and the `docingest[otel]` extra is installed. Otherwise it imports
-nothing of the SDK, the API keeps FastAPI's telemetry off, messages carry nothing more, and each
-helper here returns at its first line (docs/operations.md#traces has the figures).
+OTEL_TRACES_EXPORTER is set and the `docingest[otel]` extra is installed: it then imports
+`tracing_sdk`. Otherwise nothing of the SDK is imported, the API keeps FastAPI's telemetry off,
+messages carry nothing more, and each helper here returns at its first line
+(docs/operations.md#traces has the figures).
 
 A document's way, as spans:
 - API: FastAPI's request span (`POST /documents`). Group commit puts the documents of several
@@ -20,7 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -42,9 +42,7 @@ from docingest.queue.messages import TRACEPARENTS, ingest_message
 from docingest.queue.names import DOCUMENTS_QUEUE
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
 
     from docingest.queue import MessageQueue
     from docingest.settings import Settings
@@ -54,7 +52,6 @@ logger = structlog.get_logger(__name__)
 # Requests a message names (a group commit message may hold ENQUEUE_MAX_BATCH requests): the
 # SDK's default link limit.
 MAX_TRACEPARENTS = 128
-_OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 _UNTRACED: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
 
 _provider: SdkTracerProvider | None = None
@@ -92,15 +89,22 @@ def configure(service: str, settings: Settings) -> TracerProvider | None:
     """Tracing for this process as the OTEL_* variables say, set up once; None when off.
 
     `service` is the default `service.name` (OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
-    win). Asked for without the extra installed, tracing stays off with a warning."""
-    global _provider, _tracer
+    win). Asked for without the extra installed, tracing stays off with a warning. A batch that
+    holds a sampled request is sampled (`tracing_sdk.FollowLinks`)."""
+    global _provider, _tracer, _max_links
     names = exporter_names(os.environ)
-    if _provider is None and names:
-        _provider = _sdk_provider(service, names)
-        if _provider is not None:
-            trace.set_tracer_provider(_provider)
-            _tracer = _provider.get_tracer("docingest")
-            _describe_deployment(settings)
+    if _provider is not None or not names:
+        return _provider
+    try:
+        from docingest import tracing_sdk
+    except ImportError:
+        logger.warning("OTEL_* variables ask for traces: install docingest[otel] to send them")
+        return None
+    _provider = tracing_sdk.provider(service, names)
+    trace.set_tracer_provider(_provider)
+    _tracer = _provider.get_tracer("docingest")
+    _max_links = tracing_sdk.link_limit()
+    _describe_deployment(settings)
     return _provider
 
 
@@ -108,49 +112,6 @@ def shutdown() -> None:
     """Export what is buffered: Dramatiq's worker processes end without running atexit."""
     if _provider is not None:
         _provider.shutdown()
-
-
-def _sdk_provider(service: str, names: list[str]) -> SdkTracerProvider | None:
-    global _max_links
-    try:
-        from opentelemetry.sdk.trace import SpanLimits
-        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError:
-        logger.warning("OTEL_* variables ask for traces: install docingest[otel] to send them")
-        return None
-    limits = SpanLimits()
-    _max_links = limits.max_links
-    provider = SdkTracerProvider(resource=resource(service), span_limits=limits)
-    for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name)()))
-    return provider
-
-
-def resource(service: str) -> Resource:
-    """The SDK's resource from the environment, named `service` unless it names itself."""
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-
-    detected = Resource.create()
-    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        return detected.merge(Resource({SERVICE_NAME: service}))
-    return detected
-
-
-def _exporter(name: str) -> type[SpanExporter]:
-    """An exporter by its entry point name, as the SDK registers them (`console`,
-    `otlp_proto_http`, …); `otlp` follows OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL, by default
-    http/protobuf (the extra's; grpc needs opentelemetry-exporter-otlp-proto-grpc)."""
-    if name == "otlp":
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-        )
-        name = _OTLP_BY_PROTOCOL.get(protocol.strip(), protocol)
-    found = entry_points(group="opentelemetry_traces_exporter", name=name)
-    if not found:
-        raise ValueError(f"OTEL_TRACES_EXPORTER: no span exporter {name!r} is installed")
-    exporter: type[SpanExporter] = next(iter(found)).load()
-    return exporter
 
 
 def _describe_deployment(settings: Settings) -> None:

@@ -235,7 +235,7 @@ def test_a_batch_links_to_the_requests_whose_documents_it_stored(
 
 @needs_otel
 def test_otel_service_name_wins_over_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from docingest.tracing import resource
+    from docingest.tracing_sdk import resource
 
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
@@ -244,6 +244,27 @@ def test_otel_service_name_wins_over_the_default(monkeypatch: pytest.MonkeyPatch
     assert resource("docingest-api").attributes["service.name"] == "from-attributes"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "ingest-eu")
     assert resource("docingest-api").attributes["service.name"] == "ingest-eu"
+
+
+@needs_otel
+def test_a_batch_holding_a_sampled_request_is_sampled_whatever_the_ratio() -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    from docingest.tracing_sdk import FollowLinks
+
+    sampler = FollowLinks(ParentBasedTraceIdRatio(0))
+    sampled = read_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    unsampled = read_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+
+    def decision(links: list[trace.Link], parent: trace.SpanContext | None = None) -> bool:
+        context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
+        result = sampler.should_sample(context, 1, "process documents", links=links)
+        return bool(result.decision.is_sampled())
+
+    assert decision([trace.Link(unsampled), trace.Link(sampled)])
+    assert not decision([trace.Link(unsampled)]), "the ratio decides"
+    assert not decision([])
+    assert not decision([trace.Link(sampled)], parent=unsampled), "the parent decides"
 
 
 @pytest.mark.parametrize(
