@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,18 @@ from docingest.tracing import current_traceparent, exporter_names, read_tracepar
 from tests.faults import Processes, content_for, count_rows, service_env
 from tests.helpers import make_settings
 
+
+def _otel_installed() -> bool:
+    try:
+        import opentelemetry.proto
+        import opentelemetry.sdk  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 needs_otel = pytest.mark.skipif(
-    find_spec("opentelemetry.sdk") is None or find_spec("opentelemetry.proto") is None,
+    not _otel_installed(),
     reason="the docingest[otel] extra is not installed (`make test` installs it)",
 )
 
