@@ -13,9 +13,10 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN pip install "uv==$(sed -n 's/^required-version = "==\(.*\)"$/\1/p' pyproject.toml)"
 # Dependencies first: their layer is rebuilt only when the lock changes, not with the code.
-RUN uv sync --locked --no-editable --no-install-project
+# The `otel` extra too: traces are off until OTEL_* variables ask for them (docs/operations.md).
+RUN uv sync --locked --no-editable --no-install-project --extra otel
 COPY docingest ./docingest
-RUN uv sync --locked --no-editable
+RUN uv sync --locked --no-editable --extra otel
 
 FROM python:3.11-slim
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 
+from docingest import tracing
 from docingest.ledger import Ledger, LedgerUnavailableError
 from docingest.queue import (
     BrokerUnavailableError,
@@ -43,10 +46,19 @@ class Limits:
 
 
 class Enqueuer:
-    def __init__(self, queue: MessageQueue, ledger: Ledger, limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        ledger: Ledger,
+        limits: Limits = Limits(),
+        *,
+        traced: bool = False,
+    ) -> None:
+        """`traced`: messages name the requests they carry (docingest/tracing.py)."""
         self.queue = queue
         self.ledger = ledger
         self._limits = limits
+        self._traced = traced
         # The last readings of what waits; the pending count also comes free with each reserve.
         self._room_read_at = -float("inf")
         self._depth: int | None = None
@@ -57,11 +69,14 @@ class Enqueuer:
         # Its own threads: a slow /stats or a long replay in the shared pool cannot stall ingestion.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="enqueue")
 
-    def send(self, documents: Sequence[DocumentIn]) -> list[QueuedDocument]:
+    def send(
+        self, documents: Sequence[DocumentIn], origins: Sequence[str | None] = ()
+    ) -> list[QueuedDocument]:
         """Stamp versions and queue the documents; return only once the broker holds them.
 
         `BrokerUnavailableError`: nothing was accepted. `PublishUncertainError`: the broker may
         hold them; their pending entries stay, for the worker or the reconciler to clear.
+        `origins`, when traced: each document's request (its span's traceparent).
         """
         if not documents:
             return []
@@ -86,7 +101,7 @@ class Enqueuer:
                 # The request was answered 503 meanwhile: publishing now could make these
                 # versions newer than those of a client's retry.
                 raise BrokerUnavailableError("versions reserved too late to be used")
-            self.requeue(queued)
+            self.requeue(queued, origins)
         except PublishUncertainError as error:
             raise PublishUncertainError(str(error), ids=ids) from error
         except (BrokerUnavailableError, QueueFullError):
@@ -94,8 +109,11 @@ class Enqueuer:
             raise
         return queued
 
-    def requeue(self, queued: Sequence[QueuedDocument]) -> None:
+    def requeue(self, queued: Sequence[QueuedDocument], origins: Sequence[str | None] = ()) -> None:
         """Put already versioned documents on the queue (a new batch, or a replay), all or none."""
+        if origins:
+            tracing.publish(self.queue, list(self._messages(queued)), origins)
+            return
         self.queue.publish([ingest_message(part) for part in self._messages(queued)])
 
     def _messages(self, queued: Sequence[QueuedDocument]) -> Iterator[list[dict[str, object]]]:
@@ -127,8 +145,11 @@ class Enqueuer:
             return []
         await self._check_room()
         if self._task is None:
-            self._task = asyncio.create_task(self._flush_forever())
+            # In a context of its own: it serves every request, not the first one's span.
+            self._task = asyncio.create_task(self._flush_forever(), context=contextvars.Context())
         request = _Request(list(documents), asyncio.get_running_loop().create_future())
+        if self._traced:
+            request.origin = tracing.current_traceparent()
         await self._pending.put(request)
         return await request.result
 
@@ -185,9 +206,10 @@ class Enqueuer:
         while True:
             batch = await self._collect()
             documents = [doc for request in batch for doc in request.documents]
+            origins = _origins(batch) if self._traced else ()
             try:
                 queued = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self.send, documents),
+                    loop.run_in_executor(self._executor, self.send, documents, origins),
                     self._limits.timeout_seconds,
                 )
             except TimeoutError:
@@ -236,11 +258,19 @@ class Enqueuer:
         return batch
 
 
+def _origins(batch: Sequence[_Request]) -> list[str | None]:
+    """Each document's request traceparent, in the order of the documents."""
+    return [
+        origin for request in batch for origin in repeat(request.origin, len(request.documents))
+    ]
+
+
 @dataclass
 class _Request:
     documents: list[DocumentIn]
     result: asyncio.Future[list[QueuedDocument]] = field(repr=False)
     size: int = field(init=False)
+    origin: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.size = sum(len(document.content) for document in self.documents)

@@ -26,25 +26,28 @@ class Recorder:
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.batches: list[tuple[list[str], int]] = []
+        self.links: list[list[str]] = []
         self.release = threading.Event()
         self.fail_on = fail_on
 
-    def __call__(self, documents: Documents, messages: int) -> None:
+    def __call__(self, documents: Documents, messages: int, links: list[str]) -> None:
         self.release.wait(10)
         ids = [document["id"] for document in documents]
         self.batches.append((ids, messages))
+        self.links.append(links)
         if self.fail_on in ids:
             raise RuntimeError(f"refused {self.fail_on}")
 
 
 def submit_all(coalescer: Coalescer, messages: list[Documents]) -> list[BaseException | None]:
     """Each message from its own thread, as Dramatiq's worker threads would; the first is
-    submitted alone, so it is the batch being worked on while the others wait."""
+    submitted alone, so it is the batch being worked on while the others wait. Each message
+    brings along one link: `link-` and its first document's id."""
     outcomes: list[BaseException | None] = [None] * len(messages)
 
     def submit(n: int) -> None:
         try:
-            coalescer.submit(messages[n])
+            coalescer.submit(messages[n], [f"link-{messages[n][0]['id']}"])
         except BaseException as error:
             outcomes[n] = error
 
@@ -105,9 +108,18 @@ def test_every_message_of_a_failed_batch_raises_its_error_and_no_other() -> None
     assert str(outcomes[1]) == "refused m5"
 
 
+def test_a_batch_brings_along_the_links_of_each_of_its_messages() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder, max_documents=100, lanes=1)
+    threading.Timer(0.3, recorder.release.set).start()
+    assert submit_all(coalescer, [documents(f"m{n}", f"n{n}") for n in range(5)]) == [None] * 5
+    for (ids, _), links in zip(recorder.batches, recorder.links, strict=True):
+        assert sorted(links) == sorted(f"link-{i}" for i in ids if i.startswith("m"))
+
+
 def test_two_lanes_work_on_two_batches_at_once() -> None:
     running = threading.Barrier(2, timeout=5)
-    coalescer = Coalescer(lambda documents, messages: running.wait(), max_documents=1, lanes=2)
+    coalescer = Coalescer(lambda *batch: running.wait(), max_documents=1, lanes=2)
     outcomes = submit_all(coalescer, [documents("a"), documents("b")])
     assert outcomes == [None, None]
 

@@ -15,10 +15,17 @@ from docingest.queue.names import (
     RECLASSIFY_QUEUE,
 )
 
+# The option naming the requests a message's documents came from, when traced (W3C
+# traceparents, docingest/tracing.py); untraced messages have no options.
+TRACEPARENTS = "traceparents"
 
-def ingest_message(documents: Sequence[dict[str, Any]]) -> dramatiq.Message[None]:
+
+def ingest_message(
+    documents: Sequence[dict[str, Any]], traceparents: Sequence[str] = ()
+) -> dramatiq.Message[None]:
     """One message, a list of queued documents (`QueuedDocument.to_message()` dicts)."""
-    return _message(DOCUMENTS_QUEUE, INGEST_ACTOR, (list(documents),))
+    options = {TRACEPARENTS: list(traceparents)} if traceparents else {}
+    return _message(DOCUMENTS_QUEUE, INGEST_ACTOR, (list(documents),), options)
 
 
 def reclassify_message(ids: Sequence[uuid.UUID], model_version: str) -> dramatiq.Message[None]:
@@ -29,13 +36,15 @@ def reclassify_message(ids: Sequence[uuid.UUID], model_version: str) -> dramatiq
     )
 
 
-def _message(queue: str, actor: str, args: tuple[Any, ...]) -> dramatiq.Message[None]:
+def _message(
+    queue: str, actor: str, args: tuple[Any, ...], options: dict[str, Any] | None = None
+) -> dramatiq.Message[None]:
     return dramatiq.Message(
         queue_name=queue,
         actor_name=actor,
         args=args,
         kwargs={},
-        options={},
+        options=options or {},
     )
 
 

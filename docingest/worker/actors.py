@@ -13,6 +13,7 @@ from typing import Any
 import dramatiq
 import structlog
 
+from docingest import tracing
 from docingest.logs import configure_logging
 from docingest.queue import install, open_queue
 from docingest.queue.names import (
@@ -24,27 +25,31 @@ from docingest.queue.names import (
 from docingest.settings import get_settings
 from docingest.worker.coalesce import Coalescer
 from docingest.worker.ingest import ingest, reclassify
-from docingest.worker.middleware import WorkerMiddleware
+from docingest.worker.middleware import TracingMiddleware, WorkerMiddleware
 from docingest.worker.resources import resources
 
 configure_logging(get_settings())
 broker = install(open_queue(get_settings()))
 broker.add_middleware(WorkerMiddleware(get_settings(), resources))
+if tracing.configure("docingest-worker", get_settings()) is not None:
+    broker.add_middleware(TracingMiddleware())
 logger = structlog.get_logger(__name__)
 
 RETRIES: dict[str, Any] = {"max_retries": 20, "min_backoff": 1_000, "max_backoff": 60_000}
 
 
-def ingest_batch(documents: list[dict[str, Any]], messages: int) -> None:
+def ingest_batch(documents: list[dict[str, Any]], messages: int, links: list[str]) -> None:
+    """`links`: the requests the batch's messages name, when traced."""
     started = time.perf_counter()
     current = resources()
-    ingest(
-        documents,
-        engine=current.connections.engine,
-        classifier=current.models.active(),
-        ledger=current.connections.ledger,
-        low_confidence_threshold=get_settings().low_confidence_threshold,
-    )
+    with tracing.processing(links, messages=messages, documents=len(documents)):
+        ingest(
+            documents,
+            engine=current.connections.engine,
+            classifier=current.models.active(),
+            ledger=current.connections.ledger,
+            low_confidence_threshold=get_settings().low_confidence_threshold,
+        )
     seconds = round(time.perf_counter() - started, 4)
     logger.info("batch processed", documents=len(documents), messages=messages, seconds=seconds)
 
@@ -54,7 +59,7 @@ coalescer = Coalescer(ingest_batch, max_documents=get_settings().worker_max_batc
 
 @dramatiq.actor(actor_name=INGEST_ACTOR, queue_name=DOCUMENTS_QUEUE, **RETRIES)
 def ingest_documents(documents: list[dict[str, Any]]) -> None:
-    coalescer.submit(documents)
+    coalescer.submit(documents, tracing.message_traceparents())
 
 
 # Dramatiq runs lower priorities first: new documents (priority 0) go ahead.

@@ -7,28 +7,33 @@ model call, a transaction and a ledger round trip for every few documents. Here 
 hands its documents over and waits while batching threads (`lanes`) work: while they work on
 batches, the next messages gather, and the next batch takes all of them. A thread returns (and
 Dramatiq acknowledges its message) only after the batch holding its documents was committed, and
-raises that batch's error, so Dramatiq retries each of its messages as before.
+raises that batch's error, so Dramatiq retries each of its messages as before. What a message
+brings along besides its documents (`links`: the requests it names, when traced) goes with them.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 Documents = list[dict[str, Any]]
-Waiting = tuple[Documents, "Future[None]"]
+Waiting = tuple[Documents, Sequence[str], "Future[None]"]
 
 
 class Coalescer:
     def __init__(
-        self, run: Callable[[Documents, int], None], *, max_documents: int, lanes: int
+        self,
+        run: Callable[[Documents, int, list[str]], None],
+        *,
+        max_documents: int,
+        lanes: int,
     ) -> None:
-        """`run(documents, messages)` processes one batch. A batch holds whole messages and
-        closes at `max_documents` unless its first message alone is larger. Two lanes keep the
-        overlap of two threads: one classifies while the other waits on the database."""
+        """`run(documents, messages, links)` processes one batch. A batch holds whole messages
+        and closes at `max_documents` unless its first message alone is larger. Two lanes keep
+        the overlap of two threads: one classifies while the other waits on the database."""
         self._run = run
         self._max_documents = max_documents
         self._lanes = lanes
@@ -38,11 +43,11 @@ class Coalescer:
         self._starting = threading.Lock()
         self._started = False
 
-    def submit(self, documents: Documents) -> None:
+    def submit(self, documents: Documents, links: Sequence[str] = ()) -> None:
         """Block until `documents` were processed in some batch; raise that batch's error."""
         self._start()
         done: Future[None] = Future()
-        self._waiting.put((documents, done))
+        self._waiting.put((documents, links, done))
         done.result()
 
     def _start(self) -> None:
@@ -58,14 +63,15 @@ class Coalescer:
     def _loop(self) -> None:
         while True:
             batch = self._next_batch()
-            documents = [document for part, _ in batch for document in part]
+            documents = [document for part, _, _ in batch for document in part]
+            links = [link for _, part_links, _ in batch for link in part_links]
             try:
-                self._run(documents, len(batch))
+                self._run(documents, len(batch), links)
             except BaseException as error:  # each waiting thread re-raises it
-                for _, done in batch:
+                for _, _, done in batch:
                     done.set_exception(error)
             else:
-                for _, done in batch:
+                for _, _, done in batch:
                     done.set_result(None)
 
     def _next_batch(self) -> list[Waiting]:

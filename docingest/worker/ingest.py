@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from docingest import tracing
 from docingest.classifier import Classifier, Prediction
 from docingest.ledger import Ledger
 from docingest.metrics import worker_metrics
@@ -48,21 +49,26 @@ def ingest(
     """
     queued = [QueuedDocument.model_validate(document) for document in documents]
     started = time.perf_counter()
-    outcomes = classify_isolating(classifier, [document.content for document in queued])
-    classified = time.perf_counter()
-    now = utcnow()
-    stored, failed = build_rows(queued, outcomes, classifier.version, now)
-    refused = store_isolating(engine, stored, failed)
-    if refused:
-        sent = {(document.id, document.version): document for document in queued}
-        refusals = [
-            failure_row(sent[row["id"], row["version"]], _describe(error), now)
-            for row, error in refused
-        ]
-        _store_refusals(engine, refusals)
-        failed += refusals
+    with tracing.span("classify", {"docingest.model_version": classifier.version}) as span:
+        outcomes = classify_isolating(classifier, [document.content for document in queued])
+        classified = time.perf_counter()
+        now = utcnow()
+        stored, failed = build_rows(queued, outcomes, classifier.version, now)
+        span.set_attribute("docingest.failed", len(failed))
+    with tracing.span("store", {"docingest.documents": len(stored)}, database=True) as span:
+        refused = store_isolating(engine, stored, failed)
+        if refused:
+            sent = {(document.id, document.version): document for document in queued}
+            refusals = [
+                failure_row(sent[row["id"], row["version"]], _describe(error), now)
+                for row, error in refused
+            ]
+            _store_refusals(engine, refusals)
+            failed += refusals
+        span.set_attribute("docingest.failed", len(failed))
     store_seconds = time.perf_counter() - classified
-    ledger.settle([(document.id, document.version) for document in queued])
+    with tracing.span("settle", {"docingest.documents": len(queued)}):
+        ledger.settle([(document.id, document.version) for document in queued])
     worker_metrics.record_batch(
         [document.accepted_at for document in queued],
         failed=len(failed),

@@ -4,7 +4,8 @@ Two daemon threads per process, started after the worker boots (after Dramatiq f
 one adds `worker_metrics` into the metrics store every METRICS_FLUSH_SECONDS and marks the
 process as seen there (a process that stops cleanly removes its mark: one that stays without
 being renewed is a worker that died), one runs `ledger.reconcile` every RECONCILE_SECONDS.
-Each message's log lines carry its id and document count.
+Each message's log lines carry its id and document count. When traced, `TracingMiddleware`
+shows actors their message and exports the last spans at shutdown.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from datetime import timedelta
 import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
+from dramatiq.middleware import CurrentMessage
 
+from docingest import tracing
 from docingest.ledger import LedgerUnavailableError
 from docingest.ledger.reconcile import reconcile
 from docingest.metrics import MESSAGES, worker_id, worker_metrics
@@ -121,3 +124,12 @@ class WorkerMiddleware(dramatiq.Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()
+
+
+class TracingMiddleware(CurrentMessage):
+    """The message being processed, for the actor to read the requests it names
+    (`tracing.message_traceparents`); the spans still buffered are exported once the worker has
+    stopped, since Dramatiq's worker processes end without running atexit handlers."""
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        tracing.shutdown()
