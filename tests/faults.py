@@ -189,6 +189,21 @@ def service_env(
     }
 
 
+def keyed_processes(
+    tmp_path: Path, *, database_url: str, broker_url: str, model_path: Path, api_keys: str
+) -> Processes:
+    """Processes of a service with these API_KEYS, retrying after 1 s (tests of clients)."""
+    env = service_env(
+        database_url=database_url,
+        broker_url=broker_url,
+        model_path=model_path,
+        data_dir=tmp_path / "var",
+        RETRY_AFTER_SECONDS="1",
+        API_KEYS=api_keys,
+    )
+    return Processes(tmp_path, env)
+
+
 # --- a client that keeps what it was told ------------------------------------------------------
 
 

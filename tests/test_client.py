@@ -19,7 +19,7 @@ from docingest.client import ApiError, NotFoundError, UnavailableError
 from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
 from docingest.schemas import BulkItemResult, DocumentOut
-from tests.faults import Processes, content_for, rows, service_env
+from tests.faults import Processes, content_for, keyed_processes, rows
 from tests.helpers import UNAMBIGUOUS
 
 ADMIN = generate_key()
@@ -51,15 +51,13 @@ print(" ".join(sorted(name for name in sys.modules if name.split(".")[0] in sys.
 def service(
     postgres_url: str, redis_url: str, model_path: Path, tmp_path: Path
 ) -> Iterator[Processes]:
-    env = service_env(
+    processes = keyed_processes(
+        tmp_path,
         database_url=postgres_url,
         broker_url=redis_url,
         model_path=model_path,
-        data_dir=tmp_path / "var",
-        RETRY_AFTER_SECONDS="1",
-        API_KEYS=f"notebook:admin:{digest(ADMIN)},reader:read:{digest(READER)}",
+        api_keys=f"notebook:admin:{digest(ADMIN)},reader:read:{digest(READER)}",
     )
-    processes = Processes(tmp_path, env)
     yield processes
     processes.stop_all()
 

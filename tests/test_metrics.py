@@ -95,18 +95,23 @@ def test_worker_histograms_cumulate_bucket_counts(redis_url: str) -> None:
     assert total == 1 + 3 + 3 + 500 + 10_000
 
 
-def test_worker_metrics_move_after_ingestion_through_a_real_worker(
-    redis_url: str, model_path: Path, tmp_path: Path, procs: Processes
-) -> None:
+def flushing_often(redis_url: str, model_path: Path, tmp_path: Path) -> dict[str, str]:
+    """The service on a SQLite database of the test's, workers flushing metrics every 0.2 s."""
     database_url = f"sqlite:///{tmp_path / 'docingest.db'}"
     migrate(database_url)
-    procs.env = service_env(
+    return service_env(
         database_url=database_url,
         broker_url=redis_url,
         model_path=model_path,
         data_dir=tmp_path,
         METRICS_FLUSH_SECONDS="0.2",
     )
+
+
+def test_worker_metrics_move_after_ingestion_through_a_real_worker(
+    redis_url: str, model_path: Path, tmp_path: Path, procs: Processes
+) -> None:
+    procs.env = flushing_often(redis_url, model_path, tmp_path)
     api = procs.api()
     procs.worker(processes=1, threads=1)
     documents = new_documents(40, "metrics")
@@ -192,15 +197,7 @@ def test_each_worker_process_is_seen_until_it_stops_and_a_killed_one_stays_behin
 ) -> None:
     """A worker stopped cleanly leaves /metrics; one killed stays, its time no longer moving,
     which is what the WorkerMissing alert looks for."""
-    database_url = f"sqlite:///{tmp_path / 'docingest.db'}"
-    migrate(database_url)
-    procs.env = service_env(
-        database_url=database_url,
-        broker_url=redis_url,
-        model_path=model_path,
-        data_dir=tmp_path,
-        METRICS_FLUSH_SECONDS="0.2",
-    )
+    procs.env = flushing_often(redis_url, model_path, tmp_path)
     api = procs.api()
 
     def seen() -> dict[str, float]:

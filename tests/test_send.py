@@ -18,7 +18,7 @@ from docingest.embedded import free_port, wait_until
 from docingest.keys import digest, generate_key
 from docingest.sender import stable_id
 from docingest.textfiles import RULE
-from tests.faults import Processes, content_for, rows, service_env
+from tests.faults import Processes, content_for, keyed_processes, rows
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"
 
@@ -31,15 +31,13 @@ READ_KEY = generate_key()
 def service(
     postgres_url: str, redis_url: str, model_path: Path, tmp_path: Path
 ) -> Iterator[Processes]:
-    env = service_env(
+    processes = keyed_processes(
+        tmp_path,
         database_url=postgres_url,
         broker_url=redis_url,
         model_path=model_path,
-        data_dir=tmp_path / "var",
-        RETRY_AFTER_SECONDS="1",
-        API_KEYS=f"sender:ingest:{digest(KEY)},reader:read:{digest(READ_KEY)}",
+        api_keys=f"sender:ingest:{digest(KEY)},reader:read:{digest(READ_KEY)}",
     )
-    processes = Processes(tmp_path, env)
     yield processes
     processes.stop_all()
 
