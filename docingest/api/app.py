@@ -107,13 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in ROUTERS:
         app.include_router(router)
-    # Middleware added first runs innermost: the hot route sits right above the routing layers.
+    # Middleware added first runs innermost: the hot route right above the routing layers, then
+    # the 405/NUL check before it; the body limit and the security gate run before both.
     hot_route = find_route(documents.router, documents.router.prefix, "POST")
     hot_call: Endpoint = documents.create_document_directly
     if tracer_provider is not None:
         hot_call = tracing.naming_span(hot_call, "POST", hot_route.path)
     app.add_middleware(HotRoute, route=hot_route, method="POST", call=hot_call)
-    # Added first, so innermost: a request is authenticated, and its body limited, first.
     app.add_middleware(RequestCheck, routes=app.routes)
     app.add_middleware(
         BodySizeLimit,

@@ -26,14 +26,11 @@ class HotRoute:
     def __init__(self, app: ASGIApp, *, route: APIRoute, method: str, call: Endpoint) -> None:
         self.app = app
         self.route = route
-        self.method = method
+        self.served = ("http", route.path, method)
         self.call = call
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.route.path:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] != self.method:
+        if (scope["type"], scope.get("path"), scope.get("method")) != self.served:
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route  # as the router sets it: the metrics label the template
