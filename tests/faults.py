@@ -26,9 +26,6 @@ from sqlalchemy import text
 
 from docingest.db import make_engine
 from docingest.embedded import free_port
-
-# tests/test_send.py (edited on another branch) imports it from here; once it imports it from
-# docingest.embedded, delete this line.
 from docingest.ledger.redis import PENDING_KEY
 from docingest.queue.redis import QueueKeys
 from tests.helpers import UNAMBIGUOUS
