@@ -237,7 +237,12 @@ class Sent:
 
     @property
     def accepted(self) -> int:
-        return sum(1 for version in self.documents.values() if version is not None)
+        return sum(1 for _, version in self._snapshot() if version is not None)
+
+    def _snapshot(self) -> list[tuple[tuple[str, str], int | None]]:
+        """The documents as they are now: a feeder thread may be adding to them."""
+        with self.lock:
+            return list(self.documents.items())
 
     def last_sent(self) -> dict[str, tuple[str, int | None]]:
         """Per id, the content sent last and the version its 202 returned (None: not accepted).
@@ -245,14 +250,14 @@ class Sent:
         "Last" is the order of first sending: meaningful for ids whose updates are each sent
         after the previous one's answer, as a client that orders its updates does.
         """
-        with self.lock:
-            items = list(self.documents.items())
-        return {document_id: (content, version) for (document_id, content), version in items}
+        return {
+            document_id: (content, version) for (document_id, content), version in self._snapshot()
+        }
 
     def newest(self) -> dict[str, tuple[int, str]]:
         """Per id, the highest version any 202 returned, and the content sent with it."""
         newest: dict[str, tuple[int, str]] = {}
-        for (document_id, content), version in self.documents.items():
+        for (document_id, content), version in self._snapshot():
             if version is not None and version > newest.get(document_id, (-1, ""))[0]:
                 newest[document_id] = (version, content)
         return newest
