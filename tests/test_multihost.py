@@ -330,17 +330,9 @@ def ready_status(api: HostApi) -> int | str:
         return type(error).__name__
 
 
-def accepted(sent: Sent) -> int:
-    """Documents accepted so far, read while client threads add to them."""
-    with sent.lock:
-        return sent.accepted
-
-
 def accepted_versions(sent: Sent) -> dict[str, int]:
     """Per id, the newest version accepted so far (while clients are still sending)."""
-    with sent.lock:
-        newest = sent.newest()
-    return {document_id: version for document_id, (version, _) in newest.items()}
+    return {document_id: version for document_id, (version, _) in sent.newest().items()}
 
 
 def new_ids(count: int) -> list[str]:
@@ -471,9 +463,9 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
 
         def backlog(label: str) -> None:
             """5,000 documents at once: the worker hosts hold fetched, unprocessed messages."""
-            target = accepted(sent) + 5000
+            target = sent.accepted + 5000
             load.bulk(batches=20, size=250, label=label, threads=2, pause=0)
-            wait_until(lambda: accepted(sent) >= target, 60, "backlog accepted")
+            wait_until(lambda: sent.accepted >= target, 60, "backlog accepted")
             wait_until(lambda: site.broker.in_flight() > 0, 30, "messages in flight")
 
         wait_until(lambda: count_rows(database_url) > 1000, 90, "rows arriving")
@@ -530,7 +522,7 @@ def test_broker_host_cut_off(deployment: Deployment, report: Report) -> None:
     sent = Sent()
     with Load(deployment, sent, seconds=120) as load:
         load.bulk(batches=600, size=50, label="feed", threads=4, pause=0.2)
-        wait_until(lambda: accepted(sent) >= 1000, 60, "ingestion under way")
+        wait_until(lambda: sent.accepted >= 1000, 60, "ingestion under way")
         site.broker.cut()
         cut_at = time.monotonic()
         time.sleep(2)
