@@ -212,3 +212,25 @@ def browser() -> Iterator[object]:
     """Debian's chromium, headless, for the pages' tests; they skip without it."""
     with chromium() as browser:
         yield browser
+
+
+# --- the figures tests print, gathered at the end of the run -------------------------------------
+
+FIGURES_PREFIXES = ("FIGURES ", "ROW ")
+_figures: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the FIGURES/ROW lines a test printed: pytest shows a passing test's output nowhere."""
+    if report.when == "call":
+        _figures.extend(
+            line for line in report.capstdout.splitlines() if line.startswith(FIGURES_PREFIXES)
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The run's figures in one place of the CI log: what the notes and docs quote."""
+    if _figures:
+        terminalreporter.section("figures printed by the tests")
+        for line in _figures:
+            terminalreporter.write_line(line)
