@@ -1,5 +1,6 @@
 """The HTTP API against a real Redis broker and real databases (SQLite and PostgreSQL)."""
 
+import gc
 import uuid
 from collections.abc import Iterator
 
@@ -283,3 +284,18 @@ def test_the_web_process_does_not_load_scikit_learn() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_only_an_app_that_owns_its_process_freezes_its_heap(settings: Settings) -> None:
+    """Served by uvicorn, the app freezes its start-up heap (full collections stopped requests
+    for 150-200 ms); built in a process that runs other things, such as this one, it does not."""
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(create_app(settings, owns_process=True)) as client:
+            assert client.get("/health").status_code == 200
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

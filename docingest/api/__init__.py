@@ -2,6 +2,6 @@
 
 from docingest.api.app import create_app
 
-app = create_app()
+app = create_app(owns_process=True)
 
 __all__ = ["app", "create_app"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -66,7 +67,9 @@ def _telemetry(provider: TracerProvider | None) -> TelemetryConfig:
     }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, owns_process: bool = False) -> FastAPI:
+    """`owns_process`: the app is all its process runs (`docingest.api:app`, which uvicorn
+    serves), so what it holds once started can be frozen out of the garbage collector's sight."""
     settings = settings or get_settings()
     configure_logging(settings)
     tracer_provider = tracing.configure("docingest-api", settings)
@@ -92,6 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             traced=tracer_provider is not None,
         )
         await anyio.to_thread.run_sync(_check_durability, connections)
+        if owns_process:
+            # The imported modules and the app live as long as the process: out of the
+            # collector's sight, a full collection no longer stops every request for 150-200 ms
+            # of CPU (measured: it set the p99). Not done in a process that runs other things
+            # (tests), whose garbage alive at that moment would never be collected.
+            gc.freeze()
         try:
             yield
         finally:
