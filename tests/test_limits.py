@@ -188,8 +188,8 @@ def test_a_slow_body_gets_408_and_the_server_keeps_serving(api: Api, length: str
     after, the server answers others."""
     first = b'{"content": "' if length.startswith("Content") else b'd\r\n{"content": "\r\n'
     with connect(api) as sock:
+        started = time.monotonic()  # before the server can start its clock: it reads the head
         sock.sendall(head(length, authorized=True) + first)
-        started = time.monotonic()
         assert httpx.get(f"{api.base_url}/health").status_code == 200
         while time.monotonic() - started < BODY_TIMEOUT_SECONDS + 5:
             readable, _, _ = select.select([sock], [], [], 0.5)
