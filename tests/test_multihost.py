@@ -462,11 +462,18 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         load.updates(new_ids(100), versions=10, threads=10, pause=0.45)
 
         def backlog(label: str) -> None:
-            """5,000 documents at once: the worker hosts hold fetched, unprocessed messages."""
-            target = sent.accepted + 5000
-            load.bulk(batches=20, size=250, label=label, threads=2, pause=0)
-            wait_until(lambda: sent.accepted >= target, 60, "backlog accepted")
-            wait_until(lambda: site.broker.in_flight() > 0, 30, "messages in flight")
+            """5,000 documents at once: the worker hosts hold fetched, unprocessed messages.
+
+            Watched for while they are sent: workers that drain a backlog between two polls of
+            the broker (~0.7 s a `rabbitmqctl` call) leave nothing to see; then one more."""
+            for attempt in range(3):
+                target = sent.accepted + 5000
+                load.bulk(batches=20, size=250, label=f"{label}{attempt}-", threads=2, pause=0)
+                held = seconds_until(lambda: site.broker.in_flight() > 0, 20, poll=0.05)
+                wait_until(lambda t=target: sent.accepted >= t, 60, "backlog accepted")
+                if held is not None:
+                    return
+            raise AssertionError(f"{label}: no worker was seen holding a message")
 
         wait_until(lambda: count_rows(database_url) > 1000, 90, "rows arriving")
         backlog("before-cut")
