@@ -11,10 +11,10 @@ namespace of its own on one bridge (tests/hosts.py), for Redis and for RabbitMQ.
    Retry-After (never 500, never a hang past the client's timeout) and recover by themselves.
 
 Each test records a row (sent, accepted, stored, duplicated, lost, stale, redelivery seconds)
-before asserting; the rows are printed as a table at the end of the module and written to
-`multihost-figures.json` in pytest's base temporary folder. The test's clients run in the
-machine's own namespace and reach the hosts through the bridge's address (tests/hosts.py
-checks that route before anything is sent).
+before asserting; the rows (ROW lines, the header first) are in the run's figures section at
+the end and written to `multihost-figures.json` in pytest's base temporary folder. The test's
+clients run in the machine's own namespace and reach the hosts through the bridge's address
+(tests/hosts.py checks that route before anything is sent).
 """
 
 from __future__ import annotations
@@ -400,6 +400,8 @@ class Report:
             redelivery_seconds=redelivery, notes=notes,
         )  # fmt: skip
         self.rows.append(row)
+        if len(self.rows) == 1:
+            print(f"ROW {HEADER}")
         print(result.line(f"{test} [{row.broker}]"))
         print(f"broker at the end: {deployment.site.broker.state()}")
         print(f"ROW {row.line()}")
@@ -407,21 +409,14 @@ class Report:
 
 
 @pytest.fixture(scope="module")
-def report(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Report]:
-    """The rows of every multi-host test: a table on the terminal at the end, and a JSON file."""
+def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+    """The rows of every multi-host test, in a JSON file; their ROW lines (the header first) are
+    in the run's figures section (conftest.py), where a table written at teardown never showed."""
     report = Report()
     yield report
     path = tmp_path_factory.getbasetemp() / "multihost-figures.json"
     rows: list[dict[str, Any]] = [asdict(row) for row in report.rows]
     path.write_text(json.dumps(rows, indent=2) + "\n")
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None and report.rows:
-        terminal.ensure_newline()
-        for line in ["multi-host figures:", HEADER, *(row.line() for row in report.rows)]:
-            terminal.write_line(line)
-        terminal.write_line(f"(also in {path})")
 
 
 # --- the tests ---------------------------------------------------------------------------------

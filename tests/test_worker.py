@@ -175,10 +175,11 @@ def test_a_booted_worker_process_freezes_what_it_imported(
     models = ModelCache(connections.engine, seed=settings.model_path, refresh_seconds=60)
     middleware = WorkerMiddleware(settings, lambda: Resources(connections, models))
     broker = StubBroker()
+    worker = dramatiq.Worker(broker)
     assert gc.get_freeze_count() == 0
     try:
-        middleware.after_worker_boot(broker, dramatiq.Worker(broker))
+        middleware.after_worker_boot(broker, worker)
         assert gc.get_freeze_count() > 0
     finally:
-        middleware.before_worker_shutdown(broker, dramatiq.Worker(broker))
+        middleware.before_worker_shutdown(broker, worker)
         gc.unfreeze()
