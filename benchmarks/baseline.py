@@ -27,7 +27,7 @@ from fastapi import FastAPI, status
 from pydantic import UUID4
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from docingest.classifier import Classifier
+from docingest.model.classifier import Classifier
 
 QUEUE_NAME = "baseline"
 

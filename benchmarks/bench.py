@@ -46,8 +46,8 @@ from report import RABBITMQ, DesignResults, save_chart, summary, table
 from rich.console import Console
 from services import Sampler, Servers
 
-from docingest import training
-from docingest.datasets import load_bbc
+from docingest.model import training
+from docingest.model.datasets import load_bbc
 from docingest.settings import Settings
 
 CORES = os.cpu_count() or 1

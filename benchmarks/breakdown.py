@@ -27,14 +27,14 @@ from bench import ensure_model
 from corpus import WORKLOADS, make_documents
 from services import Servers
 
-from docingest.classifier import Classifier
 from docingest.connections import Connections, connect
-from docingest.datasets import load_bbc
-from docingest.metrics import worker_metrics
+from docingest.documents.store import store_batch
+from docingest.model.classifier import Classifier
+from docingest.model.datasets import load_bbc
+from docingest.observe.metrics import worker_metrics
 from docingest.queue.messages import ingest_message
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
-from docingest.store import store_batch
 from docingest.worker.ingest import build_rows
 
 ROOT = Path(__file__).resolve().parent.parent

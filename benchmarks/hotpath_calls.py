@@ -27,8 +27,8 @@ from typing import Any
 from fastapi import FastAPI
 
 import docingest
-from docingest.api.app import create_app
-from docingest.enqueue import Enqueuer
+from docingest.api.factory import create_app
+from docingest.queue.enqueue import Enqueuer
 from docingest.settings import Settings
 
 BODY = b'{"content": "The striker scored twice as Chelsea beat Arsenal in the Premiership."}'

@@ -24,9 +24,9 @@ import orjson
 import psutil
 from bench import ensure_model
 
-from docingest.datasets import load_bbc
 from docingest.db import migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_until
+from docingest.model.datasets import load_bbc
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = 'local f = io.open(os.getenv("BODY_FILE")); wrk.body = f:read("*a"); f:close()\n'

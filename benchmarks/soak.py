@@ -35,10 +35,10 @@ from rich.table import Table
 from services import Sampler, Servers
 from sqlalchemy import text
 
-from docingest.datasets import load_bbc
 from docingest.db import make_engine
 from docingest.embedded import wait_until
 from docingest.ledger.redis import PENDING_KEY
+from docingest.model.datasets import load_bbc
 
 SAMPLE_SECONDS = 10
 WARM_UP_SHARE = 0.1

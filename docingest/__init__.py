@@ -1,6 +1,6 @@
 """docingest: web-queue-worker document ingestion (FastAPI, Dramatiq, scikit-learn, SQL).
 
-`from docingest import Client, AsyncClient` gives the Python client (`docingest.client`),
+`from docingest import Client, AsyncClient` gives the Python client (`docingest.client.api_client`),
 imported on first use: every process of the service imports this package, none needs httpx's
 client classes loaded for it.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from docingest.client import AsyncClient, Client
+    from docingest.client.api_client import AsyncClient, Client
 
 __all__ = ["AsyncClient", "Client"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from docingest import client
+        from docingest.client import api_client as client
 
         return getattr(client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

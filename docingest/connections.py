@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from docingest.db import make_engine
 from docingest.ledger import Ledger, open_ledger
-from docingest.metrics_store import MetricsStore, open_metrics_store
+from docingest.observe.metrics_store import MetricsStore, open_metrics_store
 from docingest.queue import MessageQueue, open_queue
 from docingest.settings import Settings, get_settings
 

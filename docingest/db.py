@@ -1,5 +1,5 @@
 """The database connection: engines (pool, timeouts, SQLite tuning), the dialect's upsert, and
-migrations. What is stored in it, and how it is read back, is `docingest.store`'s."""
+migrations. What is stored in it, and how it is read back, is `docingest.documents.store`'s."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # docingest/ledger/ (reworked on another branch, not edited here) still imports these two
-# from this module; delete them once it imports them from docingest.store.
+# from this module; delete them once it imports them from docingest.documents.store.
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic; the API never creates tables itself."""
     from alembic import command

@@ -1,6 +1,6 @@
 """The shapes a document takes on its way in (API), through the queue, and out again.
 
-Every body the API answers with is defined here, and the Python client (`docingest.client`)
+Every body the API answers with is defined here, and the Python client (`docingest_client`)
 parses answers with the same classes: this module imports pydantic only, so that the client
 loads neither the settings (SQLAlchemy) nor the service.
 """

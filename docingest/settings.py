@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     redis_appendfsync: str = Field(default="always", pattern="^(always|everysec|no)$")
 
     # Every worker process looks for pending entries no message will settle this often, among
-    # those reserved more than RECONCILE_AFTER_SECONDS ago (docingest/ledger/reconcile.py).
+    # those reserved more than RECONCILE_AFTER_SECONDS ago (docingest/worker/reconcile.py).
     reconcile_seconds: float = Field(default=60.0, gt=0)
     reconcile_after_seconds: float = Field(default=600.0, ge=0)
     # Backpressure by size: above this many bytes of waiting messages, ingestion answers 429.

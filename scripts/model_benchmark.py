@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from docingest import training
-from docingest.classifier import Classifier
-from docingest.datasets import load_dataset
+from docingest.model import training
+from docingest.model.classifier import Classifier
+from docingest.model.datasets import load_dataset
 
 SINGLE_CALLS = 100
 VECTORIZERS = ("scikit-learn TfidfVectorizer()", "docingest WordVectorizer")

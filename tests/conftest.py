@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from docingest.api import create_app
-from docingest.classifier import Classifier
 from docingest.connections import Connections, connect
 from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
+from docingest.model.classifier import Classifier
 from docingest.settings import Settings
 from tests import rabbitmq
 from tests.faults import Processes
@@ -124,8 +124,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model, trained once for the whole suite."""
-    from docingest import training
-    from docingest.datasets import load_bbc
+    from docingest.model import training
+    from docingest.model.datasets import load_bbc
 
     path = tmp_path_factory.mktemp("models") / "default.skops"
     training.save_model(training.train(*load_bbc()), path)
@@ -135,8 +135,8 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second model, different from the default one: the article's MultinomialNB."""
-    from docingest import training
-    from docingest.datasets import load_dataset
+    from docingest.model import training
+    from docingest.model.datasets import load_dataset
 
     bbc = load_dataset("bbc")
     path = tmp_path_factory.mktemp("models") / "nb.skops"

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from docingest.classifier import Classifier, Prediction
 from docingest.connections import Connections
+from docingest.model.classifier import Classifier, Prediction
 from docingest.settings import Settings
 
 

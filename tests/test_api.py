@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from docingest.api import create_app
-from docingest.classifier import Classifier
 from docingest.connections import Connections
 from docingest.embedded import free_port
+from docingest.model.classifier import Classifier
 from docingest.queue.redis import QueueKeys
 from docingest.settings import Settings, get_settings
 from tests.helpers import UNAMBIGUOUS, drain

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from docingest.classifier import Classifier
 from docingest.connections import Connections
+from docingest.model.classifier import Classifier
 from tests.helpers import UNAMBIGUOUS, drain
 
 

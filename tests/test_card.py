@@ -5,9 +5,9 @@ import pytest
 from matplotlib.image import imread
 from rich.console import Console
 
-from docingest import training
-from docingest.card import confusion_matrix_png, render_card
-from docingest.datasets import load_dataset
+from docingest.model import training
+from docingest.model.card import confusion_matrix_png, render_card
+from docingest.model.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,14 @@ from pathlib import Path
 import pytest
 import skops.io as sio
 
-from docingest import training
-from docingest.classifier import (
+from docingest.model import training
+from docingest.model.classifier import (
     TRUSTED_TYPES,
     Classifier,
     ModelLoadError,
     Prediction,
 )
-from docingest.datasets import load_bbc
+from docingest.model.datasets import load_bbc
 
 CLEAR_TEXTS = {
     "sports": "The striker scored twice as Liverpool beat Chelsea 2-0 in the Premier League "

@@ -6,12 +6,12 @@ import redis
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from docingest.classifier import Classifier
 from docingest.cli import app
+from docingest.documents.store import store_batch
+from docingest.model.classifier import Classifier
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import get_settings
-from docingest.store import store_batch
 from docingest.worker.ingest import failure_row
 
 runner = CliRunner()

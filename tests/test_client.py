@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from docingest import AsyncClient, Client
-from docingest.client import ApiError, NotFoundError, UnavailableError
+from docingest.client.api_client import ApiError, NotFoundError, UnavailableError
 from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
 from docingest.schemas import BulkItemResult, DocumentOut

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from docingest.classifier import Classifier, Prediction
 from docingest.connections import connected
 from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
+from docingest.model.classifier import Classifier, Prediction
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from sklearn.utils import Bunch
 
-from docingest.datasets import DatasetError, load_bbc, load_dataset
+from docingest.model.datasets import DatasetError, load_bbc, load_dataset
 
 BBC_SIZES = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
 ROWS = [

@@ -1,4 +1,4 @@
-"""The batched conditional upsert of `docingest.store`, on SQLite and PostgreSQL."""
+"""The batched conditional upsert of `docingest.documents.store`, on SQLite and PostgreSQL."""
 
 import uuid
 from datetime import timedelta
@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from docingest.documents.store import get_document, store_batch, version_floor
 from docingest.schemas import as_utc, utcnow
-from docingest.store import get_document, store_batch, version_floor
 from docingest.tables import DOCUMENTS, Document
 
 T0 = utcnow()

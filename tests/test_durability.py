@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from docingest.api import create_app
-from docingest.classifier import Classifier
 from docingest.connections import connected
 from docingest.embedded import EmbeddedRedis
+from docingest.model.classifier import Classifier
 from docingest.settings import Settings
 from docingest.worker.resources import resources
 from tests.helpers import UNAMBIGUOUS, drain, make_settings

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from docingest.connections import Connections
-from docingest.enqueue import Enqueuer, Limits
 from docingest.queue import QueueFullError
+from docingest.queue.enqueue import Enqueuer, Limits
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.schemas import DocumentIn
 

@@ -6,8 +6,8 @@ import uuid
 from fastapi.testclient import TestClient
 
 from docingest.api import create_app
-from docingest.classifier import Classifier, Prediction
 from docingest.connections import Connections
+from docingest.model.classifier import Classifier, Prediction
 from docingest.queue.messages import reclassify_message
 from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
 from docingest.settings import Settings

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from docingest import training
-from docingest.datasets import load_bbc
 from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
+from docingest.model import training
+from docingest.model.datasets import load_bbc
 from tests.cooking import cooking_texts
 from tests.faults import Processes, service_env
 

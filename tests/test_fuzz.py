@@ -25,9 +25,9 @@ from schemathesis.python import asgi as schemathesis_asgi
 
 from docingest.api import create_app
 from docingest.api.bulk import NDJSON_TYPES
-from docingest.classifier import Classifier
 from docingest.connections import Connections, connected
 from docingest.keys import ApiKey, Scope, digest, generate_key
+from docingest.model.classifier import Classifier
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest

@@ -11,14 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from docingest import registry
 from docingest.api import create_app
-from docingest.classifier import Classifier
 from docingest.connections import Connections
+from docingest.documents.store import Selection, count_selected, label_agreement
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
+from docingest.model import registry
+from docingest.model.classifier import Classifier
+from docingest.observe.metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
 from docingest.settings import Settings
-from docingest.store import Selection, count_selected, label_agreement
 from docingest.worker.ingest import reclassify
 from tests.cooking import cooking_texts
 from tests.helpers import UNAMBIGUOUS, drain
@@ -271,7 +271,7 @@ def test_the_label_scope_labels_under_its_key_name_and_reads_what_it_reviews(
 
 def post_as_ingester(connections: Connections, classifier: Classifier) -> list[str]:
     """A document stored by a worker's job done here, sent past the API."""
-    from docingest.enqueue import Enqueuer
+    from docingest.queue.enqueue import Enqueuer
     from docingest.schemas import DocumentIn
 
     sent = Enqueuer(connections.queue, connections.ledger).send(

@@ -12,15 +12,15 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from docingest import learning, registry, training
-from docingest.classifier import Classifier
 from docingest.cli import app
-from docingest.datasets import load_bbc
 from docingest.db import make_engine
-from docingest.labels import put_label
+from docingest.documents.store import store_batch
+from docingest.labels.service import put_label
+from docingest.model import learning, registry, training
+from docingest.model.classifier import Classifier
+from docingest.model.datasets import load_bbc
 from docingest.schemas import LabelIn, utcnow
 from docingest.settings import get_settings
-from docingest.store import store_batch
 from tests.cooking import cooking_texts
 from tests.helpers import migrated_sqlite
 

@@ -12,15 +12,15 @@ import redis
 from fastapi.testclient import TestClient
 
 from docingest.api import create_app
-from docingest.classifier import Classifier
 from docingest.connections import Connections
-from docingest.ledger.reconcile import reconcile
+from docingest.documents.store import store_batch
 from docingest.ledger.redis import EPOCH, PENDING_KEY, VERSION_KEY
+from docingest.model.classifier import Classifier
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import utcnow
 from docingest.settings import Settings
-from docingest.store import store_batch
+from docingest.worker.reconcile import reconcile
 from tests.helpers import UNAMBIGUOUS, drain
 
 

@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from docingest.connections import Connections
-from docingest.logs import configure_logging
+from docingest.observe.logs import configure_logging
 from docingest.queue.names import DOCUMENTS_QUEUE, INGEST_ACTOR
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings

@@ -19,7 +19,7 @@ from docingest.api import create_app
 from docingest.connections import Connections
 from docingest.db import migrate
 from docingest.embedded import EmbeddedRedis, wait_until
-from docingest.metrics import (
+from docingest.observe.metrics import (
     BATCH_SIZE,
     CONFIDENCE,
     LAG_SECONDS,
@@ -30,7 +30,7 @@ from docingest.metrics import (
     WorkerMetrics,
     histogram_family,
 )
-from docingest.metrics_store import MetricsStore, RedisMetricsStore, SqlMetricsStore
+from docingest.observe.metrics_store import MetricsStore, RedisMetricsStore, SqlMetricsStore
 from tests.faults import Processes, new_documents, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 

@@ -40,7 +40,7 @@ import pytest
 from docingest.db import make_engine, migrate
 from docingest.embedded import wait_until
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.registry import ensure_active
+from docingest.model.registry import ensure_active
 from tests.faults import (
     Figures,
     Process,

@@ -1,8 +1,8 @@
 """RabbitMQ as the broker (`BROKER_URL=amqp://…`), on a node the suite starts itself.
 
 The ledger and the workers' metrics are then in the database (docingest/ledger/sql.py,
-docingest/metrics_store.py). What the Redis suite proves in-process or with real processes is
-proved here again where the broker changes the answer: quorum queues, end-to-end ingestion
+docingest/observe/metrics_store.py). What the Redis suite proves in-process or with real
+processes is proved here again where the broker changes the answer: quorum queues, end-to-end ingestion
 across two API processes, a worker killed mid-stream (with RabbitMQ's redelivery time), the
 broker stopped during ingestion, a publish refused midway, dead letters, metrics, stats,
 reclassification and the ledger's leaks. Each test with real processes prints its figures.
@@ -25,18 +25,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from docingest import registry
 from docingest.api import create_app
-from docingest.classifier import Classifier
 from docingest.connections import Connections, connect
 from docingest.db import make_engine
 from docingest.embedded import wait_until
-from docingest.ledger.reconcile import Reconciled, reconcile
-from docingest.metrics import PROCESSED
+from docingest.model import registry
+from docingest.model.classifier import Classifier
+from docingest.observe.metrics import PROCESSED
 from docingest.queue.messages import reclassify_message
 from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
 from docingest.queue.rabbitmq import RabbitmqQueue
 from docingest.settings import Settings
+from docingest.worker.reconcile import Reconciled, reconcile
 from tests.faults import (
     Feeder,
     Processes,

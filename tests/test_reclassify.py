@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from docingest import registry
-from docingest.classifier import Classifier
 from docingest.cli import app as cli
 from docingest.connections import Connections
-from docingest.reclassify import Pacing, run
+from docingest.documents.store import Selection, count_selected
+from docingest.model import registry
+from docingest.model.classifier import Classifier
+from docingest.model.reclassify import Pacing, run
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
-from docingest.store import Selection, count_selected
 from docingest.worker.ingest import ingest
 from tests.faults import Processes, content_for, service_env
 
@@ -139,7 +139,7 @@ def test_reclassify_waits_behind_new_documents_and_keeps_few_messages_queued(
 ) -> None:
     """No worker runs: what the run queues stays visible. While more new documents wait than
     `live_backlog`, it queues nothing; then never more than `in_flight` messages at a time."""
-    from docingest.enqueue import Enqueuer
+    from docingest.queue.enqueue import Enqueuer
     from docingest.schemas import DocumentIn
 
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version

@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text, update
 from typer.testing import CliRunner
 
-from docingest import registry
-from docingest.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
 from docingest.cli import app as cli
 from docingest.connections import connect
 from docingest.embedded import wait_until
-from docingest.enqueue import Enqueuer
+from docingest.model import registry
+from docingest.model.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
+from docingest.queue.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
 from docingest.tables import MODELS

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 
 from docingest.db import make_engine
+from docingest.documents.store import get_document
 from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
-from docingest.store import get_document
 from tests.cooking import cooking_texts
 from tests.faults import Processes
 from tests.helpers import UNAMBIGUOUS

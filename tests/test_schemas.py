@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from docingest import schemas
-from docingest.browse import decode_cursor, encode_cursor
+from docingest.documents.browse import decode_cursor, encode_cursor
 from docingest.schemas import DocumentIn, DocumentOut, QueuedDocument, document_limits, utcnow
 from docingest.settings import Settings
 

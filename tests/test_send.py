@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from docingest.cli import app
+from docingest.client.send import stable_id
+from docingest.client.textfiles import RULE
 from docingest.embedded import free_port, wait_until
 from docingest.keys import digest, generate_key
-from docingest.sender import stable_id
-from docingest.textfiles import RULE
 from tests.faults import Processes, content_for, keyed_processes, rows
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"

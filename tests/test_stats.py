@@ -10,14 +10,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from docingest.classifier import Classifier
 from docingest.cli import app
 from docingest.connections import Connections
-from docingest.metrics import LAG_SECONDS
+from docingest.documents.store import store_batch
+from docingest.model.classifier import Classifier
+from docingest.observe.metrics import LAG_SECONDS
+from docingest.observe.stats import THROUGHPUT_MINUTES, quantile_bound
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
-from docingest.stats import THROUGHPUT_MINUTES, quantile_bound
-from docingest.store import store_batch
 from tests.helpers import POISON, UNAMBIGUOUS, PoisonedClassifier, drain
 
 

@@ -25,10 +25,10 @@ from opentelemetry import trace
 
 from docingest.connections import connect
 from docingest.embedded import wait_until
-from docingest.enqueue import Enqueuer
+from docingest.observe.tracing import current_traceparent, exporter_names, read_traceparent
+from docingest.queue.enqueue import Enqueuer
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import DocumentIn
-from docingest.tracing import current_traceparent, exporter_names, read_traceparent
 from tests.faults import Processes, content_for, count_rows, service_env
 from tests.helpers import make_settings
 
@@ -244,7 +244,7 @@ def test_a_batch_links_to_the_requests_whose_documents_it_stored(
 
 @needs_otel
 def test_otel_service_name_wins_over_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from docingest.tracing_sdk import resource
+    from docingest.observe.tracing_sdk import resource
 
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
@@ -259,7 +259,7 @@ def test_otel_service_name_wins_over_the_default(monkeypatch: pytest.MonkeyPatch
 def test_a_batch_holding_a_sampled_request_is_sampled_whatever_the_ratio() -> None:
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
-    from docingest.tracing_sdk import FollowLinks
+    from docingest.observe.tracing_sdk import FollowLinks
 
     sampler = FollowLinks(ParentBasedTraceIdRatio(0))
     sampled = read_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from sklearn.feature_extraction.text import TfidfVectorizer
 from typer.testing import CliRunner
 
-from docingest import registry, training
-from docingest.classifier import Classifier
 from docingest.cli import app
-from docingest.datasets import Dataset, load_dataset
 from docingest.db import make_engine
+from docingest.model import registry, training
+from docingest.model.classifier import Classifier
+from docingest.model.datasets import Dataset, load_dataset
+from docingest.model.vectorizer import WordVectorizer, words
 from docingest.settings import get_settings
-from docingest.vectorizer import WordVectorizer, words
 
 BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 CARD_KEYS = {

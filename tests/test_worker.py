@@ -16,12 +16,12 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
-from docingest.classifier import Classifier, Prediction
 from docingest.connections import Connections
-from docingest.registry import ModelCache
+from docingest.documents.store import get_document, get_failure
+from docingest.model.classifier import Classifier, Prediction
+from docingest.model.registry import ModelCache
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
-from docingest.store import get_document, get_failure
 from docingest.worker.ingest import failure_row, ingest, isolate, store_isolating
 from docingest.worker.middleware import WorkerMiddleware
 from docingest.worker.resources import Resources

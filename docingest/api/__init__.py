@@ -1,6 +1,6 @@
 """The web tier: `uvicorn docingest.api:app` serves it."""
 
-from docingest.api.app import create_app
+from docingest.api.factory import create_app
 
 app = create_app(owns_process=True)
 

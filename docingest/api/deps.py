@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from docingest.api.access import Access
 from docingest.connections import Connections
-from docingest.enqueue import Enqueuer
+from docingest.queue.enqueue import Enqueuer
 from docingest.settings import Settings
 
 

@@ -27,7 +27,7 @@ _HTTP_LOGGERS = ("httpx", "httpcore")
 @app.callback()
 def configure() -> None:
     """Every command logs as the service does (LOG_FORMAT, LOG_LEVEL; docs/operations.md)."""
-    from docingest.logs import configure_logging
+    from docingest.observe.logs import configure_logging
     from docingest.settings import get_settings
 
     configure_logging(get_settings())

@@ -18,7 +18,7 @@ def failures(
     from rich.table import Table
 
     from docingest.connections import connected
-    from docingest.store import list_failures
+    from docingest.documents.store import list_failures
 
     table = Table("id", "version", "failed at", "attempts", "error")
     letters = Table("queue", "message", "actor", "documents", "retries", "dead since")
@@ -52,8 +52,8 @@ def failures(
 def replay() -> None:
     """Queue every failed document and dead-lettered message again, once the cause is fixed."""
     from docingest.connections import connected
-    from docingest.enqueue import Enqueuer
-    from docingest.failures import replay as replay_failures
+    from docingest.failures.replay import replay as replay_failures
+    from docingest.queue.enqueue import Enqueuer
 
     with connected() as connections:
         enqueuer = Enqueuer(connections.queue, connections.ledger)

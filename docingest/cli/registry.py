@@ -16,8 +16,8 @@ from docingest.settings import get_settings
 
 if TYPE_CHECKING:
     from docingest.connections import Connections
-    from docingest.reclassify import Outcome
-    from docingest.store import Selection
+    from docingest.documents.store import Selection
+    from docingest.model.reclassify import Outcome
 
 model_app = typer.Typer(help="List, show, import and activate models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
@@ -33,7 +33,7 @@ def _fail(error: Exception) -> typer.Exit:
 @model_app.command("list")
 def list_() -> None:
     """Registered models, newest first; the active one is marked."""
-    from docingest import registry
+    from docingest.model import registry
 
     with database() as engine:
         active = registry.active_version(engine)
@@ -61,8 +61,8 @@ def show(
     png: Annotated[Path | None, typer.Option(help="Also write the confusion matrix here")] = None,
 ) -> None:
     """Print a model's card: data, held-out metrics per class, speed."""
-    from docingest import registry
-    from docingest.card import confusion_matrix_png, render_card
+    from docingest.model import registry
+    from docingest.model.card import confusion_matrix_png, render_card
 
     try:
         with database() as engine:
@@ -78,7 +78,7 @@ def show(
 @model_app.command()
 def activate(version: Annotated[str, typer.Argument(help="The version to activate")]) -> None:
     """Make a model the active one; workers switch within MODEL_REFRESH_SECONDS, no restart."""
-    from docingest import registry
+    from docingest.model import registry
 
     try:
         with database() as engine:
@@ -95,8 +95,8 @@ def import_(
     activate: Annotated[bool, typer.Option(help="Also make it the active model")] = False,
 ) -> None:
     """Register a model file trained elsewhere (`docingest train --output`); checked first."""
-    from docingest import registry
     from docingest.db import migrate
+    from docingest.model import registry
 
     settings = get_settings()
     migrate(settings.database_url)
@@ -124,10 +124,10 @@ def reclassify(
 
     Interrupt it at any time: running it again continues with what is left.
     """
-    from docingest import registry
     from docingest.connections import connected
+    from docingest.documents.store import Selection
+    from docingest.model import registry
     from docingest.schemas import as_utc
-    from docingest.store import Selection
 
     with connected() as connections:
         engine = connections.engine
@@ -150,7 +150,7 @@ def reclassify(
 
 
 def _run_with_progress(connections: Connections, selection: Selection, batch_size: int) -> Outcome:
-    from docingest.reclassify import Pacing, run
+    from docingest.model.reclassify import Pacing, run
 
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), console=console) as progress:

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from docingest.cli.app import app, console, quiet_http_logs
-from docingest.sender import (
+from docingest.client.send import (
     MAX_FILE_BYTES,
     STDIN,
     Options,
@@ -29,7 +29,7 @@ from docingest.sender import (
     check_paths,
     send,
 )
-from docingest.textfiles import RULE
+from docingest.client.textfiles import RULE
 
 EXIT_REJECTED = 1
 EXIT_FAILED = 2

@@ -171,7 +171,7 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
 def ensure_model(settings: Settings) -> None:
     """Workers need an active model: an empty registry starts with MODEL_PATH, trained first
     on the built-in corpus (a few seconds) if that file is missing too."""
-    from docingest.registry import ensure_active
+    from docingest.model.registry import ensure_active
 
     with console.status("checking the model registry"), database() as engine:
         version = ensure_active(engine, settings.model_path)

@@ -35,7 +35,7 @@ def stats(
 
 def _from_servers() -> Stats:
     from docingest.connections import connected
-    from docingest.stats import collect_stats
+    from docingest.observe.stats import collect_stats
 
     with connected() as connections:
         return collect_stats(connections)
@@ -43,7 +43,7 @@ def _from_servers() -> Stats:
 
 def _from_api(url: str) -> Stats:
     """One try: an operator asking for figures wants an answer or an error now, not retries."""
-    from docingest.client import Client, DocingestError
+    from docingest.client.api_client import Client, DocingestError
 
     quiet_http_logs()
     try:

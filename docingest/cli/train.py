@@ -14,15 +14,15 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from sqlalchemy.exc import OperationalError
 
 from docingest.cli.app import app, console, database
+from docingest.client.textfiles import RULE
 from docingest.settings import get_settings
-from docingest.textfiles import RULE
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from docingest.classifier import Classifier
-    from docingest.learning import Part
-    from docingest.training import Step, TrainedModel
+    from docingest.model.classifier import Classifier
+    from docingest.model.learning import Part
+    from docingest.model.training import Step, TrainedModel
 
 DATA_HELP = (
     "bbc (built-in), 20newsgroups (downloaded once), a folder with one sub-folder of .txt files "
@@ -73,9 +73,9 @@ def train(
         ),
     ] = False,
 ) -> None:
-    from docingest import learning, registry
-    from docingest.classifier import Classifier
     from docingest.db import migrate
+    from docingest.model import learning, registry
+    from docingest.model.classifier import Classifier
 
     if mix is not None and data != DB:
         _refuse("--with mixes a data set into db (the labelled documents)")
@@ -117,9 +117,9 @@ def _refuse(message: str) -> NoReturn:
 def _parts(
     engine: Engine, data: str, mix: str | None, *, test_size: float, seed: int
 ) -> list[Part]:
-    """What to train on, each source split on its own (`docingest.learning`)."""
-    from docingest.datasets import load_dataset
-    from docingest.learning import dataset_part, labelled_part
+    """What to train on, each source split on its own (`docingest.model.learning`)."""
+    from docingest.model.datasets import load_dataset
+    from docingest.model.learning import dataset_part, labelled_part
 
     if data != DB:
         return [dataset_part(load_dataset(data), test_size=test_size, seed=seed)]
@@ -130,7 +130,7 @@ def _parts(
 
 
 def _active(engine: Engine) -> Classifier | None:
-    from docingest import registry
+    from docingest.model import registry
 
     version = registry.active_version(engine)
     return registry.load(engine, version) if version is not None else None
@@ -155,7 +155,7 @@ def _progress() -> Iterator[Step]:
 
 def _register(engine: Engine, model: TrainedModel, activate: bool | None) -> bool:
     """Store the model as a new version; returns whether it is now the active one."""
-    from docingest import registry
+    from docingest.model import registry
 
     if activate is None:
         activate = registry.active_version(engine) is None
@@ -164,8 +164,8 @@ def _register(engine: Engine, model: TrainedModel, activate: bool | None) -> boo
 
 
 def _write_files(model: TrainedModel, output: Path | None, card_dir: Path | None) -> list[Path]:
-    from docingest.card import confusion_matrix_png
-    from docingest.training import save_model
+    from docingest.model.card import confusion_matrix_png
+    from docingest.model.training import save_model
 
     written = []
     if output is not None:
@@ -182,7 +182,7 @@ def _write_files(model: TrainedModel, output: Path | None, card_dir: Path | None
 
 
 def _report(model: TrainedModel, active: bool, written: list[Path]) -> None:
-    from docingest.card import comparison_table
+    from docingest.model.card import comparison_table
 
     card = model.metadata
     metrics, speed = card["metrics"], card["speed"]

@@ -1,7 +1,7 @@
 """What has been accepted and is still waiting: the version authority and the pending set.
 
 The API reserves versions and marks documents pending in one call; the worker settles them once
-stored or failed; the reconciler (`docingest.ledger.reconcile`) clears entries no message will
+stored or failed; the reconciler (`docingest.worker.reconcile`) clears entries no message will
 ever settle. The pending set answers "is this id waiting?" for the status endpoint and "how full
 is the queue?" for backpressure.
 
@@ -42,8 +42,8 @@ def open_ledger(settings: Settings, engine: Engine) -> Ledger:
         from docingest.ledger.sql import SqlLedger
 
         return SqlLedger(engine)
+    from docingest.documents.store import version_floor
     from docingest.ledger.redis import RedisLedger
-    from docingest.store import version_floor
 
     # A pool of its own: requests holding every connection of the app's pool must not keep
     # the floor from being read. Connections are opened only when read (rarely).

@@ -16,7 +16,7 @@ from docingest.queue.names import (
 )
 
 # The option naming the requests a message's documents came from, when traced (W3C
-# traceparents, docingest/tracing.py); untraced messages have no options.
+# traceparents, docingest/observe/tracing.py); untraced messages have no options.
 TRACEPARENTS = "traceparents"
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import dramatiq
 import structlog
 
-from docingest import tracing
-from docingest.logs import configure_logging
+from docingest.observe import tracing
+from docingest.observe.logs import configure_logging
 from docingest.queue import install, open_queue
 from docingest.queue.names import (
     DOCUMENTS_QUEUE,

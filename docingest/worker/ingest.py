@@ -13,13 +13,18 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from docingest import tracing
-from docingest.classifier import Classifier, Prediction
+from docingest.documents.store import (
+    content_digest,
+    current_contents,
+    store_batch,
+    update_classifications,
+)
 from docingest.ledger import Ledger
-from docingest.metrics import worker_metrics
+from docingest.model.classifier import Classifier, Prediction
+from docingest.observe import tracing
+from docingest.observe.metrics import worker_metrics
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
-from docingest.store import content_digest, current_contents, store_batch, update_classifications
 
 logger = structlog.get_logger(__name__)
 

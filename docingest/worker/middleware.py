@@ -23,14 +23,14 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage
 
-from docingest import tracing
 from docingest.ledger import LedgerUnavailableError
-from docingest.ledger.reconcile import reconcile
-from docingest.metrics import MESSAGES, worker_id, worker_metrics
-from docingest.metrics_store import MetricsStoreUnavailableError
+from docingest.observe import tracing
+from docingest.observe.metrics import MESSAGES, worker_id, worker_metrics
+from docingest.observe.metrics_store import MetricsStoreUnavailableError
 from docingest.queue import BrokerUnavailableError
 from docingest.queue.messages import document_count
 from docingest.settings import Settings
+from docingest.worker.reconcile import reconcile
 from docingest.worker.resources import Resources
 
 logger = structlog.get_logger(__name__)

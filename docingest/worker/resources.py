@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from docingest.connections import Connections, connect
-from docingest.registry import ModelCache
+from docingest.model.registry import ModelCache
 from docingest.settings import get_settings
 
 

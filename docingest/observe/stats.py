@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from docingest import store
 from docingest.connections import Connections
-from docingest.metrics import (
+from docingest.documents import store
+from docingest.observe.metrics import (
     CONFIDENCE,
     FAILED,
     LAG_SECONDS,

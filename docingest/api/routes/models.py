@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import Engine
 
-from docingest import registry
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep, SettingsDep
 from docingest.api.openapi import ERROR_RESPONSES
+from docingest.model import registry
 from docingest.schemas import Activated, ModelCard, ModelSummary
 
 router = APIRouter(tags=["models"])
@@ -69,7 +69,7 @@ def model_card(engine: EngineDep, version: str) -> ModelCard:
     responses={200: {"content": {"image/png": {}}}, **NOT_FOUND},
 )
 def confusion_matrix(engine: EngineDep, version: str) -> Response:
-    from docingest.card import confusion_matrix_png
+    from docingest.model.card import confusion_matrix_png
 
     return Response(confusion_matrix_png(_card(engine, version)), media_type="image/png")
 

@@ -26,8 +26,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 
-from docingest.classifier import Classifier
-from docingest.vectorizer import WordVectorizer
+from docingest.model.classifier import Classifier
+from docingest.model.vectorizer import WordVectorizer
 
 # Measured with scripts/model_benchmark.py (docs/models.md): logreg is the most accurate and its
 # multinomial softmax gives the better-founded confidence; its solver needs no shuffling seed.

@@ -1,7 +1,7 @@
 """Feeding files to a running service: `docingest send`.
 
 Reads JSONL, CSV, a folder of `.txt` files or stdin, and posts the documents in bulk requests
-with a bounded number in flight, through the Python client (`docingest.client`, which waits
+with a bounded number in flight, through the Python client (`docingest_client`, which waits
 out 429/503 answers). Retries and resends are safe: a document without an id is
 given one derived from where it was read and what it holds, so a request retried after a lost
 answer, or a whole run repeated after a crash, updates the same documents instead of adding
@@ -27,9 +27,9 @@ from typing import IO, Any
 import httpx
 import orjson
 
-from docingest.client import ApiError, AsyncClient, UnavailableError, batches
+from docingest.client.api_client import ApiError, AsyncClient, UnavailableError, batches
+from docingest.client.textfiles import Lines, UnreadableTextError, decode
 from docingest.schemas import DEFAULT_MAX_DOCUMENT_CHARS
-from docingest.textfiles import Lines, UnreadableTextError, decode
 
 STDIN = "-"
 # The service refuses documents over MAX_DOCUMENT_CHARS; a character takes at most 4 bytes in

@@ -21,10 +21,10 @@ from typing import Any
 from sklearn.metrics import accuracy_score, f1_score
 from sqlalchemy import Engine
 
-from docingest import store
-from docingest.classifier import Classifier
-from docingest.datasets import Dataset
-from docingest.training import Split, Step, TrainedModel, split_corpus, train_on_split
+from docingest.documents import store
+from docingest.model.classifier import Classifier
+from docingest.model.datasets import Dataset
+from docingest.model.training import Split, Step, TrainedModel, split_corpus, train_on_split
 
 LABELS = "labels"
 

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 
-from docingest import tracing
 from docingest.ledger import Ledger, LedgerUnavailableError
+from docingest.observe import tracing
 from docingest.queue import (
     BrokerUnavailableError,
     MessageQueue,
@@ -54,7 +54,7 @@ class Enqueuer:
         *,
         traced: bool = False,
     ) -> None:
-        """`traced`: messages name the requests they carry (docingest/tracing.py)."""
+        """`traced`: messages name the requests they carry (docingest/observe/tracing.py)."""
         self.queue = queue
         self.ledger = ledger
         self._limits = limits

@@ -15,7 +15,7 @@ from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep
 from docingest.api.openapi import ERROR_RESPONSES
 from docingest.api.pages import page_file
-from docingest.labels import categories, review_queue
+from docingest.labels.service import categories, review_queue
 from docingest.schemas import REVIEW_CURSOR_PATTERN, DocumentOut, ReviewPage
 
 router = APIRouter(prefix="/review", tags=["labels"])

@@ -20,8 +20,9 @@ from docingest.api.deps import (
     get_settings_of_app,
 )
 from docingest.api.openapi import ERROR_RESPONSES, Schema
-from docingest.browse import delete_document, list_documents
-from docingest.failures import document_status
+from docingest.documents.browse import delete_document, list_documents
+from docingest.documents.store import get_document
+from docingest.failures.replay import document_status
 from docingest.schemas import (
     BulkAccepted,
     DocumentAccepted,
@@ -34,7 +35,6 @@ from docingest.schemas import (
     document_limits,
 )
 from docingest.settings import Settings
-from docingest.store import get_document
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 CAN_INGEST = Requirement((Scope.INGEST,))

@@ -16,10 +16,10 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from docingest.documents.store import stored_versions
 from docingest.ledger import Ledger
 from docingest.queue import MessageQueue
 from docingest.schemas import utcnow
-from docingest.store import stored_versions
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import uuid
 
 from sqlalchemy import Engine
 
-from docingest import store
+from docingest.documents import store
 from docingest.ledger import Ledger
 from docingest.schemas import DocumentQuery
 from docingest.tables import Document

@@ -37,11 +37,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from docingest.documents.store import Agreement, label_agreement
 from docingest.ledger import Ledger, LedgerUnavailableError
-from docingest.metrics_store import MetricsStore, MetricsStoreUnavailableError
+from docingest.observe.metrics_store import MetricsStore, MetricsStoreUnavailableError
 from docingest.queue import BrokerUnavailableError, MessageQueue
 from docingest.schemas import utcnow
-from docingest.store import Agreement, label_agreement
 
 UNMATCHED_ROUTE = "<unmatched>"
 WORKER_LAST_SEEN = "docingest_worker_last_seen_timestamp_seconds"

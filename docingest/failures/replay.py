@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from docingest import store
-from docingest.enqueue import Enqueuer
+from docingest.documents import store
 from docingest.ledger import Ledger
+from docingest.queue.enqueue import Enqueuer
 from docingest.schemas import DocumentStatus, QueuedDocument
 from docingest.tables import Failure
 

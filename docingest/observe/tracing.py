@@ -96,7 +96,7 @@ def configure(service: str, settings: Settings) -> TracerProvider | None:
     if _provider is not None or not names:
         return _provider
     try:
-        from docingest import tracing_sdk
+        from docingest.observe import tracing_sdk
     except ImportError:
         logger.warning("OTEL_* variables ask for traces: install docingest[otel] to send them")
         return None

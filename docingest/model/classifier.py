@@ -20,7 +20,7 @@ import skops.io as sio
 # that training.py builds report exactly these, for every supported estimator
 # (tests/test_classifier.py checks it). WordVectorizer is rebuilt from its attributes (ints, a
 # str -> int dict and a float array) without running any of its code.
-TRUSTED_TYPES: Final[tuple[str, ...]] = ("docingest.vectorizer.WordVectorizer",)
+TRUSTED_TYPES: Final[tuple[str, ...]] = ("docingest.model.vectorizer.WordVectorizer",)
 
 REQUIRED_METADATA: Final[tuple[str, ...]] = ("version", "labels")
 

@@ -115,7 +115,7 @@ def _confusion(card: dict[str, Any]) -> Table:
 
 def comparison_table(card: dict[str, Any]) -> RenderableType:
     """The new model against the model active when it was trained, on the same held-out
-    documents (`docingest.learning.compare`); cards without a comparison say so."""
+    documents (`docingest.model.learning.compare`); cards without a comparison say so."""
     comparison = card.get("comparison")
     if comparison is None:
         return "no comparison with an active model recorded"

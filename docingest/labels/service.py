@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from docingest import registry, store
-from docingest.browse import pack_cursor, unpack_cursor
+from docingest.documents import store
+from docingest.documents.browse import pack_cursor, unpack_cursor
+from docingest.model import registry
 from docingest.schemas import LabelIn, utcnow
 from docingest.tables import Document
 

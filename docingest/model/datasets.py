@@ -2,8 +2,8 @@
 
 A user's data comes as a folder (one sub-folder of `.txt` files per category), a CSV file or a
 JSONL file (columns/fields `content` and `category`), read by the rule `send` follows too
-(`docingest.textfiles`). Bad data fails before any training with a `DatasetError` naming the file
-and line, so that a typo is fixed in one round.
+(`docingest.client.textfiles`). Bad data fails before any training with a `DatasetError`
+naming the file and line, so that a typo is fixed in one round.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from docingest.textfiles import Lines, UnreadableTextError, decode
+from docingest.client.textfiles import Lines, UnreadableTextError, decode
 
 FIELDS = ("content", "category")
 # A stratified split needs at least one example of every category on each side.

@@ -13,20 +13,21 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import TracerProvider
 
-from docingest import tracing
-from docingest.api import dashboard, documents, failures, health, labels, registry, review, stats
-from docingest.api import metrics as metrics_api
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
 from docingest.api.hotpath import Endpoint, HotRoute, find_route
 from docingest.api.limits import BodySizeLimit
 from docingest.api.openapi import describe_common_answers, extend_openapi
+from docingest.api.routes import dashboard, documents, failures, health, labels, review, stats
+from docingest.api.routes import metrics as metrics_api
+from docingest.api.routes import models as registry
 from docingest.api.routing import RequestCheck
 from docingest.connections import Connections, connect
-from docingest.enqueue import Enqueuer, Limits
-from docingest.logs import configure_logging
-from docingest.metrics import RequestMetrics
+from docingest.observe import tracing
+from docingest.observe.logs import configure_logging
+from docingest.observe.metrics import RequestMetrics
 from docingest.queue import BrokerUnavailableError
+from docingest.queue.enqueue import Enqueuer, Limits
 from docingest.settings import Settings, get_settings
 
 ROUTERS = (

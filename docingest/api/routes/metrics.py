@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import MetricsRegistryDep
 from docingest.connections import Connections
-from docingest.metrics import DeploymentCollector, api_registry
+from docingest.observe.metrics import DeploymentCollector, api_registry
 
 router = APIRouter(tags=["operations"])
 

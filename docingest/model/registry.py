@@ -26,8 +26,8 @@ from docingest.tables import RegisteredModel
 
 # The web process reads cards and activates models without loading scikit-learn at import.
 if TYPE_CHECKING:
-    from docingest.classifier import Classifier
-    from docingest.training import TrainedModel
+    from docingest.model.classifier import Classifier
+    from docingest.model.training import TrainedModel
 
 logger = structlog.get_logger(__name__)
 
@@ -41,7 +41,7 @@ class ArtifactRefusedError(RegistryError):
 
 
 def _rebuild(artifact: bytes, source: str) -> Classifier:
-    from docingest.classifier import Classifier, ModelLoadError
+    from docingest.model.classifier import Classifier, ModelLoadError
 
     try:
         return Classifier.from_bytes(artifact, source=source)
@@ -54,7 +54,7 @@ def checksum(artifact: bytes) -> str:
 
 
 def register(engine: Engine, model: TrainedModel, *, activate: bool) -> RegisteredModel:
-    from docingest.training import model_bytes
+    from docingest.model.training import model_bytes
 
     return add(engine, model_bytes(model), activate=activate)
 
@@ -167,8 +167,8 @@ def ensure_active(engine: Engine, seed: Path) -> str:
     if version is not None:
         return version
     if not seed.is_file():
-        from docingest.datasets import load_dataset
-        from docingest.training import save_model, train
+        from docingest.model.datasets import load_dataset
+        from docingest.model.training import save_model, train
 
         logger.info("no model: training the built-in BBC News model", path=str(seed))
         bbc = load_dataset("bbc")

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep
-from docingest.failures import Replayed, replay
+from docingest.documents.store import list_failures
+from docingest.failures.replay import Replayed, replay
 from docingest.schemas import DeadLetterOut, FailureOut
-from docingest.store import list_failures
 
 router = APIRouter(prefix="/failures", tags=["failures"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import ConnectionsDep
+from docingest.observe.stats import collect_stats
 from docingest.schemas import Stats
-from docingest.stats import collect_stats
 
 router = APIRouter(tags=["operations"])
 

@@ -1,0 +1,1 @@
+"""The client side: feeding files to a running service (`docingest send`)."""

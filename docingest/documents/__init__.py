@@ -1,0 +1,1 @@
+"""Where a document is stored and read back."""

@@ -1,0 +1,1 @@
+"""Every failure stays visible and replayable."""

@@ -1,0 +1,1 @@
+"""Where a document is labelled by a person."""

@@ -1,0 +1,1 @@
+"""The model's lifecycle: training, registry, activation, classification, reclassification."""

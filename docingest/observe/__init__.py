@@ -1,0 +1,1 @@
+"""How the service is observed: logs, metrics, traces and the figures of /stats."""
