@@ -2,8 +2,9 @@
 
 The ledger and the workers' metrics are then in the database (docingest/ledger/sql.py,
 docingest/observe/metrics_store.py). What the Redis suite proves in-process or with real
-processes is proved here again where the broker changes the answer: quorum queues, end-to-end ingestion
-across two API processes, a worker killed mid-stream (with RabbitMQ's redelivery time), the
+processes is proved here again where the broker changes the answer: quorum queues, end-to-end
+ingestion across two API processes, a worker killed mid-stream (with RabbitMQ's redelivery time),
+the
 broker stopped during ingestion, a publish refused midway, dead letters, metrics, stats,
 reclassification and the ledger's leaks. Each test with real processes prints its figures.
 """
