@@ -16,6 +16,7 @@ RUN pip install "uv==$(sed -n 's/^required-version = "==\(.*\)"$/\1/p' pyproject
 # The `otel` extra too: traces are off until OTEL_* variables ask for them (docs/operations.md).
 RUN uv sync --locked --no-editable --no-install-project --extra otel
 COPY docingest ./docingest
+COPY clients/python ./clients/python
 RUN uv sync --locked --no-editable --extra otel
 
 FROM python:3.11-slim

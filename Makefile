@@ -47,8 +47,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/docingest up
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check docingest tests scripts benchmarks
-	$(BIN)/ruff format --check docingest tests scripts benchmarks
+	$(BIN)/ruff check docingest tests scripts benchmarks clients/python
+	$(BIN)/ruff format --check docingest tests scripts benchmarks clients/python
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy

@@ -113,9 +113,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def source_digest() -> str:
-    """A hash of docingest's code: a run must measure one version, and others may edit it."""
+    """A hash of docingest's code and its client's: a run must measure one version, and others
+    may edit it."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "docingest").rglob("*.py")):
+    code = [*(ROOT / "docingest").rglob("*.py"), *(ROOT / "clients" / "python").rglob("*.py")]
+    for path in sorted(code):
         digest.update(path.relative_to(ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -31,7 +31,7 @@ from docingest.connections import Connections, connect
 from docingest.documents.store import store_batch
 from docingest.model.classifier import Classifier
 from docingest.model.datasets import load_bbc
-from docingest.observe.metrics import worker_metrics
+from docingest.observe.worker_metrics import worker_metrics
 from docingest.queue.messages import ingest_message
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hotpath_calls.py [--requests 10000]
     PYTHONPATH=<checkout> .venv/bin/python benchmarks/hotpath_calls.py   # other code, same venv
+    .venv/bin/python benchmarks/hotpath_calls.py --before DIR [--rounds 3]   # both, in turns
 
 Drives the app's ASGI callable directly (every middleware, the hot route, group commit, building
 the messages) with a queue and a ledger that do nothing, and prints:
@@ -10,13 +11,20 @@ the messages) with a queue and a ledger that do nothing, and prints:
   the machine's load, to compare two versions of the code;
 - CPU microseconds per request, 16 at a time, median of 7 runs (moves with the load).
 Tracing follows the OTEL_* variables, as in `docingest api`.
+
+With `--before DIR` (a checkout of the code to compare with, e.g. `git archive HEAD | tar -x -C
+DIR`), runs itself `--rounds` times on each code, in turns and each in a new process (the
+other order every other round), then prints each one's median of the runs' medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -163,7 +171,35 @@ async def main(requests: int) -> None:
     print(f"CPU µs per request: median {statistics.median(runs):.1f}, runs {runs}")
 
 
+def compare(before: Path, rounds: int, requests: int) -> None:
+    """This script on `before`'s code (PYTHONPATH) and on the installed code, in turns."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    variants = {"before": environ | {"PYTHONPATH": str(before.resolve())}, "after": environ}
+    medians: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        for name in list(variants) if round_ % 2 == 0 else list(variants)[::-1]:
+            command = [sys.executable, __file__, "--requests", str(requests)]
+            output = subprocess.run(
+                command, env=variants[name], capture_output=True, check=True, text=True
+            ).stdout
+            print(f"{name}, round {round_ + 1}:\n{output}", end="", flush=True)
+            found = re.search(r"CPU µs per request: median ([\d.]+)", output)
+            assert found, output
+            medians[name].append(float(found.group(1)))
+    print("median of the runs' medians (CPU µs per request):")
+    for name, values in medians.items():
+        print(f"  {name:6} {statistics.median(values):6.1f}   runs: {values}")
+    ratio = statistics.median(medians["after"]) / statistics.median(medians["before"])
+    print(f"  after / before: {ratio:.3f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=10_000)
-    asyncio.run(main(parser.parse_args().requests))
+    parser.add_argument("--before", type=Path, help="a checkout to compare with, in turns")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each code, --before")
+    args = parser.parse_args()
+    if args.before is None:
+        asyncio.run(main(args.requests))
+    else:
+        compare(args.before, args.rounds, args.requests)

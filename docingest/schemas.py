@@ -1,246 +1,112 @@
 """The shapes a document takes on its way in (API), through the queue, and out again.
 
-Every body the API answers with is defined here, and the Python client (`docingest_client`)
-parses answers with the same classes: this module imports pydantic only, so that the client
-loads neither the settings (SQLAlchemy) nor the service.
+The wire shapes (every body the API takes or answers with, the query of `GET /documents`, and
+the patterns and helpers they need) belong to the Python client's distribution,
+`docingest_client.schemas` (clients/python), which parses answers with the same classes; they
+are re-exported here, so that the service imports every shape from `docingest.schemas`. What is
+the service's own stays here: a document inside a queue message, and the validation context
+built from the app's settings.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    model_validator,
+from docingest_client.schemas import _SPACE as _SPACE  # tests/test_schemas.py checks it
+from docingest_client.schemas import (
+    CATEGORY_PATTERN,
+    CONTENT_PATTERN,
+    CURSOR_PATTERN,
+    DEFAULT_MAX_DOCUMENT_CHARS,
+    MAX_CHARS_CONTEXT_KEY,
+    NO_NUL_PATTERN,
+    NUL,
+    REVIEW_CURSOR_PATTERN,
+    Activated,
+    Alternative,
+    BulkAccepted,
+    BulkItemResult,
+    Category,
+    Content,
+    DeadLetterOut,
+    DocumentAccepted,
+    DocumentIn,
+    DocumentOut,
+    DocumentPage,
+    DocumentQuery,
+    DocumentStatus,
+    Drift,
+    FailureOut,
+    LabelIn,
+    LabelOut,
+    Lag,
+    MinuteCount,
+    ModelCard,
+    ModelDrift,
+    ModelSummary,
+    QueryTime,
+    ReviewPage,
+    Stats,
+    StatusCounts,
+    UTCDateTime,
+    WorkerTotals,
+    as_utc,
+    utcnow,
 )
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from docingest.settings import Settings
 
-# MAX_DOCUMENT_CHARS's default (docingest.settings); also what a client may expect.
-DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC, so say so."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
-
-
-# Where the API passes its app's MAX_DOCUMENT_CHARS in the validation context, as in
-# `DocumentIn.model_validate_json(body, context=document_limits(settings))`; without a context
-# (tests, tools), the default of `Settings` holds.
-_MAX_CHARS_KEY = "max_document_chars"
+__all__ = [
+    "CATEGORY_PATTERN",
+    "CONTENT_PATTERN",
+    "CURSOR_PATTERN",
+    "DEFAULT_MAX_DOCUMENT_CHARS",
+    "MAX_CHARS_CONTEXT_KEY",
+    "NO_NUL_PATTERN",
+    "NUL",
+    "REVIEW_CURSOR_PATTERN",
+    "Activated",
+    "Alternative",
+    "BulkAccepted",
+    "BulkItemResult",
+    "Category",
+    "Content",
+    "DeadLetterOut",
+    "DocumentAccepted",
+    "DocumentIn",
+    "DocumentOut",
+    "DocumentPage",
+    "DocumentQuery",
+    "DocumentStatus",
+    "Drift",
+    "FailureOut",
+    "LabelIn",
+    "LabelOut",
+    "Lag",
+    "MinuteCount",
+    "ModelCard",
+    "ModelDrift",
+    "ModelSummary",
+    "QueryTime",
+    "QueuedDocument",
+    "ReviewPage",
+    "Stats",
+    "StatusCounts",
+    "UTCDateTime",
+    "WorkerTotals",
+    "as_utc",
+    "document_limits",
+    "utcnow",
+]
 
 
 def document_limits(settings: Settings) -> dict[str, int]:
-    """The validation context holding the limits of the app's settings, not the process's."""
-    return {_MAX_CHARS_KEY: settings.max_document_chars}
-
-
-# The characters `str.isspace` calls whitespace, spelled out as a regex class that Python and
-# ECMAScript (JSON Schema's `pattern`) read alike: the check below and the declared pattern are
-# one rule (tests/test_schemas.py compares the class with `str.isspace`).
-_SPACE = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_NOT_SPACE = re.compile(f"[^{_SPACE}]")
-# What PostgreSQL's text cannot hold: NUL. A value with one could never be stored (content) or
-# matched (a filter), so the API refuses it in bodies and in parameters alike.
-NUL = "\x00"
-NO_NUL_PATTERN = r"^[^\u0000]*$"
-# Non-blank content without NUL, as `_check_content` has it; the app adds `maxLength`.
-CONTENT_PATTERN = rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$"
-# A page cursor: the url-safe base64 of a document id's 16 bytes, unpadded (`browse.py`).
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
-# The review queue's: a confidence's 8 bytes and an id's 16, 32 characters (`labels.py`).
-REVIEW_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{32}$"
-
-
-def _check_content(value: str, info: ValidationInfo) -> str:
-    """Said in words rather than by the pattern: the message names what is wrong, and a
-    backtracking regex would be quadratic on a long text ending in NUL."""
-    if _NOT_SPACE.search(value) is None:
-        raise ValueError("content must not be empty or only whitespace")
-    if NUL in value:  # PostgreSQL text cannot hold it: the batch would never be stored
-        raise ValueError("content must not contain NUL (U+0000) characters")
-    limit = (info.context or {}).get(_MAX_CHARS_KEY, DEFAULT_MAX_DOCUMENT_CHARS)
-    if len(value) > limit:
-        raise ValueError(f"content is longer than {limit} characters")
-    return value
-
-
-Content = Annotated[
-    str,
-    AfterValidator(_check_content),
-    Field(json_schema_extra={"pattern": CONTENT_PATTERN}, examples=["computers are awesome"]),
-]
-
-
-class DocumentIn(BaseModel):
-    """What a client posts. The id is optional: posting an existing id updates that document."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    content: Content
-
-
-class DocumentAccepted(BaseModel):
-    id: uuid.UUID
-    version: int
-    status: str = "queued"
-
-
-class Alternative(BaseModel):
-    category: str
-    probability: float
-
-
-_CONTROL = r"\u0000-\u001f\u007f-\u009f"
-# A category name: something besides whitespace, no control character; stored stripped.
-CATEGORY_PATTERN = rf"^[^{_CONTROL}]*[^{_SPACE}{_CONTROL}][^{_CONTROL}]*$"
-_CONTROL_CHARACTER = re.compile(f"[{_CONTROL}]")
-
-
-def _check_category(value: str) -> str:
-    if _CONTROL_CHARACTER.search(value):
-        raise ValueError("category must not contain control characters")
-    value = value.strip()
-    if not value:
-        raise ValueError("category must not be empty or only whitespace")
-    return value
-
-
-Category = Annotated[
-    str,
-    Field(max_length=200, json_schema_extra={"pattern": CATEGORY_PATTERN}),
-    AfterValidator(_check_category),
-]
-
-
-class LabelIn(BaseModel):
-    """A person's category for a document: any name, also one no model knows yet.
-
-    `version`, when given, is the document version the person saw: the label is refused (409)
-    if another version is stored now. Without it the label applies to the version stored.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    category: Category
-    version: int | None = Field(default=None, ge=1)
-
-
-class LabelOut(BaseModel):
-    """Who labelled the document (the API key's name), when, and which version they saw."""
-
-    category: str
-    by: str
-    at: UTCDateTime
-    version: int
-
-
-class DocumentOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    content: str
-    category: str | None
-    confidence: float | None
-    alternatives: list[Alternative] | None = None
-    model_version: str | None
-    version: int
-    created_at: UTCDateTime
-    updated_at: UTCDateTime
-    deleted_at: UTCDateTime | None = None
-    label: LabelOut | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _nest_label(cls, row: Any) -> Any:
-        """A stored row keeps its label in flat columns; the answer nests them."""
-        if isinstance(row, dict):
-            return row
-        fields = {name: getattr(row, name) for name in cls.model_fields if name != "label"}
-        label = None
-        if row.label is not None:
-            label = {
-                "category": row.label,
-                "by": row.label_by,
-                "at": row.labelled_at,
-                "version": row.label_version,
-            }
-        return fields | {"label": label}
-
-
-def _iso_8601(value: Any) -> Any:
-    """Pydantic would read "0.5" as a Unix time; a query's times are ISO 8601 or refused."""
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError as error:
-            raise ValueError("must be an ISO 8601 date-time, e.g. 2026-11-29T12:00:00Z") from error
-    return value
-
-
-QueryTime = Annotated[datetime, BeforeValidator(_iso_8601)]
-
-
-class DocumentQuery(BaseModel):
-    """The filters of `GET /documents`; time ranges are half-open: `after <= t < before`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    category: str | None = None
-    model_version: str | None = None
-    created_after: QueryTime | None = None
-    created_before: QueryTime | None = None
-    updated_after: QueryTime | None = None
-    updated_before: QueryTime | None = None
-    status: Literal["stored", "deleted"] = Field(
-        default="stored", description="`stored` documents, or `deleted` ones (tombstones)"
-    )
-    labelled: bool | None = Field(default=None, description="with a person's label, or without")
-    max_confidence: float | None = Field(
-        default=None, ge=0, le=1, description="the model's confidence at most this"
-    )
-    disagreement: bool | None = Field(
-        default=None, description="labelled, and the label differs from (true) or is the category"
-    )
-    limit: int = Field(default=50, ge=1, le=1000)
-    cursor: str | None = Field(
-        default=None,
-        pattern=CURSOR_PATTERN,
-        description="`next_cursor` of the previous page; absent for the first page",
-    )
-
-
-class DocumentPage(BaseModel):
-    """One page of `GET /documents`, in id order; `next_cursor` is null on the last page."""
-
-    items: list[DocumentOut]
-    next_cursor: str | None
-
-
-class ReviewPage(BaseModel):
-    """Unlabelled documents, least confident first, and the categories a reviewer can pick."""
-
-    items: list[DocumentOut]
-    next_cursor: str | None
-    categories: list[str]
+    """The validation context holding the limits of the app's settings, not the process's:
+    `DocumentIn.model_validate_json(body, context=document_limits(settings))`."""
+    return {MAX_CHARS_CONTEXT_KEY: settings.max_document_chars}
 
 
 class QueuedDocument(BaseModel):
@@ -259,140 +125,3 @@ class QueuedDocument(BaseModel):
             "version": self.version,
             "accepted_at": self.accepted_at.isoformat(),
         }
-
-
-class DocumentStatus(BaseModel):
-    """Where an accepted document is: `queued`, `stored`, `failed` (with the error) or `deleted`."""
-
-    id: uuid.UUID
-    status: Literal["queued", "stored", "failed", "deleted"]
-    version: int
-    error: str | None = None
-
-
-class FailureOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    version: int
-    error: str
-    attempts: int
-    accepted_at: UTCDateTime
-    failed_at: UTCDateTime
-
-
-class DeadLetterOut(BaseModel):
-    """A message given up on after its retries: `POST /failures/replay` queues it again."""
-
-    queue: str
-    message_id: str
-    actor: str
-    documents: int
-    retries: int
-    dead_since: UTCDateTime | None
-
-
-class BulkItemResult(BaseModel):
-    """The fate of one item of a bulk request, at the same index as in the request."""
-
-    index: int
-    status: int
-    id: uuid.UUID | None = None
-    version: int | None = None
-    errors: list[dict[str, Any]] | None = None
-
-
-class BulkAccepted(BaseModel):
-    errors: bool = Field(description="True when at least one item was rejected")
-    accepted: int
-    rejected: int
-    items: list[BulkItemResult]
-
-
-# --- operations: `GET /stats` ------------------------------------------------------------------
-
-
-class StatusCounts(BaseModel):
-    stored: int
-    queued: int
-    failed: int
-
-
-class MinuteCount(BaseModel):
-    minute: datetime
-    documents: int
-
-
-class Lag(BaseModel):
-    """Acceptance to storage, over every document the workers stored (cumulative)."""
-
-    documents: int
-    sum_seconds: float
-    mean_seconds: float | None
-    p50_seconds: float | None  # upper bound of the histogram bucket holding the median
-    p95_seconds: float | None
-
-
-class WorkerTotals(BaseModel):
-    documents_processed: int
-    documents_failed: int
-
-
-class ModelDrift(BaseModel):
-    """One model: how sure it was of what arrived (cumulative), and how often people agreed."""
-
-    model_version: str
-    documents: int  # classified by workers on their way in
-    mean_confidence: float | None
-    low_confidence_share: float | None  # under `Drift.low_confidence_threshold`
-    labels: int  # its newest labels, at most `Drift.agreement_window`
-    agreement: float | None  # the share of those equal to its category
-
-
-class Drift(BaseModel):
-    low_confidence_threshold: float
-    agreement_window: int
-    models: list[ModelDrift]
-
-
-class Stats(BaseModel):
-    generated_at: datetime
-    categories: dict[str, int]
-    statuses: StatusCounts
-    queues: dict[str, int]
-    throughput_per_minute: list[MinuteCount]
-    lag: Lag
-    workers: WorkerTotals
-    drift: Drift
-
-
-# --- the model registry: `GET /models`, `GET /model`, `GET /models/{version}` -------------------
-
-
-class ModelSummary(BaseModel):
-    version: str
-    active: bool
-    estimator: str | None
-    source: str | None
-    accuracy: float | None
-    macro_f1: float | None
-    created_at: UTCDateTime
-    activated_at: UTCDateTime | None
-
-
-class ModelCard(BaseModel):
-    """A model's card as training wrote it (docs/models.md): the fields every card has, typed;
-    the others (`estimator`, `source`, `label_counts`, `speed`, …) kept as they are, since cards
-    of older versions, or of models trained elsewhere, hold fewer."""
-
-    model_config = ConfigDict(extra="allow")
-
-    version: str
-    labels: list[str]
-    metrics: dict[str, Any]
-
-
-class Activated(BaseModel):
-    version: str
-    active: bool = True
-    refresh_seconds: float

@@ -19,89 +19,227 @@ PublicEndpoint = Literal["health", "ready", "metrics", "docs", "dashboard"]
 
 
 class Settings(BaseSettings):
+    """Each field is read from the environment variable of its name in capitals (or a `.env`
+    file); its `description` is the one docs/reference/configuration.md shows (regenerate that
+    page with `python scripts/reference.py` after changing a field)."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    data_dir: Path = DEFAULT_DATA_DIR
-    # URLs may hold passwords: kept out of repr(), shown through masked_*_url().
-    database_url: str = Field(default=f"sqlite:///{DEFAULT_DATA_DIR}/docingest.db", repr=False)
-    # Heroku's Redis add-on sets REDIS_URL; BROKER_URL wins when both are set.
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Where `docingest up` keeps the files of its embedded Redis (`redis/` in it).",
+    )
+    # URLs may hold passwords: kept out of repr(), shown through masked_database_url() and
+    # mask_password().
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR}/docingest.db",
+        repr=False,
+        description="SQLAlchemy URL of the database; PostgreSQL in production (`postgres://` "
+        "and `postgresql://` URLs are accepted and use psycopg 3).",
+    )
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("BROKER_URL", "REDIS_URL"),
         repr=False,
+        description="The message broker: `redis://`, `rediss://`, or `amqp://` (RabbitMQ). "
+        "Heroku's Redis add-on sets REDIS_URL; BROKER_URL wins when both are set. `docingest "
+        "up` starts an embedded Redis unless this is set.",
     )
-    # The model an empty registry starts with (trained on the built-in corpus if missing).
-    # Where versions, the pending set and the workers' metrics live: a redis:// URL, or
-    # `database` (DATABASE_URL). Default: the broker's Redis, else the database (RabbitMQ).
-    ledger_url: str = Field(default="", repr=False)
-    model_path: Path = DEFAULT_DATA_DIR / "models" / "default.skops"
-    # How often each worker process looks for a newly activated model.
-    model_refresh_seconds: float = Field(default=2.0, gt=0)
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
-    max_bulk_documents: int = Field(default=10_000, gt=0)
-    max_document_chars: int = Field(default=DEFAULT_MAX_DOCUMENT_CHARS, gt=0)
-    broker_timeout_seconds: float = Field(default=5.0, gt=0)
-    retry_after_seconds: int = Field(default=5, gt=0)
-    # A request body not fully received within this many seconds is answered 408 (slow uploads).
-    body_timeout_seconds: float = Field(default=60.0, gt=0)
-
-    # Access control, see docs/security.md. API_KEYS: `name:scope+scope:sha256hex`, comma-separated;
-    # API_KEYS_FILE: TOML `[[keys]]` tables. No key configured = open mode: loopback only, unless
-    # ALLOW_OPEN_ACCESS. PUBLIC_ENDPOINTS: those of health, ready, metrics, docs, dashboard that
-    # answer without a key. RATE_LIMIT_PER_MINUTE: requests per key and API process; 0 = no limit.
-    api_keys: str = Field(default="", repr=False)
-    api_keys_file: Path | None = None
-    allow_open_access: bool = False
-    public_endpoints: Annotated[frozenset[PublicEndpoint], NoDecode] = frozenset(
-        {"health", "ready", "docs", "dashboard"}
+    ledger_url: str = Field(
+        default="",
+        repr=False,
+        description="Where versions, the pending set and the workers' metrics live: a "
+        "`redis://` URL, or `database` (DATABASE_URL). Default (empty): the broker's Redis, "
+        "else the database (RabbitMQ).",
     )
-    rate_limit_per_minute: int = Field(default=0, ge=0)
-    # Origins allowed to call the API from a browser, comma-separated; empty = CORS off.
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    model_path: Path = Field(
+        default=DEFAULT_DATA_DIR / "models" / "default.skops",
+        description="The model an empty registry starts with (trained on the built-in corpus "
+        "if missing).",
+    )
+    model_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each worker process looks for a newly activated model.",
+    )
 
-    # Backpressure: above this many accepted-but-unsettled documents, ingestion answers 429.
-    max_queued_documents: int = Field(default=200_000, gt=0)
+    host: str = Field(default="127.0.0.1", description="The interface the API listens on.")
+    port: int = Field(default=8000, description="The port the API listens on.")
 
-    # Group commit: concurrent single-document requests share one queue message.
-    enqueue_max_batch: int = Field(default=500, gt=0)
-    enqueue_linger_ms: float = Field(default=3.0, ge=0, le=50)
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="A request body larger than this is answered 413 before it is parsed.",
+    )
+    max_bulk_documents: int = Field(
+        default=10_000,
+        gt=0,
+        description="A bulk request with more documents than this is answered 413.",
+    )
+    max_document_chars: int = Field(
+        default=DEFAULT_MAX_DOCUMENT_CHARS,
+        gt=0,
+        description="A document whose `content` is longer than this is answered 422.",
+    )
+    broker_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long the API waits for the broker before answering 503.",
+    )
+    retry_after_seconds: int = Field(
+        default=5,
+        gt=0,
+        description="The `Retry-After` of a 503 (and of a 429 for a full queue).",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request body not fully received within this many seconds is answered "
+        "408 (slow uploads).",
+    )
 
-    worker_processes: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
-    # Threads hold messages; the documents of all messages held at once are classified and
-    # stored as one batch of up to WORKER_MAX_BATCH documents (docingest/worker/coalesce.py).
-    worker_threads: int = Field(default=8, gt=0)
-    worker_max_batch: int = Field(default=500, gt=0)
-    # A worker silent this long is dead: its unacknowledged messages go back on the queue.
-    worker_heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Access control, see docs/security.md. No key configured = open mode: loopback only, unless
+    # ALLOW_OPEN_ACCESS.
+    api_keys: str = Field(
+        default="",
+        repr=False,
+        description="API keys: `name:scope+scope:sha256hex` entries, comma-separated "
+        "(docs/security.md). No key configured (here or in API_KEYS_FILE) = open mode: "
+        "loopback only, unless ALLOW_OPEN_ACCESS.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A TOML file of `[[keys]]` tables, read with API_KEYS (docs/security.md).",
+    )
+    allow_open_access: bool = Field(
+        default=False,
+        description="Let the API run without keys on a non-loopback HOST.",
+    )
+    public_endpoints: Annotated[frozenset[PublicEndpoint], NoDecode] = Field(
+        default=frozenset({"health", "ready", "docs", "dashboard"}),
+        description="Those of health, ready, metrics, docs, dashboard that answer without a "
+        "key, comma-separated.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Requests per key and API process; 0 = no limit.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Origins allowed to call the API from a browser, comma-separated; "
+        "empty = CORS off.",
+    )
 
-    # Embedded Redis durability. "always" fsyncs the append-only file before Redis answers, so a
-    # 202 survives a crash of Redis or of the machine (measured cost: 4-13 % of bulk throughput).
-    # With "everysec", Redis acknowledges writes it has not written yet while a background fsync
-    # runs: a Redis crash can lose up to ~2 s of accepted documents (seen in tests/test_faults.py).
-    redis_appendfsync: str = Field(default="always", pattern="^(always|everysec|no)$")
+    max_queued_documents: int = Field(
+        default=200_000,
+        gt=0,
+        description="Backpressure: above this many accepted-but-unsettled documents, ingestion "
+        "answers 429.",
+    )
 
-    # Every worker process looks for pending entries no message will settle this often, among
-    # those reserved more than RECONCILE_AFTER_SECONDS ago (docingest/worker/reconcile.py).
-    reconcile_seconds: float = Field(default=60.0, gt=0)
-    reconcile_after_seconds: float = Field(default=600.0, ge=0)
-    # Backpressure by size: above this many bytes of waiting messages, ingestion answers 429.
-    max_queued_bytes: int = Field(default=1024**3, gt=0)
-    # A queue message (group commit, bulk split) holds at most this many bytes of documents.
-    enqueue_max_message_bytes: int = Field(default=8 * 1024**2, gt=0)
+    enqueue_max_batch: int = Field(
+        default=500,
+        gt=0,
+        description="Group commit: concurrent single-document requests share one queue "
+        "message of at most this many documents.",
+    )
+    enqueue_linger_ms: float = Field(
+        default=3.0,
+        ge=0,
+        le=50,
+        description="Group commit: under concurrent load, a batch waits up to this many "
+        "milliseconds for more requests (a lone request never waits).",
+    )
 
-    # Logs: JSON lines unless stderr is a terminal ("auto"); see docs/operations.md.
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
-    # How often a worker process adds its metrics into Redis, where GET /metrics reads them.
-    metrics_flush_seconds: float = Field(default=1.0, gt=0)
-    # Drift (docs/operations.md): workers count the documents classified with a confidence under
-    # this; the agreement of labels with categories is measured over each model's newest labels.
-    low_confidence_threshold: float = Field(default=0.5, gt=0, le=1)
-    agreement_window: int = Field(default=100, gt=0)
+    worker_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        gt=0,
+        description="Dramatiq worker processes. Default: the number of CPUs.",
+    )
+    worker_threads: int = Field(
+        default=8,
+        gt=0,
+        description="Threads per worker process. Threads hold messages; the documents of all "
+        "messages held at once are classified and stored as one batch of up to "
+        "WORKER_MAX_BATCH documents (docingest/worker/coalesce.py).",
+    )
+    worker_max_batch: int = Field(
+        default=500,
+        gt=0,
+        description="The most documents a worker batch (one model call, one transaction) takes.",
+    )
+    worker_heartbeat_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="A worker silent this long is dead: its unacknowledged messages go back on "
+        "the queue.",
+    )
+
+    redis_appendfsync: str = Field(
+        default="always",
+        pattern="^(always|everysec|no)$",
+        description="Embedded Redis durability. `always` fsyncs the append-only file before "
+        "Redis answers, so a 202 survives a crash of Redis or of the machine (measured cost: "
+        "4-13 % of bulk throughput). With `everysec`, Redis acknowledges writes it has not "
+        "written yet while a background fsync runs: a Redis crash can lose up to ~2 s of "
+        "accepted documents (seen in tests/test_faults.py).",
+    )
+
+    reconcile_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often every worker process looks for pending entries no message will "
+        "settle, among those reserved more than RECONCILE_AFTER_SECONDS ago "
+        "(docingest/worker/reconcile.py).",
+    )
+    reconcile_after_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How old a pending entry must be for reconciliation to look at it.",
+    )
+    max_queued_bytes: int = Field(
+        default=1024**3,
+        gt=0,
+        description="Backpressure by size: above this many bytes of waiting messages, "
+        "ingestion answers 429.",
+    )
+    enqueue_max_message_bytes: int = Field(
+        default=8 * 1024**2,
+        gt=0,
+        description="A queue message (group commit, bulk split) holds at most this many bytes "
+        "of documents.",
+    )
+
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="Logs: JSON lines, console (human-readable), or `auto`: JSON lines unless "
+        "stderr is a terminal; see docs/operations.md.",
+    )
+    log_level: str = Field(
+        default="INFO",
+        pattern="(?i)^(debug|info|warning|error|critical)$",
+        description="The lowest level logged.",
+    )
+    metrics_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a worker process adds its metrics into Redis, where GET "
+        "/metrics reads them.",
+    )
+    low_confidence_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Drift (docs/operations.md): workers count the documents classified with a "
+        "confidence under this.",
+    )
+    agreement_window: int = Field(
+        default=100,
+        gt=0,
+        description="Drift (docs/operations.md): the agreement of labels with categories is "
+        "measured over each model's this many newest labels.",
+    )
 
     @field_validator("database_url")
     @classmethod

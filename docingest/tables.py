@@ -93,7 +93,7 @@ class RegisteredModel(SQLModel, table=True):
 class Failure(SQLModel, table=True):
     """A document version that could not be classified, kept with its error until replayed.
 
-    A newer stored version of the same id supersedes it (see `store.list_failures`).
+    A newer stored version of the same id supersedes it (see `failures.repository.list_failures`).
     """
 
     __tablename__ = "failures"

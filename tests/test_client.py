@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from docingest_client import ApiError, NotFoundError, UnavailableError
 
 from docingest import AsyncClient, Client
-from docingest.client.api_client import ApiError, NotFoundError, UnavailableError
 from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
 from docingest.schemas import BulkItemResult, DocumentOut

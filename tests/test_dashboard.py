@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
+from fastapi.testclient import TestClient
 
+from docingest.api import create_app
 from docingest.connections import connected
 from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
@@ -21,6 +24,7 @@ from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest
 from tests.faults import Processes, new_documents
+from tests.helpers import make_settings
 from tests.pages import ARTIFACTS, start_service
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -131,3 +135,16 @@ def test_the_dashboard_asks_for_a_key_and_sends_it(
     page.wait_for_selector("#login", state="hidden", timeout=30_000)
     assert figure(page, "stored") == 0
     assert page.evaluate("sessionStorage.getItem('docingest-api-key')") == key
+
+
+@pytest.mark.parametrize("page", ["dashboard", "review"])
+@pytest.mark.parametrize("name", [".js", ".css", ".html", "x.js", "dashboard.py", "review"])
+def test_a_name_that_is_not_one_of_the_page_s_files_is_a_json_404(
+    page: str, name: str, sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A bare suffix (`/dashboard/.js`) names no file: a 404 like any other, never a 500."""
+    settings = make_settings(sqlite_url, redis_url, tmp_path / "model.skops", tmp_path)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.get(f"/{page}/{name}")
+        assert (response.status_code, response.json()) == (404, {"detail": "Not found"})
+        assert client.get(f"/{page}/{page}.js").status_code == 200

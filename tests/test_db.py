@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from docingest.documents.store import get_document, store_batch, version_floor
+from docingest.documents.store import get_document, store_batch
+from docingest.ledger.floor import version_floor
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import DOCUMENTS, Document
 

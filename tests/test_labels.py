@@ -13,11 +13,12 @@ from sqlalchemy import Engine
 
 from docingest.api import create_app
 from docingest.connections import Connections
-from docingest.documents.store import Selection, count_selected, label_agreement
 from docingest.keys import ApiKey, Scope, digest, generate_key
+from docingest.labels.repository import label_agreement
 from docingest.model import registry
 from docingest.model.classifier import Classifier
-from docingest.observe.metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
+from docingest.model.selection import Selection, count_selected
+from docingest.observe.worker_metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
 from docingest.settings import Settings
 from docingest.worker.ingest import reclassify
 from tests.cooking import cooking_texts

@@ -1,5 +1,13 @@
-"""The layout holds: no import cycles, the broker known in one package, a worker's batch logic
-importable without side effects."""
+"""The layout's rules, checked on the code's own imports (docs/architecture.md states them):
+
+- the top level keeps only what every part shares, and imports no package of docingest
+  (`connections.py`, where every process opens its handles, excepted);
+- a domain package (where a document waits, is stored, labelled, observed; the model; the
+  client side) never imports an entry point (`api`, `cli`, `worker`);
+- the API never loads the worker or scikit-learn, the worker never loads the API;
+- no import cycle; only `queue/` knows how brokers store messages;
+- importing any module changes no global state, except `worker.actors`, which `dramatiq` loads.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +27,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[str, ...]]:
-    """Every import, at any depth (functions too), `TYPE_CHECKING` blocks left out, as the
-    modules it may name, most specific first: `from a import b` names `a.b` if that is a
-    module, else `a`."""
+def imported(
+    tree: ast.Module, module: str, is_package: bool, *, top_level_only: bool = False
+) -> Iterator[tuple[str, ...]]:
+    """Every import, at any depth (functions too) unless `top_level_only`, `TYPE_CHECKING`
+    blocks left out, as the modules it may name, most specific first: `from a import b` names
+    `a.b` if that is a module, else `a`."""
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             node.body = []
-    for node in ast.walk(tree):
+    nodes = _top_level(tree.body) if top_level_only else ast.walk(tree)
+    for node in nodes:
         if isinstance(node, ast.Import):
             yield from ((alias.name,) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -40,17 +51,57 @@ def imported(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[str
                 yield f"{base}.{alias.name}", base
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements run on import: the module's own, and those of its `if`/`try` blocks."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.If | ast.Try):
+            for block in (node.body, node.orelse, getattr(node, "finalbody", [])):
+                yield from _top_level(block)
+            for handler in getattr(node, "handlers", []):
+                yield from _top_level(handler.body)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def import_graph(*, top_level_only: bool = False, external: bool = False) -> dict[str, set[str]]:
+    """Module -> modules of docingest it imports (and, with `external`, the top-level name of
+    every other package it imports)."""
     graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
+    for name, path in MODULES.items():
         tree = ast.parse(path.read_text(), str(path))
         graph[name] = set()
-        for candidates in imported(tree, name, path.name == "__init__.py"):
-            target = next((c for c in candidates if c in modules), None)
+        imports = imported(tree, name, path.name == "__init__.py", top_level_only=top_level_only)
+        for candidates in imports:
+            target = next((c for c in candidates if c in MODULES), None)
             if target is not None and target != name:
                 graph[name].add(target)
+            elif target is None and external and not candidates[-1].startswith("docingest."):
+                graph[name].add(candidates[-1].split(".")[0])
     return graph
+
+
+def reachable(graph: dict[str, set[str]], starts: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(starts)
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def package_of(module: str) -> str:
+    """`docingest.labels.service` -> `labels`; a top-level module -> its own name."""
+    return module.split(".")[1] if module.count(".") else ""
+
+
+# What every part shares: the whole top level of docingest/, besides __init__ and __main__.
+SHARED = {"settings", "db", "tables", "schemas", "connections", "embedded", "keys"}
+ENTRY_POINTS = {"api", "cli", "worker"}
+DOMAINS = {"queue", "ledger", "documents", "failures", "labels", "model", "observe", "client"}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -105,9 +156,70 @@ def test_only_the_queue_package_knows_how_brokers_store_messages() -> None:
     assert offenders == []
 
 
+def test_the_top_level_keeps_only_what_every_part_shares() -> None:
+    """At most 8 modules besides `__init__` and `__main__`, each in SHARED (docs/architecture.md
+    says why each is shared); every other module lives in a package named by its question."""
+    top = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    assert top == SHARED
+    assert len(top) <= 8
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert packages == ENTRY_POINTS | DOMAINS
+
+
+def test_every_package_is_in_the_architecture_page() -> None:
+    """docs/architecture.md's module table names every package and shared module."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    missing = [f"{name}/" for name in sorted(ENTRY_POINTS | DOMAINS) if f"`{name}/" not in page]
+    missing += [f"{name}.py" for name in sorted(SHARED) if f"`{name}.py`" not in page]
+    assert missing == []
+
+
+def test_shared_modules_import_no_package() -> None:
+    """Plumbing depends on nothing above it; `connections` opens the handles of every process
+    (the queue, the ledger, the metrics store) and is the one shared module allowed to."""
+    graph = import_graph()
+    offenders = {
+        (module, target)
+        for module, targets in graph.items()
+        if package_of(module) in SHARED - {"connections"}
+        for target in targets
+        if package_of(target) not in SHARED
+    }
+    assert offenders == set()
+
+
+def test_domain_packages_import_no_entry_point() -> None:
+    graph = import_graph()
+    offenders = {
+        (module, target)
+        for module, targets in graph.items()
+        if package_of(module) in DOMAINS | SHARED
+        for target in targets
+        if package_of(target) in ENTRY_POINTS
+    }
+    assert offenders == set()
+
+
+def test_the_api_loads_neither_the_worker_nor_scikit_learn() -> None:
+    """Nothing the web tier imports when it starts (module-level imports, followed through every
+    module they reach) is the worker or a scientific library: an API process stays small and
+    starts fast. (Activating a model loads it, inside that call, to refuse what no worker could
+    load.)"""
+    graph = import_graph(top_level_only=True, external=True)
+    loaded = reachable(graph, [m for m in MODULES if package_of(m) == "api"])
+    assert {m for m in loaded if package_of(m) == "worker"} == set()
+    assert loaded & {"sklearn", "scipy", "skops", "numpy", "matplotlib"} == set()
+
+
+def test_the_worker_never_imports_the_api() -> None:
+    graph = import_graph()
+    loaded = reachable(graph, [m for m in MODULES if package_of(m) == "worker"])
+    assert {m for m in loaded if package_of(m) in {"api", "cli"}} == set()
+
+
 GLOBAL_STATE = """
 import importlib, logging, sys
-import dramatiq.broker, dramatiq.message, structlog
+import dramatiq.broker, dramatiq.message, prometheus_client, structlog
 def state():
     return (
         list(logging.root.handlers),
@@ -115,27 +227,41 @@ def state():
         structlog.is_configured(),
         dramatiq.broker.global_broker,
         dramatiq.message.global_encoder,
+        set(prometheus_client.REGISTRY._collector_to_names),
     )
-before = state()
-importlib.import_module(sys.argv[1])
-print("same" if state() == before else "changed")
+for module in sys.argv[1:]:
+    before = state()
+    importlib.import_module(module)
+    print(module, "same" if state() == before else "changed")
 """
 
 
-def import_changes_global_state(module: str) -> bool:
+def global_state_changes(*modules: str) -> dict[str, bool]:
+    """Each module imported in turn in one fresh interpreter: did importing it change the root
+    logger, structlog, Dramatiq's global broker or encoder, or Prometheus's default registry?"""
     result = subprocess.run(
-        [sys.executable, "-c", GLOBAL_STATE, module],
+        [sys.executable, "-c", GLOBAL_STATE, *modules],
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=300,
         env={"PATH": "/usr/bin:/bin", "BROKER_URL": "redis://127.0.0.1:9/0"},
     )
-    return result.stdout.strip().splitlines()[-1] == "changed"
+    lines = [line.split() for line in result.stdout.splitlines() if line.count(" ") == 1]
+    return {module: verdict == "changed" for module, verdict in lines}
 
 
-def test_importing_the_batch_logic_changes_no_global_state() -> None:
-    """Root log handlers, structlog's configuration, Dramatiq's broker and encoder: untouched by
-    `docingest.worker.ingest`, set by `docingest.worker.actors` (what `dramatiq` loads)."""
-    assert not import_changes_global_state("docingest.worker.ingest")
-    assert import_changes_global_state("docingest.worker.actors")
+def test_importing_any_module_changes_no_global_state() -> None:
+    """Every module but the one `dramatiq docingest.worker.actors` loads to run workers (and
+    Alembic's `migrations/env.py`, which runs a migration when Alembic loads it, and
+    `__main__`, which runs the CLI)."""
+    modules = sorted(
+        m for m in MODULES if ".migrations" not in m and m not in {"docingest.__main__"}
+    )
+    changes = global_state_changes(*[m for m in modules if m != "docingest.worker.actors"])
+    assert set(changes) == set(modules) - {"docingest.worker.actors"}
+    assert [module for module, changed in changes.items() if changed] == []
+
+
+def test_the_state_check_sees_the_worker_configure_its_process() -> None:
+    assert global_state_changes("docingest.worker.actors") == {"docingest.worker.actors": True}

@@ -19,18 +19,20 @@ from docingest.api import create_app
 from docingest.connections import Connections
 from docingest.db import migrate
 from docingest.embedded import EmbeddedRedis, wait_until
-from docingest.observe.metrics import (
+from docingest.observe.collector import (
+    WORKER_LAST_SEEN,
+    WORKER_SEEN_RETENTION_SECONDS,
+    DeploymentCollector,
+    histogram_family,
+)
+from docingest.observe.metrics_store import MetricsStore, RedisMetricsStore, SqlMetricsStore
+from docingest.observe.worker_metrics import (
     BATCH_SIZE,
     CONFIDENCE,
     LAG_SECONDS,
     PROCESSED,
-    WORKER_LAST_SEEN,
-    WORKER_SEEN_RETENTION_SECONDS,
-    DeploymentCollector,
     WorkerMetrics,
-    histogram_family,
 )
-from docingest.observe.metrics_store import MetricsStore, RedisMetricsStore, SqlMetricsStore
 from tests.faults import Processes, new_documents, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 

@@ -32,7 +32,7 @@ from docingest.db import make_engine
 from docingest.embedded import wait_until
 from docingest.model import registry
 from docingest.model.classifier import Classifier
-from docingest.observe.metrics import PROCESSED
+from docingest.observe.worker_metrics import PROCESSED
 from docingest.queue.messages import reclassify_message
 from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
 from docingest.queue.rabbitmq import RabbitmqQueue

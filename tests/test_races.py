@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from docingest.db import make_engine
-from docingest.documents.store import list_failures, store_batch, take_failures
+from docingest.documents.store import store_batch
+from docingest.failures.repository import list_failures, take_failures
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.tables import Failure
 from docingest.worker.ingest import failure_row

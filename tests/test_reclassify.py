@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from docingest.cli import app as cli
 from docingest.connections import Connections
-from docingest.documents.store import Selection, count_selected
 from docingest.model import registry
 from docingest.model.classifier import Classifier
 from docingest.model.reclassify import Pacing, run
+from docingest.model.selection import Selection, count_selected
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
 from docingest.worker.ingest import ingest

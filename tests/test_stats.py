@@ -14,8 +14,8 @@ from docingest.cli import app
 from docingest.connections import Connections
 from docingest.documents.store import store_batch
 from docingest.model.classifier import Classifier
-from docingest.observe.metrics import LAG_SECONDS
 from docingest.observe.stats import THROUGHPUT_MINUTES, quantile_bound
+from docingest.observe.worker_metrics import LAG_SECONDS
 from docingest.schemas import utcnow
 from docingest.settings import get_settings
 from tests.helpers import POISON, UNAMBIGUOUS, PoisonedClassifier, drain

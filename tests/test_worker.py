@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from docingest.connections import Connections
-from docingest.documents.store import get_document, get_failure
+from docingest.documents.store import get_document
+from docingest.failures.repository import get_failure
 from docingest.model.classifier import Classifier, Prediction
 from docingest.model.registry import ModelCache
 from docingest.schemas import QueuedDocument, utcnow

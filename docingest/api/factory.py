@@ -15,7 +15,7 @@ from opentelemetry.trace import TracerProvider
 
 from docingest.api.auth import install_security
 from docingest.api.errors import install_error_handlers
-from docingest.api.hotpath import Endpoint, HotRoute, find_route
+from docingest.api.hotpath import Endpoint, HotRoute, direct_call, find_route
 from docingest.api.limits import BodySizeLimit
 from docingest.api.openapi import describe_common_answers, extend_openapi
 from docingest.api.routes import dashboard, documents, failures, health, labels, review, stats
@@ -24,8 +24,8 @@ from docingest.api.routes import models as registry
 from docingest.api.routing import RequestCheck
 from docingest.connections import Connections, connect
 from docingest.observe import tracing
+from docingest.observe.http_metrics import RequestMetrics
 from docingest.observe.logs import configure_logging
-from docingest.observe.metrics import RequestMetrics
 from docingest.queue import BrokerUnavailableError
 from docingest.queue.enqueue import Enqueuer, Limits
 from docingest.settings import Settings, get_settings
@@ -119,10 +119,12 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         app.include_router(router)
     # Middleware added first runs innermost: the hot route right above the routing layers, then
     # the 405/NUL check before it; the body limit and the security gate run before both.
-    hot_route = find_route(documents.router, documents.router.prefix, "POST")
-    hot_call: Endpoint = documents.create_document_directly
+    # Derived from the route as the app serves it; HotPathError here if it cannot serve it.
+    hot_path = documents.router.prefix
+    hot_route = find_route(app.routes, hot_path, "POST")
+    hot_call: Endpoint = direct_call(hot_route)
     if tracer_provider is not None:
-        hot_call = tracing.naming_span(hot_call, "POST", hot_route.path)
+        hot_call = tracing.naming_span(hot_call, "POST", hot_path)
     app.add_middleware(HotRoute, route=hot_route, method="POST", call=hot_call)
     app.add_middleware(RequestCheck, routes=app.routes)
     app.add_middleware(

@@ -26,9 +26,9 @@ _MEDIA_TYPES: Final = {
 
 def page_file(page: str, name: str) -> Response:
     """One of `page`'s files (`review.html`, `review.js`, `review.css` for `review`); 404 for
-    any other name."""
+    any other name, including a bare suffix such as `.js`, which names no file."""
     suffix = name.removeprefix(page)
-    if suffix not in _MEDIA_TYPES:
+    if suffix == name or suffix not in _MEDIA_TYPES:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not found")
     body = resources.files("docingest").joinpath("static", name).read_bytes()
     return Response(

@@ -1,11 +1,11 @@
 """The `docingest` command. Each module holds one group of commands:
 
-service: run the processes (up, api, worker, migrate); train: train a model; registry: list,
-show and activate models, reclassify; failures: inspect and replay failures; keys: API keys;
-send: feed files to a running service; stats: figures.
+service: run the processes (up, api, worker, migrate); train: train a model; model: list, show,
+import and activate models; reclassify: bring documents up to date with a model; failures:
+inspect and replay failures; keys: API keys; send: feed files to a running service; stats: figures.
 """
 
-from docingest.cli import failures, keys, registry, send, service, stats, train
+from docingest.cli import failures, keys, model, reclassify, send, service, stats, train
 from docingest.cli.app import app
 
-__all__ = ["app", "failures", "keys", "registry", "send", "service", "stats", "train"]
+__all__ = ["app", "failures", "keys", "model", "reclassify", "send", "service", "stats", "train"]

@@ -54,3 +54,9 @@ def quiet_http_logs() -> None:
     """
     for name in _HTTP_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def failed(error: Exception) -> typer.Exit:
+    """Say what went wrong in red and exit 1: `raise failed(error) from error`."""
+    console.print(f"[red]{error}[/]")
+    return typer.Exit(1)

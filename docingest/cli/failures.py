@@ -18,7 +18,7 @@ def failures(
     from rich.table import Table
 
     from docingest.connections import connected
-    from docingest.documents.store import list_failures
+    from docingest.failures.repository import list_failures
 
     table = Table("id", "version", "failed at", "attempts", "error")
     letters = Table("queue", "message", "actor", "documents", "retries", "dead since")

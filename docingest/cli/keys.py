@@ -26,7 +26,10 @@ app.add_typer(keys, name="keys")
 def create(
     name: Annotated[str, typer.Argument(help="Who uses the key: shown in logs and metrics")],
     scope: Annotated[
-        list[Scope], typer.Option(help="ingest, read or admin (admin implies the others)")
+        list[Scope],
+        typer.Option(
+            help="ingest, read, label or admin (admin implies the others); repeat for several"
+        ),
     ],
     rate_limit_per_minute: Annotated[
         int | None, typer.Option(min=0, help="This key's own limit (keys file only)")

@@ -23,7 +23,7 @@ Processes = Annotated[
     int | None, typer.Option(help="Worker processes (env WORKER_PROCESSES; default: CPU count)")
 ]
 Threads = Annotated[
-    int | None, typer.Option(help="Threads per worker process (env WORKER_THREADS; default 2)")
+    int | None, typer.Option(help="Threads per worker process (env WORKER_THREADS; default 8)")
 ]
 
 

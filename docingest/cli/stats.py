@@ -43,7 +43,7 @@ def _from_servers() -> Stats:
 
 def _from_api(url: str) -> Stats:
     """One try: an operator asking for figures wants an answer or an error now, not retries."""
-    from docingest.client.api_client import Client, DocingestError
+    from docingest_client import Client, DocingestError
 
     quiet_http_logs()
     try:

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import httpx
 import orjson
+from docingest_client import ApiError, AsyncClient, UnavailableError, batches
 
-from docingest.client.api_client import ApiError, AsyncClient, UnavailableError, batches
 from docingest.client.textfiles import Lines, UnreadableTextError, decode
 from docingest.schemas import DEFAULT_MAX_DOCUMENT_CHARS
 

@@ -1,45 +1,36 @@
-"""Where a document is stored and read back: every statement on documents and failures.
+"""Where a document is stored and read back: every statement on the documents table.
 
-One home, one style (SQLAlchemy Core on the typed handles of `docingest.tables`), so that what
-the workers write and what the API, the CLI, the stats and a reclassification read agree on
-versions, tombstones and superseded failures. The callers keep their own logic (cursors, figures,
-pacing, replay, status) and ask this module for rows.
+SQLAlchemy Core on the typed handles of `docingest.tables`, so that what the workers write and
+what the API, the CLI and a reclassification read agree on versions and tombstones. Each other
+table's statements live with the package that owns it (`failures/repository.py`,
+`labels/repository.py`, `ledger/floor.py`, `observe/counts.py`, `model/selection.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Engine,
     Insert,
     Row,
-    Select,
     Table,
-    and_,
     bindparam,
     case,
-    delete,
     func,
-    or_,
     select,
-    tuple_,
     update,
 )
 
 from docingest.db import insert_for, newest_per_id
+from docingest.ledger.floor import raise_floor
 from docingest.schemas import DocumentQuery, as_utc, utcnow
-from docingest.tables import DOCUMENTS, FAILURES, VERSION_FLOORS, Document, Failure
+from docingest.tables import DOCUMENTS, FAILURES, Document
 
 # --- storing ------------------------------------------------------------------------------------
 
@@ -153,40 +144,6 @@ def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) ->
         return connection.execute(statement, rows).rowcount
 
 
-# --- versions -----------------------------------------------------------------------------------
-
-
-def raise_floor(connection: Connection, version: int) -> None:
-    """Record in the storing transaction how high this process's stored versions went."""
-    statement = _floor_statement(connection.dialect.name)
-    row = {"writer": _writer(os.getpid()), "version": version, "updated_at": utcnow()}
-    connection.execute(statement, row)
-
-
-@cache
-def _floor_statement(dialect_name: str) -> Any:
-    """Built once per process, like the batch upsert: building costs more than running it."""
-    insert = insert_for(dialect_name, VERSION_FLOORS)
-    return insert.on_conflict_do_update(
-        index_elements=[VERSION_FLOORS.c.writer],
-        set_={"version": insert.excluded.version, "updated_at": insert.excluded.updated_at},
-        where=VERSION_FLOORS.c.version < insert.excluded.version,
-    )
-
-
-@cache
-def _writer(pid: int) -> str:
-    """This process's row; by pid, so that a forked worker process gets its own."""
-    return f"{socket.gethostname()}:{pid}"
-
-
-def version_floor(engine: Engine) -> int:
-    """The highest version ever stored (0 on a new database)."""
-    with engine.connect() as connection:
-        statement = select(func.max(VERSION_FLOORS.c.version))
-        return int(connection.execute(statement).scalar() or 0)
-
-
 def stored_versions(engine: Engine, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Each id's highest version stored, as a document (or tombstone) or as a failure."""
     found: dict[uuid.UUID, int] = {}
@@ -206,7 +163,7 @@ def get_document(engine: Engine, document_id: uuid.UUID) -> Document | None:
     statement = select(DOCUMENTS).where(DOCUMENTS.c.id == document_id)
     with engine.connect() as connection:
         row = connection.execute(statement).one_or_none()
-    return _as_document(row) if row is not None else None
+    return as_document(row) if row is not None else None
 
 
 def find_documents(
@@ -218,7 +175,7 @@ def find_documents(
         conditions.append(DOCUMENTS.c.id > after)
     statement = select(DOCUMENTS).where(*conditions).order_by(DOCUMENTS.c.id).limit(limit)
     with engine.connect() as connection:
-        return [_as_document(row) for row in connection.execute(statement)]
+        return [as_document(row) for row in connection.execute(statement)]
 
 
 def _query_conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:
@@ -267,270 +224,5 @@ def current_contents(engine: Engine, ids: Sequence[str]) -> list[tuple[uuid.UUID
         return [(row.id, row.version, row.content) for row in connection.execute(statement)]
 
 
-def _as_document(row: Row[Any]) -> Document:
+def as_document(row: Row[Any]) -> Document:
     return Document(**row._mapping)
-
-
-# --- labels -------------------------------------------------------------------------------------
-
-
-def set_label(engine: Engine, document_id: uuid.UUID, version: int, label: dict[str, Any]) -> bool:
-    """Label the document if `version` is the one stored (and not deleted); False otherwise.
-
-    `label` holds the `LABEL_COLUMNS` and the content's digest, which rows stored before
-    digests existed get here.
-    """
-    statement = (
-        update(DOCUMENTS)
-        .where(
-            DOCUMENTS.c.id == document_id,
-            DOCUMENTS.c.version == version,
-            DOCUMENTS.c.deleted_at.is_(None),
-        )
-        .values(label)
-    )
-    with engine.begin() as connection:
-        return bool(connection.execute(statement).rowcount)
-
-
-def clear_label(engine: Engine, document_id: uuid.UUID) -> bool:
-    """Remove the label of a stored document; False when no such document is stored."""
-    statement = (
-        update(DOCUMENTS)
-        .where(DOCUMENTS.c.id == document_id, DOCUMENTS.c.deleted_at.is_(None))
-        .values(dict.fromkeys(LABEL_COLUMNS))
-    )
-    with engine.begin() as connection:
-        return bool(connection.execute(statement).rowcount)
-
-
-def labelled_documents(engine: Engine) -> list[tuple[str, str]]:
-    """(content, label) of every labelled document, in id order: the same labels, same split."""
-    statement = (
-        select(DOCUMENTS.c.content, DOCUMENTS.c.label)
-        .where(DOCUMENTS.c.label.is_not(None), DOCUMENTS.c.deleted_at.is_(None))
-        .order_by(DOCUMENTS.c.id)
-    )
-    with engine.connect() as connection:
-        return [(row.content, row.label) for row in connection.execute(statement)]
-
-
-def label_names(engine: Engine) -> list[str]:
-    """Every category a person has given, sorted."""
-    statement = (
-        select(DOCUMENTS.c.label).where(DOCUMENTS.c.label.is_not(None)).distinct()
-    ).order_by(DOCUMENTS.c.label)
-    with engine.connect() as connection:
-        return list(connection.execute(statement).scalars())
-
-
-def least_confident(
-    engine: Engine, after: tuple[float, uuid.UUID] | None, limit: int
-) -> list[Document]:
-    """Unlabelled stored documents by rising confidence (then id), those after `after` only.
-
-    No index serves this order: the upsert of every document would pay for one, while a
-    reviewer asks for a page every few dozen labels (a top-N sort of the unlabelled rows).
-    """
-    confidence, id_ = DOCUMENTS.c.confidence, DOCUMENTS.c.id
-    conditions: list[ColumnElement[bool]] = [
-        DOCUMENTS.c.deleted_at.is_(None),
-        DOCUMENTS.c.label.is_(None),
-        confidence.is_not(None),
-    ]
-    if after is not None:
-        conditions.append(or_(confidence > after[0], and_(confidence == after[0], id_ > after[1])))
-    statement = select(DOCUMENTS).where(*conditions).order_by(confidence, id_).limit(limit)
-    with engine.connect() as connection:
-        return [_as_document(row) for row in connection.execute(statement)]
-
-
-@dataclass(frozen=True, slots=True)
-class Agreement:
-    """Of a model's newest labelled documents, how many labels equal its category."""
-
-    model_version: str
-    labels: int
-    agreeing: int
-
-
-def label_agreement(engine: Engine, window: int) -> list[Agreement]:
-    """Per model, over its `window` most recently labelled documents (a window function, on
-    the labelled rows' index)."""
-    newest = func.row_number().over(
-        partition_by=DOCUMENTS.c.model_version, order_by=DOCUMENTS.c.labelled_at.desc()
-    )
-    recent = (
-        select(
-            DOCUMENTS.c.model_version,
-            case((DOCUMENTS.c.label == DOCUMENTS.c.category, 1), else_=0).label("agrees"),
-            newest.label("rank"),
-        )
-        .where(DOCUMENTS.c.label.is_not(None), DOCUMENTS.c.model_version.is_not(None))
-        .subquery()
-    )
-    statement = (
-        select(recent.c.model_version, func.count(), func.sum(recent.c.agrees))
-        .where(recent.c.rank <= window)
-        .group_by(recent.c.model_version)
-        .order_by(recent.c.model_version)
-    )
-    with engine.connect() as connection:
-        return [
-            Agreement(str(version), int(labels), int(agreeing or 0))
-            for version, labels, agreeing in connection.execute(statement)
-        ]
-
-
-# --- failures -----------------------------------------------------------------------------------
-
-
-def get_failure(engine: Engine, document_id: uuid.UUID) -> Failure | None:
-    """The failure recorded for the id, superseded or not."""
-    statement = select(FAILURES).where(FAILURES.c.id == document_id)
-    with engine.connect() as connection:
-        row = connection.execute(statement).one_or_none()
-    return _as_failure(row) if row is not None else None
-
-
-def _unsuperseded_failures() -> Select[Any]:
-    """Failures with no stored version at least as new: the ones still worth replaying."""
-    return (
-        select(FAILURES)
-        .select_from(FAILURES.outerjoin(DOCUMENTS, DOCUMENTS.c.id == FAILURES.c.id))
-        .where(or_(DOCUMENTS.c.version.is_(None), DOCUMENTS.c.version < FAILURES.c.version))
-        .order_by(FAILURES.c.failed_at, FAILURES.c.id)
-    )
-
-
-def list_failures(engine: Engine, *, limit: int, offset: int = 0) -> list[Failure]:
-    """Unsuperseded failures, oldest first."""
-    statement = _unsuperseded_failures().limit(limit).offset(offset)
-    with engine.connect() as connection:
-        return [_as_failure(row) for row in connection.execute(statement)]
-
-
-def count_failures(engine: Engine) -> int:
-    unsuperseded = _unsuperseded_failures().order_by(None).subquery()
-    with engine.connect() as connection:
-        statement = select(func.count()).select_from(unsuperseded)
-        return int(connection.execute(statement).scalar_one())
-
-
-def take_failures(
-    engine: Engine, requeue: Callable[[Sequence[Failure]], None], *, batch: int = 500
-) -> int:
-    """Hand the unsuperseded failures found now to `requeue`, a batch at a time.
-
-    The list is a snapshot: a document that fails again during the replay is not replayed
-    again by it. Each batch is read, requeued and deleted in one transaction, and a row is
-    deleted only as it was read (same version and attempts): a worker that failed the replayed
-    document again meanwhile has rewritten the row, which then stays visible.
-    """
-    unsuperseded = _unsuperseded_failures().subquery()
-    keys_statement = select(unsuperseded.c.id, unsuperseded.c.version, unsuperseded.c.attempts)
-    with engine.connect() as connection:
-        keys = [tuple(key) for key in connection.execute(keys_statement)]
-    taken = 0
-    for start in range(0, len(keys), batch):
-        as_read = tuple_(FAILURES.c.id, FAILURES.c.version, FAILURES.c.attempts).in_(
-            keys[start : start + batch]
-        )
-        with engine.begin() as connection:
-            failures = [
-                _as_failure(row) for row in connection.execute(select(FAILURES).where(as_read))
-            ]
-            if failures:
-                connection.execute(delete(FAILURES).where(as_read))
-                requeue(failures)
-        taken += len(failures)
-    return taken
-
-
-def _as_failure(row: Row[Any]) -> Failure:
-    return Failure(**row._mapping)
-
-
-# --- figures ------------------------------------------------------------------------------------
-
-
-def count_categories(engine: Engine) -> dict[str, int]:
-    """Stored documents per category, tombstones left out."""
-    statement = (
-        select(DOCUMENTS.c.category, func.count())
-        .where(DOCUMENTS.c.deleted_at.is_(None))
-        .group_by(DOCUMENTS.c.category)
-        .order_by(DOCUMENTS.c.category)
-    )
-    with engine.connect() as connection:
-        return {str(category): int(count) for category, count in connection.execute(statement)}
-
-
-def stored_per_minute(engine: Engine, since: datetime) -> dict[datetime, int]:
-    """Documents stored (not deleted) since `since` per UTC minute; minutes without any left out."""
-    with engine.connect() as connection:
-        minute = _minute_of(DOCUMENTS.c.updated_at, connection.dialect.name)
-        statement = (
-            select(minute, func.count())
-            .where(DOCUMENTS.c.updated_at >= since, DOCUMENTS.c.deleted_at.is_(None))
-            .group_by(minute)
-        )
-        return {_as_minute(value): int(count) for value, count in connection.execute(statement)}
-
-
-def _minute_of(column: Any, dialect: str) -> ColumnElement[Any]:
-    if dialect == "postgresql":
-        return func.date_trunc("minute", column)
-    return func.strftime("%Y-%m-%d %H:%M:00", column)
-
-
-def _as_minute(value: datetime | str) -> datetime:
-    """PostgreSQL answers a timestamp, SQLite text; both are UTC."""
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return as_utc(parsed)
-
-
-# --- selections (reclassification) --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Stored documents to reclassify: not deleted, not labelled, not on `model_version` yet,
-    and matching."""
-
-    model_version: str
-    category: str | None = None
-    classified_before: datetime | None = None
-
-    def where(self) -> list[ColumnElement[bool]]:
-        conditions = [
-            DOCUMENTS.c.deleted_at.is_(None),
-            DOCUMENTS.c.label.is_(None),
-            or_(
-                DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version != self.model_version
-            ),
-        ]
-        if self.category is not None:
-            conditions.append(DOCUMENTS.c.category == self.category)
-        if self.classified_before is not None:
-            conditions.append(DOCUMENTS.c.updated_at < self.classified_before)
-        return conditions
-
-
-def count_selected(engine: Engine, selection: Selection) -> int:
-    """How many documents the selection still holds: a run is done at 0."""
-    statement = select(func.count()).select_from(DOCUMENTS).where(*selection.where())
-    with engine.connect() as connection:
-        return int(connection.execute(statement).scalar_one())
-
-
-def selected_ids(
-    engine: Engine, selection: Selection, after: uuid.UUID | None, limit: int
-) -> list[uuid.UUID]:
-    """Keyset pagination by id: stable while the run changes the rows it has passed."""
-    conditions = selection.where()
-    if after is not None:
-        conditions.append(DOCUMENTS.c.id > after)
-    statement = select(DOCUMENTS.c.id).where(*conditions).order_by(DOCUMENTS.c.id).limit(limit)
-    with engine.connect() as connection:
-        return list(connection.execute(statement).scalars())

@@ -9,16 +9,14 @@ queue; versions are kept, so a replay never overwrites a newer version stored me
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from docingest.documents import store
-from docingest.ledger import Ledger
+from docingest.failures.repository import take_failures
 from docingest.queue.enqueue import Enqueuer
-from docingest.schemas import DocumentStatus, QueuedDocument
+from docingest.schemas import QueuedDocument
 from docingest.tables import Failure
 
 
@@ -39,30 +37,5 @@ def replay(engine: Engine, enqueuer: Enqueuer) -> Replayed:
         enqueuer.ledger.mark([(document.id, document.version) for document in queued])
         enqueuer.requeue(queued)
 
-    documents = store.take_failures(engine, requeue)
+    documents = take_failures(engine, requeue)
     return Replayed(documents=documents, dead_letters=enqueuer.queue.requeue_dead_letters())
-
-
-def document_status(
-    engine: Engine, ledger: Ledger, document_id: uuid.UUID
-) -> DocumentStatus | None:
-    """The newest known version decides; at equal versions stored (or deleted: a tombstone is a
-    stored version) beats failed beats queued."""
-    candidates: list[tuple[int, int, DocumentStatus]] = []
-    if document := store.get_document(engine, document_id):
-        stored = "stored" if document.deleted_at is None else "deleted"
-        candidates.append((document.version, 2, _status(document_id, stored, document.version)))
-    if failure := store.get_failure(engine, document_id):
-        status = _status(document_id, "failed", failure.version, failure.error)
-        candidates.append((failure.version, 1, status))
-    if (pending := ledger.pending_version(document_id)) is not None:
-        candidates.append((pending, 0, _status(document_id, "queued", pending)))
-    return max(candidates, key=lambda c: c[:2])[2] if candidates else None
-
-
-def _status(
-    document_id: uuid.UUID, status: str, version: int, error: str | None = None
-) -> DocumentStatus:
-    return DocumentStatus.model_validate(
-        {"id": document_id, "status": status, "version": version, "error": error}
-    )

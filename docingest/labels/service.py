@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from docingest.documents import store
 from docingest.documents.browse import pack_cursor, unpack_cursor
+from docingest.labels.repository import label_names, least_confident, set_label
 from docingest.model import registry
 from docingest.schemas import LabelIn, utcnow
 from docingest.tables import Document
@@ -59,7 +60,7 @@ def put_label(engine: Engine, document_id: uuid.UUID, label: LabelIn, by: str) -
             "label_version": document.version,
             "content_sha256": store.content_digest(document.content),
         }
-        if store.set_label(engine, document_id, document.version, values):
+        if set_label(engine, document_id, document.version, values):
             for name, value in values.items():
                 setattr(document, name, value)
             return document
@@ -71,7 +72,7 @@ def review_queue(
 ) -> tuple[list[Document], str | None]:
     """Unlabelled documents, least confident first, and the cursor of the next page."""
     after = _decode(cursor) if cursor is not None else None
-    found = store.least_confident(engine, after, limit + 1)
+    found = least_confident(engine, after, limit + 1)
     page = found[:limit]
     more = len(found) > limit
     return page, _encode(page[-1]) if more else None
@@ -83,7 +84,7 @@ def categories(engine: Engine) -> list[str]:
         known = set(registry.card(engine).get("labels", []))
     except registry.RegistryError:  # no model active yet
         known = set()
-    return sorted(known | set(store.label_names(engine)))
+    return sorted(known | set(label_names(engine)))
 
 
 def _encode(document: Document) -> str:

@@ -42,7 +42,7 @@ def open_ledger(settings: Settings, engine: Engine) -> Ledger:
         from docingest.ledger.sql import SqlLedger
 
         return SqlLedger(engine)
-    from docingest.documents.store import version_floor
+    from docingest.ledger.floor import version_floor
     from docingest.ledger.redis import RedisLedger
 
     # A pool of its own: requests holding every connection of the app's pool must not keep

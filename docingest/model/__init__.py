@@ -1,1 +1,3 @@
-"""The model's lifecycle: training, registry, activation, classification, reclassification."""
+"""The model's lifecycle: trained (`training`, `datasets`, `card`, `learning`), registered and
+activated (`registry`), loaded to classify (`classifier`, `vectorizer`), and applied again to
+stored documents (`reclassify`, `selection`)."""

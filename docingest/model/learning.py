@@ -21,7 +21,7 @@ from typing import Any
 from sklearn.metrics import accuracy_score, f1_score
 from sqlalchemy import Engine
 
-from docingest.documents import store
+from docingest.labels.repository import labelled_documents
 from docingest.model.classifier import Classifier
 from docingest.model.datasets import Dataset
 from docingest.model.training import Split, Step, TrainedModel, split_corpus, train_on_split
@@ -40,7 +40,7 @@ class Part:
 def labelled_part(engine: Engine, *, test_size: float, seed: int) -> Part:
     """The labelled documents, split. A category labelled once cannot be held out and is only
     trained on; at least one label must be held out, or nothing would be measured."""
-    pairs = store.labelled_documents(engine)
+    pairs = labelled_documents(engine)
     counts = Counter(label for _, label in pairs)
     once = [pair for pair in pairs if counts[pair[1]] < 2]
     more = [pair for pair in pairs if counts[pair[1]] >= 2]

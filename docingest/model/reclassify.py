@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from docingest.documents.store import Selection, count_selected, selected_ids
 from docingest.ledger import Ledger
+from docingest.model.selection import Selection, count_selected, selected_ids
 from docingest.queue import MessageQueue
 from docingest.queue.messages import reclassify_message
 from docingest.queue.names import RECLASSIFY_QUEUE

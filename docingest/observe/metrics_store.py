@@ -2,8 +2,8 @@
 
 Beside the ledger: the Redis hash `docingest:metrics:worker` (one pipelined round trip per
 flush), or the `worker_metrics` table when the ledger is the database (RabbitMQ deployments).
-Field names are `metrics.WorkerMetrics`'s. When each worker process last flushed is kept beside
-them (`mark_seen`): the hash `docingest:metrics:workers_seen`, or `seen|<worker>` rows.
+Field names are `worker_metrics.WorkerMetrics`'s. When each worker process last flushed is kept
+beside them (`mark_seen`): the hash `docingest:metrics:workers_seen`, or `seen|<worker>` rows.
 """
 
 from __future__ import annotations

@@ -16,15 +16,18 @@ from typing import Any
 from sqlalchemy import Engine
 
 from docingest.connections import Connections
-from docingest.documents import store
-from docingest.observe.metrics import (
+from docingest.failures.repository import count_failures
+from docingest.labels.repository import Agreement, label_agreement
+from docingest.observe import counts
+from docingest.observe.collector import label_values
+from docingest.observe.counts import count_categories
+from docingest.observe.worker_metrics import (
     CONFIDENCE,
     FAILED,
     LAG_SECONDS,
     LOW_CONFIDENCE,
     PROCESSED,
     HistogramSpec,
-    label_values,
 )
 from docingest.schemas import (
     Drift,
@@ -45,16 +48,16 @@ def collect_stats(connections: Connections) -> Stats:
     now = utcnow()
     engine = connections.engine
     settings = connections.settings
-    categories = store.count_categories(engine)
+    categories = count_categories(engine)
     values = connections.metrics.read()
-    agreements = store.label_agreement(engine, settings.agreement_window)
+    agreements = label_agreement(engine, settings.agreement_window)
     return Stats(
         generated_at=now,
         categories=categories,
         statuses=StatusCounts(
             stored=sum(categories.values()),
             queued=connections.ledger.pending_count(),
-            failed=store.count_failures(engine),
+            failed=count_failures(engine),
         ),
         queues=connections.queue.depths(),
         throughput_per_minute=stored_per_minute(engine, now),
@@ -67,7 +70,7 @@ def collect_stats(connections: Connections) -> Stats:
     )
 
 
-def model_drift(values: dict[str, float], agreements: list[store.Agreement]) -> list[ModelDrift]:
+def model_drift(values: dict[str, float], agreements: list[Agreement]) -> list[ModelDrift]:
     """Every model the workers classified with or people labelled the documents of."""
     by_version = {agreement.model_version: agreement for agreement in agreements}
     versions = sorted(set(label_values(CONFIDENCE, values)) | set(by_version))
@@ -93,9 +96,9 @@ def model_drift(values: dict[str, float], agreements: list[store.Agreement]) -> 
 def stored_per_minute(engine: Engine, now: datetime) -> list[MinuteCount]:
     """Documents stored in each of the last THROUGHPUT_MINUTES minutes, oldest first, zeros in."""
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
-    counts = store.stored_per_minute(engine, first)
+    stored = counts.stored_per_minute(engine, first)
     minutes = [first + timedelta(minutes=i) for i in range(THROUGHPUT_MINUTES)]
-    return [MinuteCount(minute=m, documents=counts.get(m, 0)) for m in minutes]
+    return [MinuteCount(minute=m, documents=stored.get(m, 0)) for m in minutes]
 
 
 def worker_figures(values: dict[str, float]) -> dict[str, Any]:

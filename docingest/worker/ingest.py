@@ -22,7 +22,7 @@ from docingest.documents.store import (
 from docingest.ledger import Ledger
 from docingest.model.classifier import Classifier, Prediction
 from docingest.observe import tracing
-from docingest.observe.metrics import worker_metrics
+from docingest.observe.worker_metrics import worker_metrics
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 

@@ -25,8 +25,8 @@ from dramatiq.middleware import CurrentMessage
 
 from docingest.ledger import LedgerUnavailableError
 from docingest.observe import tracing
-from docingest.observe.metrics import MESSAGES, worker_id, worker_metrics
 from docingest.observe.metrics_store import MetricsStoreUnavailableError
+from docingest.observe.worker_metrics import MESSAGES, worker_id, worker_metrics
 from docingest.queue import BrokerUnavailableError
 from docingest.queue.messages import document_count
 from docingest.settings import Settings

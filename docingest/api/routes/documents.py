@@ -11,18 +11,12 @@ from pydantic import ValidationError
 
 from docingest.api.auth import Requirement, Scope, require_scope
 from docingest.api.bulk import NDJSON_PATTERN, NDJSON_TYPES, read_items, request_validation_error
-from docingest.api.deps import (
-    EngineDep,
-    EnqueuerDep,
-    SettingsDep,
-    get_access,
-    get_enqueuer,
-    get_settings_of_app,
-)
+from docingest.api.deps import EngineDep, EnqueuerDep, SettingsDep
 from docingest.api.openapi import ERROR_RESPONSES, Schema
-from docingest.documents.browse import delete_document, list_documents
+from docingest.documents.browse import list_documents
+from docingest.documents.delete import delete_document
+from docingest.documents.status import document_status
 from docingest.documents.store import get_document
-from docingest.failures.replay import document_status
 from docingest.schemas import (
     BulkAccepted,
     DocumentAccepted,
@@ -140,13 +134,6 @@ async def create_document(
         media_type="application/json",
         headers={"Location": router.prefix + STATUS_PATH.format(document_id=queued.id)},
     )
-
-
-async def create_document_directly(request: Request) -> Response:
-    """`create_document` after its dependencies, called by hand: how `HotRoute` serves it."""
-    await CAN_INGEST(request, await get_access(request))
-    enqueuer, settings = await get_enqueuer(request), await get_settings_of_app(request)
-    return await create_document(request, enqueuer, settings)
 
 
 @router.post(

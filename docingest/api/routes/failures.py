@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep
-from docingest.documents.store import list_failures
 from docingest.failures.replay import Replayed, replay
+from docingest.failures.repository import list_failures
 from docingest.schemas import DeadLetterOut, FailureOut
 
 router = APIRouter(prefix="/failures", tags=["failures"])

@@ -12,7 +12,7 @@ from docingest.api.auth import Scope, require_scope
 from docingest.api.bulk import request_validation_error
 from docingest.api.deps import EngineDep
 from docingest.api.openapi import ERROR_RESPONSES
-from docingest.documents.store import clear_label
+from docingest.labels.repository import clear_label
 from docingest.labels.service import LabelConflictError, put_label
 from docingest.schemas import DocumentOut, LabelIn
 

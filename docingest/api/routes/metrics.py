@@ -8,7 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import MetricsRegistryDep
 from docingest.connections import Connections
-from docingest.observe.metrics import DeploymentCollector, api_registry
+from docingest.observe.collector import DeploymentCollector
+from docingest.observe.http_metrics import api_collector_registry
 
 router = APIRouter(tags=["operations"])
 
@@ -38,5 +39,5 @@ def scrape_registry(connections: Connections) -> CollectorRegistry:
 def metrics(registry: MetricsRegistryDep) -> Response:
     """Requests and latency of this API (of all API processes in multiprocess mode), the
     workers' documents, batches, timings and lag, and each queue's depth."""
-    body = generate_latest(api_registry()) + generate_latest(registry)
+    body = generate_latest(api_collector_registry()) + generate_latest(registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,33 +1,21 @@
-"""Commands on the model registry (`docingest model …`) and `docingest reclassify`."""
+"""`docingest model …`: list, show, import and activate the models of the registry."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from docingest.cli.app import app, console, database
+from docingest.cli.app import app, console, database, failed
 from docingest.settings import get_settings
-
-if TYPE_CHECKING:
-    from docingest.connections import Connections
-    from docingest.documents.store import Selection
-    from docingest.model.reclassify import Outcome
 
 model_app = typer.Typer(help="List, show, import and activate models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
 Version = Annotated[str | None, typer.Argument(help="A model version; default: the active one")]
-
-
-def _fail(error: Exception) -> typer.Exit:
-    console.print(f"[red]{error}[/]")
-    return typer.Exit(1)
 
 
 @model_app.command("list")
@@ -68,7 +56,7 @@ def show(
         with database() as engine:
             card = registry.card(engine, version)
     except registry.RegistryError as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     Console().print(render_card(card))
     if png is not None:
         png.write_bytes(confusion_matrix_png(card))
@@ -84,7 +72,7 @@ def activate(version: Annotated[str, typer.Argument(help="The version to activat
         with database() as engine:
             registry.activate(engine, version)
     except registry.RegistryError as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     seconds = get_settings().model_refresh_seconds
     console.print(f"model [bold]{version}[/] is active; workers switch within {seconds:g} s")
 
@@ -104,62 +92,6 @@ def import_(
         with database() as engine:
             model = registry.add(engine, path.read_bytes(), activate=activate, source=str(path))
     except registry.RegistryError as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     state = "registered and active" if activate else "registered"
     console.print(f"model [bold]{model.version}[/] {state} (sha256 {model.sha256[:12]}…)")
-
-
-@app.command()
-def reclassify(
-    model: Annotated[
-        str | None, typer.Option(help="Model version; default: the active one")
-    ] = None,
-    category: Annotated[str | None, typer.Option(help="Only documents in this category")] = None,
-    before: Annotated[
-        datetime | None, typer.Option(help="Only documents classified before this time (UTC)")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
-) -> None:
-    """Classify stored documents again through the queue, behind new documents.
-
-    Interrupt it at any time: running it again continues with what is left.
-    """
-    from docingest.connections import connected
-    from docingest.documents.store import Selection
-    from docingest.model import registry
-    from docingest.schemas import as_utc
-
-    with connected() as connections:
-        engine = connections.engine
-        try:
-            version = model or registry.active_version(engine)
-            if version is None:
-                raise registry.RegistryError("no model is active yet")
-            registry.load(engine, version)  # refuse at once what no worker could load
-        except registry.RegistryError as error:
-            raise _fail(error) from error
-        selection = Selection(version, category, as_utc(before) if before else None)
-        outcome = _run_with_progress(connections, selection, batch_size)
-    if outcome.remaining:
-        console.print(
-            f"[red]{outcome.remaining} documents were not reclassified[/] (see the workers' "
-            "logs); run the command again to retry them"
-        )
-        raise typer.Exit(1)
-    console.print(f"{outcome.total} documents reclassified with model [bold]{version}[/]")
-
-
-def _run_with_progress(connections: Connections, selection: Selection, batch_size: int) -> Outcome:
-    from docingest.model.reclassify import Pacing, run
-
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task(f"reclassifying with {selection.model_version}", total=None)
-        return run(
-            connections.engine,
-            connections.queue,
-            connections.ledger,
-            selection,
-            pacing=Pacing(batch_size=batch_size),
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )

@@ -1,0 +1,60 @@
+"""Which stored documents a reclassification still has to bring up to date with a model."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    func,
+    or_,
+    select,
+)
+
+from docingest.tables import DOCUMENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Stored documents to reclassify: not deleted, not labelled, not on `model_version` yet,
+    and matching."""
+
+    model_version: str
+    category: str | None = None
+    classified_before: datetime | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        conditions = [
+            DOCUMENTS.c.deleted_at.is_(None),
+            DOCUMENTS.c.label.is_(None),
+            or_(
+                DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version != self.model_version
+            ),
+        ]
+        if self.category is not None:
+            conditions.append(DOCUMENTS.c.category == self.category)
+        if self.classified_before is not None:
+            conditions.append(DOCUMENTS.c.updated_at < self.classified_before)
+        return conditions
+
+
+def count_selected(engine: Engine, selection: Selection) -> int:
+    """How many documents the selection still holds: a run is done at 0."""
+    statement = select(func.count()).select_from(DOCUMENTS).where(*selection.where())
+    with engine.connect() as connection:
+        return int(connection.execute(statement).scalar_one())
+
+
+def selected_ids(
+    engine: Engine, selection: Selection, after: uuid.UUID | None, limit: int
+) -> list[uuid.UUID]:
+    """Keyset pagination by id: stable while the run changes the rows it has passed."""
+    conditions = selection.where()
+    if after is not None:
+        conditions.append(DOCUMENTS.c.id > after)
+    statement = select(DOCUMENTS.c.id).where(*conditions).order_by(DOCUMENTS.c.id).limit(limit)
+    with engine.connect() as connection:
+        return list(connection.execute(statement).scalars())
