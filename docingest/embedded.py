@@ -70,10 +70,20 @@ class _Server:
 
 
 class EmbeddedRedis(_Server):
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendfsync: str = "always"):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendfsync: str = "always",
+        options: Sequence[str] = (),
+    ):
+        """`options`: more of the server's command-line options, after the defaults (so they
+        win), e.g. `("--appendonly", "no")`."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.options = tuple(options)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -90,6 +100,7 @@ class EmbeddedRedis(_Server):
             "--appendfsync", self.appendfsync,
             "--save", "",
             "--logfile", "redis.log",
+            *self.options,
         ]  # fmt: skip
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         wait_until(self._ping, 10, f"Redis on port {self.port} ready")

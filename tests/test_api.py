@@ -1,6 +1,7 @@
 """The HTTP API against a real Redis broker and real databases (SQLite and PostgreSQL)."""
 
 import gc
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -8,6 +9,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from docingest.api import create_app
 from docingest.connections import Connections
@@ -16,6 +18,7 @@ from docingest.model.classifier import Classifier
 from docingest.queue.redis import QueueKeys
 from docingest.settings import Settings, get_settings
 from tests.helpers import UNAMBIGUOUS, drain
+from tests.proxy import DelayingProxy
 
 QUEUE_KEY = QueueKeys.of("documents").waiting
 
@@ -178,6 +181,32 @@ def test_ready_when_broker_and_database_answer(client: TestClient) -> None:
         "database": "ok",
         "broker_durability": "append-only file, fsync always",
     }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # replaced by the proxy's
+def test_ready_during_a_stall_holds_one_thread_per_check_however_often_called(
+    settings: Settings, postgres_url: str
+) -> None:
+    """The database behind a link that answers nothing (no socket timeout ends `SELECT 1`): each
+    /ready is answered in time, and the stuck check is waited for again rather than started
+    again: one thread and one connection, not one per call (`/ready` is public)."""
+    port = make_url(postgres_url).port
+    proxy = DelayingProxy(port)
+    settings.database_url = postgres_url.replace(f":{port}/", f":{proxy.port}/")
+    settings.broker_timeout_seconds = 0.5
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/ready").status_code == 200
+            proxy.holding.set()
+            threads_before = threading.active_count()
+            for _ in range(6):
+                answer = client.get("/ready")
+                assert (answer.status_code, answer.json()["database"]) == (503, "unreachable")
+            # The stuck check's thread and its connection's proxy threads: not six of each.
+            assert threading.active_count() - threads_before <= 4
+            proxy.holding.clear()
+    finally:
+        proxy.close()
 
 
 def test_concurrent_posts_share_messages(settings: Settings, redis_url: str) -> None:

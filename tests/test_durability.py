@@ -3,9 +3,12 @@ refusal, Redis's fsync is waited for where it is not immediate, SQLite commits a
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -16,6 +19,10 @@ from docingest.api import create_app
 from docingest.connections import connected
 from docingest.embedded import EmbeddedRedis
 from docingest.model.classifier import Classifier
+from docingest.queue import redis as queue_redis
+from docingest.queue.messages import ingest_message
+from docingest.queue.names import DOCUMENTS_QUEUE
+from docingest.queue.redis import RedisQueue
 from docingest.settings import Settings
 from docingest.worker.resources import resources
 from tests.helpers import UNAMBIGUOUS, drain, make_settings
@@ -113,3 +120,84 @@ def test_sqlite_commits_that_precede_an_acknowledgement_are_synced(
         resources().connections.close()
         resources.cache_clear()
         get_settings.cache_clear()
+
+
+def _queue_on(server: EmbeddedRedis, tmp_path: Path) -> RedisQueue:
+    return RedisQueue(make_settings("sqlite://", server.url, tmp_path / "m.skops", tmp_path))
+
+
+def _one_message() -> list[Any]:
+    document = {"id": str(uuid.uuid4()), "content": "x", "version": 1}
+    return [ingest_message([document])]
+
+
+def test_a_redis_hiding_config_without_an_append_only_file_is_not_called_a_refusal(
+    tmp_path: Path,
+) -> None:
+    """Managed Redis: CONFIG renamed away, no append-only file. WAITAOF would be refused after
+    EXEC ran; the queue must find out before (its probe) and must never answer "nothing was
+    accepted" for messages it queued."""
+    options = ("--appendonly", "no", "--rename-command", "CONFIG", "")
+    with EmbeddedRedis(tmp_path / "managed", options=options) as server:
+        queue = _queue_on(server, tmp_path)
+        assert queue.durability.startswith("none: appendonly is off")
+        queue.publish(_one_message())
+        assert redis.Redis.from_url(server.url).llen(f"dramatiq:{DOCUMENTS_QUEUE}") == 1
+
+
+def test_an_append_only_file_turned_off_between_checks_still_gives_a_202(
+    everysec_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """WAITAOF chosen, then the server's AOF turned off: the messages were queued by EXEC, so the
+    publish succeeds, and the durability is read again at once."""
+    queue = _queue_on(everysec_redis, tmp_path)
+    assert "WAITAOF" in queue.durability
+    redis.Redis.from_url(everysec_redis.url).config_set("appendonly", "no")
+    queue.publish(_one_message())
+    assert queue.durability.startswith("none: appendonly is off")
+    assert redis.Redis.from_url(everysec_redis.url).llen(f"dramatiq:{DOCUMENTS_QUEUE}") == 1
+
+
+def test_publishing_keeps_its_connection_until_waitaof_answered(
+    everysec_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """WAITAOF runs on the connection that wrote, which no other thread may be handed before
+    WAITAOF's reply is read: otherwise two threads' replies cross. Threads publishing while
+    others read depths from the same queue see only their own replies."""
+    queue = _queue_on(everysec_redis, tmp_path)
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 3
+
+    def publish() -> None:
+        while time.monotonic() < deadline:
+            queue.publish(_one_message())
+
+    def read() -> None:
+        while time.monotonic() < deadline:
+            assert set(queue.depths()) >= {DOCUMENTS_QUEUE}
+
+    def run(work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in [publish, read] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    pool = queue._client.connection_pool
+    assert len(pool._in_use_connections) == 0
+
+
+def test_the_durability_is_read_again_after_its_interval(
+    everysec_redis: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = _queue_on(everysec_redis, tmp_path)
+    assert "WAITAOF" in queue.durability
+    redis.Redis.from_url(everysec_redis.url).config_set("appendfsync", "always")
+    assert "WAITAOF" in queue.durability  # within the interval: the reading is kept
+    monkeypatch.setattr(queue_redis, "DURABILITY_CHECK_SECONDS", 0.0)
+    assert queue.durability == "append-only file, fsync always"

@@ -4,15 +4,20 @@ refusal when the queue is full."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+import redis
 
-from docingest.connections import Connections
-from docingest.queue import QueueFullError
+from docingest.connections import Connections, connected
+from docingest.ledger import Ledger
+from docingest.queue import PublishUncertainError, QueueFullError
 from docingest.queue.enqueue import Enqueuer, Limits
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.schemas import DocumentIn
+from docingest.settings import Settings
+from tests.proxy import DelayingProxy
 
 # The queue and the ledger are Redis's: one database kind is enough.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -87,3 +92,42 @@ def test_a_full_queue_by_size_refuses_with_queue_full_and_queues_nothing(
         asyncio.run(submit())
     assert connections.ledger.pending_count() == 1
     assert [len(message) for message in queued_messages(connections)] == [1]
+
+
+def test_versions_reserved_after_the_answer_are_never_published(
+    connections: Connections, settings: Settings
+) -> None:
+    """The send's threads are busy for a while (a backpressure reading on a slow link), then the
+    ledger is slow to answer: the request is answered 503 "may or may not" at its deadline,
+    counted from when it was handed to a thread, not from when a thread took it up. The versions
+    its send reserves after that answer must not be published: a client's retry may hold older
+    ones by then, and the stale content would win."""
+    proxy = DelayingProxy(
+        redis.Redis.from_url(
+            settings.ledger_url or settings.broker_url
+        ).connection_pool.connection_kwargs["port"]
+    )
+    slow = settings.model_copy(update={"ledger_url": f"redis://127.0.0.1:{proxy.port}/0"})
+
+    async def scenario(ledger: Ledger) -> None:
+        enqueuer = Enqueuer(connections.queue, ledger, Limits(timeout_seconds=1.0))
+        loop = asyncio.get_running_loop()
+        await enqueuer.submit(documents(1))  # reads the room: not read again for a second
+        for _ in range(2):
+            enqueuer._executor.submit(time.sleep, 0.6)
+        loop.call_later(0.4, proxy.holding.set)  # before the send is taken up, at 0.6 s
+        loop.call_later(1.4, proxy.holding.clear)  # after the 503, before 1.0 s of the send
+        try:
+            with pytest.raises(PublishUncertainError, match="did not answer in time"):
+                await enqueuer.submit(documents(1))
+            await asyncio.sleep(1.0)  # the reserve is answered and the send ends meanwhile
+        finally:
+            await enqueuer.close()
+
+    try:
+        with connected(slow) as through_proxy:
+            asyncio.run(scenario(through_proxy.ledger))
+    finally:
+        proxy.close()
+    assert [len(message) for message in queued_messages(connections)] == [1]  # the first only
+    assert connections.ledger.pending_count() == 1

@@ -10,16 +10,20 @@ from datetime import timedelta
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from docingest.api import create_app
 from docingest.connections import Connections
 from docingest.documents.store import store_batch
+from docingest.ledger.floor import prune_floors, version_floor
 from docingest.ledger.redis import EPOCH, PENDING_KEY, VERSION_KEY
+from docingest.ledger.sql import SqlLedger
 from docingest.model.classifier import Classifier
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import utcnow
 from docingest.settings import Settings
+from docingest.tables import VERSION_FLOORS
 from docingest.worker.reconcile import reconcile
 from tests.helpers import UNAMBIGUOUS, drain
 
@@ -203,3 +207,29 @@ def test_dead_letters_outlive_dramatiq_s_seven_days(
     assert next(iter(consumer)) is None  # a fetch, which runs Dramatiq's maintenance
     consumer.close()
     assert connections.queue.count_dead_letters() == 1
+
+
+def test_the_sql_ledger_continues_above_the_versions_stored_through_redis(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    """A deployment moves from Redis to RabbitMQ on the same database: its SQL counter row, seeded
+    at migration, must start above every version stored, or updates are answered and dropped."""
+    document_id = store_at_version_five(client, connections, classifier)
+    stored = client.get(f"/documents/{document_id}").json()["version"]
+    first, _ = SqlLedger(connections.engine).reserve([uuid.UUID(document_id)])
+    assert first > stored
+
+
+def test_idle_version_floor_rows_are_pruned_all_but_the_highest(connections: Connections) -> None:
+    old, now = utcnow() - timedelta(hours=2), utcnow()
+    rows = [("gone:1", 10, old), ("gone:2", 20, old), ("live:3", 5, now)]
+    with connections.engine.begin() as connection:
+        connection.execute(
+            VERSION_FLOORS.insert(),
+            [{"writer": w, "version": v, "updated_at": at} for w, v, at in rows],
+        )
+    assert prune_floors(connections.engine, idle=timedelta(hours=1)) == 1
+    with connections.engine.connect() as connection:
+        left = set(connection.execute(select(VERSION_FLOORS.c.writer)).scalars())
+    assert left - {"migration"} == {"gone:2", "live:3"}  # the row migrations seed is recent
+    assert version_floor(connections.engine) == 20

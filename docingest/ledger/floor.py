@@ -1,17 +1,21 @@
 """The version floor: the highest version stored, raised in each storing transaction.
 
 A Redis counter found below it (flushed, restored, failed over) jumps to the next epoch
-(docs/reliability.md#versions). One row per writing process, raised only upwards.
+(docs/reliability.md#versions); the SQL ledger's counter starts above it. One row per writing
+process (no two processes contend for a row in their storing transactions), raised only upwards;
+the rows of processes gone for an hour are pruned by the workers' reconciliation, all but the
+highest.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, ScalarSelect, and_, delete, func, select
 
 from docingest.db import insert_for
 from docingest.schemas import utcnow
@@ -42,8 +46,22 @@ def _writer(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}"
 
 
+def stored_floor() -> ScalarSelect[int]:
+    """The highest version ever stored (0 on a new database), as a subquery."""
+    return select(func.coalesce(func.max(VERSION_FLOORS.c.version), 0)).scalar_subquery()
+
+
 def version_floor(engine: Engine) -> int:
-    """The highest version ever stored (0 on a new database)."""
     with engine.connect() as connection:
-        statement = select(func.max(VERSION_FLOORS.c.version))
-        return int(connection.execute(statement).scalar() or 0)
+        return int(connection.execute(select(stored_floor())).scalar_one())
+
+
+def prune_floors(engine: Engine, idle: timedelta) -> int:
+    """Delete the rows not raised for `idle`, except the highest: the floor never falls, and a
+    process still storing puts its row back with its next batch."""
+    highest = select(func.max(VERSION_FLOORS.c.version)).scalar_subquery()
+    statement = delete(VERSION_FLOORS).where(
+        and_(VERSION_FLOORS.c.updated_at < utcnow() - idle, VERSION_FLOORS.c.version < highest)
+    )
+    with engine.begin() as connection:
+        return connection.execute(statement).rowcount

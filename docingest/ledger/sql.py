@@ -2,8 +2,11 @@
 
 Versions come from one counter row (`UPDATE … RETURNING`, committed before any version is
 used), so they increase with arrival across every API host, and they can never fall below a
-stored version: both live in the same database. The cost is a database round trip per accepted
-batch on the way in, and ingestion answers 503 while the database is unreachable.
+stored version: each reservation starts above the version floor (`floor.py`), which the storing
+transactions raise in the same database. A deployment that moves from Redis to RabbitMQ on the
+same database thus continues above every version Redis issued and a worker stored. The cost is a
+database round trip per accepted batch on the way in, and ingestion answers 503 while the
+database is unreachable.
 """
 
 from __future__ import annotations
@@ -14,12 +17,24 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import BindParameter
 
 from docingest.db import dialect_insert, newest_per_id
 from docingest.ledger.base import LedgerUnavailableError, PendingEntry, Versions
+from docingest.ledger.floor import stored_floor
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import PENDING, VERSION_COUNTER
 
@@ -31,10 +46,12 @@ class SqlLedger:
         self._engine = engine
 
     def reserve(self, ids: Sequence[uuid.UUID]) -> tuple[int, int | None]:
+        floor = stored_floor()
+        start = case((floor > VERSION_COUNTER.c.value, floor), else_=VERSION_COUNTER.c.value)
         raise_counter = (
             update(VERSION_COUNTER)
             .where(VERSION_COUNTER.c.name == COUNTER)
-            .values(value=VERSION_COUNTER.c.value + len(ids))
+            .values(value=start + len(ids))
             .returning(VERSION_COUNTER.c.value)
         )
         with self._begin() as connection:

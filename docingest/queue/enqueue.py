@@ -70,17 +70,26 @@ class Enqueuer:
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="enqueue")
 
     def send(
-        self, documents: Sequence[DocumentIn], origins: Sequence[str | None] = ()
+        self,
+        documents: Sequence[DocumentIn],
+        origins: Sequence[str | None] = (),
+        deadline: float | None = None,
     ) -> list[QueuedDocument]:
         """Stamp versions and queue the documents; return only once the broker holds them.
 
         `BrokerUnavailableError`: nothing was accepted. `PublishUncertainError`: the broker may
         hold them; their pending entries stay, for the worker or the reconciler to clear.
-        `origins`, when traced: each document's request (its span's traceparent).
+        `origins`, when traced: each document's request (its span's traceparent). `deadline`
+        (`time.monotonic()`): when the request is answered whatever happens here. Versions
+        reserved after it are never published: the client may have sent the same documents
+        again meanwhile, and these versions would then be newer than the retry's.
         """
         if not documents:
             return []
-        started = time.monotonic()
+        if deadline is None:
+            deadline = time.monotonic() + self._limits.timeout_seconds
+        if time.monotonic() > deadline:
+            raise BrokerUnavailableError("the request timed out before it was sent")
         ids = [doc.id for doc in documents]
         try:
             first, depth = self.ledger.reserve(ids)
@@ -97,9 +106,7 @@ class Enqueuer:
             for i, doc in enumerate(documents)
         ]
         try:
-            if time.monotonic() - started > self._limits.timeout_seconds:
-                # The request was answered 503 meanwhile: publishing now could make these
-                # versions newer than those of a client's retry.
+            if time.monotonic() > deadline:
                 raise BrokerUnavailableError("versions reserved too late to be used")
             self.requeue(queued, origins)
         except PublishUncertainError as error:
@@ -207,9 +214,11 @@ class Enqueuer:
             batch = await self._collect()
             documents = [doc for request in batch for doc in request.documents]
             origins = _origins(batch) if self._traced else ()
+            # From here, not from when a thread takes the batch up: the thread may start late.
+            deadline = time.monotonic() + self._limits.timeout_seconds
             try:
                 queued = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self.send, documents, origins),
+                    loop.run_in_executor(self._executor, self.send, documents, origins, deadline),
                     self._limits.timeout_seconds,
                 )
             except TimeoutError:

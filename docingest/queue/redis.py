@@ -38,6 +38,8 @@ from docingest.settings import Settings
 
 logger = structlog.get_logger(__name__)
 
+# How often a process reads the server's persistence settings again.
+DURABILITY_CHECK_SECONDS = 60.0
 NAMESPACE = "dramatiq"
 # Dead letters are failures to show and replay, never to expire (Dramatiq's default: 7 days).
 DEAD_MESSAGE_TTL_MS = 100 * 365 * 24 * 3600 * 1000
@@ -128,6 +130,7 @@ class RedisQueue:
         )
         self._broker: RecoveringRedisBroker | None = None
         self._durability: tuple[str, bool] | None = None
+        self._durability_checked = 0.0
 
     @property
     def broker(self) -> dramatiq.Broker:
@@ -154,21 +157,26 @@ class RedisQueue:
         return self._check_durability()[0]
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
+        """`MULTI`, the messages, `EXEC`, then `WAITAOF`, on one connection held throughout.
+
+        The transaction is written by hand rather than through a redis-py pipeline: a pipeline
+        hands its connection back to the pool when it executes, and `WAITAOF` must follow on
+        the connection that wrote (it waits for that client's writes). Whether nothing ran
+        (`BrokerUnavailableError`) or the outcome is unknown (`PublishUncertainError`) is told
+        by where the failure came: before `EXEC` was sent whole, or after.
+        """
         if not messages:
             return
+        commands = [
+            command for message in messages for command in _push(message, str(uuid.uuid4()))
+        ]
         connection = self._connection()
         try:
-            with self._client.pipeline(transaction=True) as pipeline:
-                pipeline.connection = connection
-                for message in messages:
-                    _push(pipeline, message, str(uuid.uuid4()))
-                pipeline.execute()
-                self._wait_for_fsync(connection)
-        except redis.ResponseError as error:  # refused by the server: EXEC did not run
-            raise BrokerUnavailableError(str(error)) from error
-        except redis.RedisError as error:
-            connection.disconnect()
-            raise PublishUncertainError(str(error)) from error
+            _transaction(connection, commands)
+            self._wait_for_fsync(connection)
+        except BaseException:
+            connection.disconnect()  # its replies may be out of step: never reuse it
+            raise
         finally:
             self._client.connection_pool.release(connection)
 
@@ -181,23 +189,41 @@ class RedisQueue:
             raise BrokerUnavailableError(str(error)) from error
 
     def _wait_for_fsync(self, connection: Any) -> None:
-        """WAITAOF: answer only once the append-only file holds the write (Redis >= 7.2)."""
+        """WAITAOF: answer only once the append-only file holds the write (Redis >= 7.2).
+
+        The messages are queued by now: any failure here leaves their fate unknown, never
+        "nothing was accepted". A Redis whose append-only file was turned off since the last
+        check refuses WAITAOF: the messages are queued (in memory only, as with any Redis
+        without persistence), the durability is read again and the answer is a 202.
+        """
         _, wait = self._check_durability()
         if not wait:
             return
         timeout_ms = int(self._settings.broker_timeout_seconds * 1000)
-        connection.send_command("WAITAOF", 1, 0, timeout_ms)
-        local, _ = connection.read_response()
+        try:
+            connection.send_command("WAITAOF", 1, 0, timeout_ms)
+            local, _ = connection.read_response()
+        except redis.ResponseError as error:
+            if not _aof_disabled(error):
+                raise PublishUncertainError(str(error)) from error
+            self._durability = None
+            self._check_durability()
+            return
+        except redis.RedisError as error:
+            raise PublishUncertainError(str(error)) from error
         if int(local) < 1:
             raise PublishUncertainError(f"Redis did not fsync the messages within {timeout_ms} ms")
 
     def _check_durability(self) -> tuple[str, bool]:
-        """(what a crash of Redis does to a 202, whether to WAITAOF), read once per process;
-        a Redis that can lose accepted documents is logged as an error."""
-        if self._durability is None:
-            text, wait = self._durability = _call(_durability, self._client)
-            if not wait and not text.endswith("fsync always"):
+        """(what a crash of Redis does to a 202, whether to WAITAOF), read again every
+        DURABILITY_CHECK_SECONDS (a configuration change or a failover changes it); a Redis that
+        can lose accepted documents is logged as an error."""
+        now = time.monotonic()
+        if self._durability is None or now >= self._durability_checked + DURABILITY_CHECK_SECONDS:
+            text, wait = _call(_durability, self._client)
+            if (text, wait) != self._durability and not wait and not text.endswith("always"):
                 logger.error("the broker's Redis can lose accepted documents", durability=text)
+            self._durability, self._durability_checked = (text, wait), now
         return self._durability
 
     def depths(self) -> dict[str, int]:
@@ -241,7 +267,8 @@ class RedisQueue:
                     options={**message.options, "retries": 0},
                 )
                 with self._client.pipeline(transaction=True) as pipeline:
-                    _push(pipeline, fresh, message_id.decode())
+                    for command in _push(fresh, message_id.decode()):
+                        pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
                     pipeline.zrem(dead, message_id)
                     pipeline.hdel(dead + ".msgs", message_id)
                     _execute(pipeline)
@@ -278,12 +305,40 @@ class RedisQueue:
             self._broker.close()
 
 
-def _push(pipeline: Pipeline, message: dramatiq.Message[Any], message_id: str) -> None:
+def _push(message: dramatiq.Message[Any], message_id: str) -> list[tuple[Any, ...]]:
     """What Dramatiq's enqueue writes: the body, which names its Redis id (the consumer acks by
     it), into `.msgs`, the id onto the list."""
     body = encode(message.copy(options={"redis_message_id": message_id}))
-    pipeline.hset(_key(message.queue_name) + ".msgs", message_id, body)
-    pipeline.rpush(_key(message.queue_name), message_id)
+    key = _key(message.queue_name)
+    return [("HSET", key + ".msgs", message_id, body), ("RPUSH", key, message_id)]
+
+
+def _transaction(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+    """Send `MULTI`, `commands`, `EXEC` in one write and read their replies.
+
+    Redis runs a transaction only once it has read the whole `EXEC`: a failure to send, or a
+    command refused while queueing (out of memory, a read-only replica: `EXECABORT`), means
+    nothing ran. A failure while reading `EXEC`'s reply leaves it unknown.
+    """
+    try:
+        connection.send_packed_command(connection.pack_commands([("MULTI",), *commands, ("EXEC",)]))
+    except redis.RedisError as error:
+        raise BrokerUnavailableError(str(error)) from error
+    try:
+        refused = None
+        for _ in range(len(commands) + 1):  # +OK for MULTI, +QUEUED for each command
+            try:
+                connection.read_response()
+            except redis.ResponseError as error:
+                refused = refused or error
+        try:
+            replies = connection.read_response()
+        except redis.ResponseError as error:  # EXECABORT: the transaction was discarded
+            raise BrokerUnavailableError(str(refused or error)) from error
+    except redis.RedisError as error:
+        raise PublishUncertainError(str(error)) from error
+    if not isinstance(replies, list) or any(isinstance(r, Exception) for r in replies):
+        raise PublishUncertainError(f"EXEC ran with errors: {replies!r}")
 
 
 def _hmget(client: redis.Redis, key: str, ids: list[bytes]) -> list[bytes | None]:
@@ -303,13 +358,13 @@ def _dead_letter(queue: str, message_id: bytes, score: float, body: bytes) -> De
 
 
 def _durability(client: redis.Redis) -> tuple[str, bool]:
-    """Ask the server how it persists writes. Managed services may hide CONFIG: then trust
-    WAITAOF alone when it exists."""
+    """Ask the server how it persists writes. Managed services may hide CONFIG: then ask
+    WAITAOF itself, which a server without an append-only file refuses."""
     waitaof = _supports_waitaof(client)
     try:
         config = cast(dict[str, str], client.config_get("append*"))
     except redis.ResponseError:
-        config = {}
+        config = {"appendonly": _probe_appendonly(client)} if waitaof else {}
     appendonly = config.get("appendonly")
     fsync = config.get("appendfsync")
     if appendonly == "yes" and fsync == "always":
@@ -318,6 +373,8 @@ def _durability(client: redis.Redis) -> tuple[str, bool]:
         return f"append-only file, fsync {fsync or 'unknown'}, WAITAOF before each 202", True
     if appendonly == "no":
         return "none: appendonly is off, a Redis crash loses accepted documents", False
+    if appendonly is None:
+        return "unknown: CONFIG is hidden and WAITAOF is missing (Redis < 7.2)", False
     return f"append-only file, fsync {fsync}, no WAITAOF: a crash can lose ~2 s of 202s", False
 
 
@@ -326,6 +383,23 @@ def _supports_waitaof(client: redis.Redis) -> bool:
     version = str(client.info("server").get("redis_version", "0"))
     major, minor = (int(part) for part in [*version.split("."), "0"][:2])
     return (major, minor) >= (7, 2)
+
+
+def _probe_appendonly(client: redis.Redis) -> str:
+    """`WAITAOF 1 0 1` waits for nothing this client wrote; it errs when appendonly is off."""
+    try:
+        client.execute_command("WAITAOF", 1, 0, 1)  # type: ignore[no-untyped-call]
+    except redis.ResponseError as error:
+        if _aof_disabled(error):
+            return "no"
+        raise
+    return "yes"
+
+
+def _aof_disabled(error: redis.ResponseError) -> bool:
+    """WAITAOF's refusal when the server has no append-only file (Redis and Valkey say
+    "WAITAOF cannot be used when numlocal is set but appendonly is disabled")."""
+    return "appendonly is disabled" in str(error)
 
 
 def _call(function: Any, *args: Any, **kwargs: Any) -> Any:

@@ -22,8 +22,10 @@ import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage
+from sqlalchemy.exc import SQLAlchemyError
 
 from docingest.ledger import LedgerUnavailableError
+from docingest.ledger.floor import prune_floors
 from docingest.observe import tracing
 from docingest.observe.metrics_store import MetricsStoreUnavailableError
 from docingest.observe.worker_metrics import MESSAGES, worker_id, worker_metrics
@@ -34,6 +36,9 @@ from docingest.worker.reconcile import reconcile
 from docingest.worker.resources import Resources
 
 logger = structlog.get_logger(__name__)
+
+# A process that raised no version floor for this long is gone: its row can go (but the highest).
+FLOOR_IDLE = timedelta(hours=1)
 
 
 class WorkerMiddleware(dramatiq.Middleware):
@@ -97,6 +102,10 @@ class WorkerMiddleware(dramatiq.Middleware):
             return
         if done.settled or done.dropped:
             logger.info("ledger reconciled", settled=done.settled, dropped=done.dropped)
+        try:
+            prune_floors(connections.engine, idle=FLOOR_IDLE)
+        except SQLAlchemyError as error:
+            logger.warning("version floors not pruned, trying again later", error=str(error))
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.bind_contextvars(

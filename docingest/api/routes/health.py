@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
-import anyio
-import anyio.to_thread
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
@@ -40,19 +40,26 @@ _NOT_READY = {
     dependencies=[require_scope(Scope.READ, public_if="ready")],
     responses={503: _NOT_READY},
 )
-async def ready(connections: ConnectionsDep, response: Response) -> dict[str, str]:
+async def ready(
+    request: Request, connections: ConnectionsDep, response: Response
+) -> dict[str, str]:
     """Broker, ledger and database reachable: `200`, else `503` naming the one that failed
     (with `Retry-After`, as every 503). `broker_durability` says what a crash of the broker
     does to accepted documents."""
+    probes: Probes = getattr(request.app.state, "readiness_probes", None) or Probes()
+    request.app.state.readiness_probes = probes
     checks = {
         "broker": connections.queue.ping,
         "ledger": connections.ledger.ping,
         "database": lambda: _select_one(connections),
     }
     timeout = connections.settings.broker_timeout_seconds
+    answers = await asyncio.gather(
+        *(probes.answers_within(name, check, timeout) for name, check in checks.items())
+    )
     results = {
-        name: "ok" if await _answers_within(check, timeout) else "unreachable"
-        for name, check in checks.items()
+        name: "ok" if answered else "unreachable"
+        for name, answered in zip(checks, answers, strict=True)
     }
     if "unreachable" in results.values():
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -62,11 +69,24 @@ async def ready(connections: ConnectionsDep, response: Response) -> dict[str, st
     return results
 
 
-async def _answers_within(check: Callable[[], object], seconds: float) -> bool:
-    """A server behind a cut link answers nothing, not even an error: not waited for longer."""
-    with anyio.move_on_after(seconds):
-        return await anyio.to_thread.run_sync(_answers, check, abandon_on_cancel=True)
-    return False
+class Probes:
+    """One thread per check at most, whatever the number of calls: a server behind a cut link
+    answers nothing, not even an error, and its check blocks until the socket times out. A call
+    that finds the check still running waits for that one instead of starting another, so a
+    stall costs one thread and one connection per check, not one per call (`/ready` is public)."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="ready")
+        self._running: dict[str, Future[bool]] = {}
+
+    async def answers_within(self, name: str, check: Callable[[], object], seconds: float) -> bool:
+        running = self._running.get(name)
+        if running is None or running.done():
+            running = self._running[name] = self._executor.submit(_answers, check)
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), seconds)
+        except TimeoutError:
+            return False
 
 
 def _answers(check: Callable[[], object]) -> bool:
