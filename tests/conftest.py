@@ -25,11 +25,18 @@ from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.model.classifier import Classifier
 from docingest.settings import Settings
-from tests import rabbitmq
+from tests import rabbitmq, reaper
 from tests.faults import Processes
 from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
 from tests.pages import chromium
 from tests.rabbitmq import EmbeddedRabbitMQ
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the run starts ends with it (tests/reaper.py): SIGTERM unwinds like
+    Ctrl-C, through every fixture's teardown, and a watchdog ends whatever is left."""
+    reaper.install_signal_handlers()
+    reaper.start()
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +76,8 @@ def postgres_server() -> Iterator[EmbeddedPostgres | None]:
     data_dir = Path(tempfile.mkdtemp(prefix="docingest-test-pg-"))
     try:
         with EmbeddedPostgres(data_dir) as server:
+            # pg_ctl detaches the postmaster from the run: the watchdog is told of it.
+            reaper.watch(int((data_dir / "postmaster.pid").read_text().split()[0]))
             yield server
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
