@@ -1,7 +1,7 @@
 """An interrupted run leaves no server behind (tests/reaper.py): a pytest that started a Redis,
 a PostgreSQL, a RabbitMQ node (when installed) and a process of the harness gets SIGTERM (its
-fixtures' teardown stops them; Ctrl-C's SIGINT takes the same path) or SIGKILL (no teardown at all: the watchdog
-ends them); then none of its processes may be running."""
+fixtures' teardown stops them; Ctrl-C's SIGINT takes the same path) or SIGKILL (no teardown at
+all: the watchdog ends them); then none of its processes may be running."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _running(family: dict[int, float]) -> list[str]:
     return running
 
 
-# SIGINT takes SIGTERM's path (tests/reaper.py makes SIGTERM raise KeyboardInterrupt, as SIGINT does)
+# SIGINT takes SIGTERM's path: tests/reaper.py makes SIGTERM raise KeyboardInterrupt too.
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_an_interrupted_run_leaves_no_process_running(
     signum: signal.Signals, tmp_path: Path
