@@ -12,7 +12,7 @@ UV_INSTALLED := $(TOOLS)/.uv-$(UV_VERSION)
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean
+.PHONY: run check test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean
 
 $(UV_INSTALLED):
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -53,8 +53,22 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# The tests in four folders (tiers), each slower than the one before:
+#   tests/unit         no server at all
+#   tests/integration  the in-process app over the suite's real Redis, PostgreSQL, SQLite, RabbitMQ
+#   tests/system       API and worker processes of the test's own, servers stopped or cut off
+#   tests/multihost    hosts in network namespaces (root), run one after another
+# `make check` is the fast loop: lint, types and the first two tiers. `make test` (CI) is all.
+# PYTEST_WORKERS: pytest-xdist workers, each with servers of its own; PYTEST_ARGS: any more.
+FAST_TESTS := tests/unit tests/integration
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+check: lint typecheck
+	$(PYTEST) $(FAST_TESTS)
+
 test: lock-check lint typecheck browser rabbitmq prometheus
-	$(BIN)/pytest
+	$(PYTEST)
 
 # The dashboard's browser test drives Debian's chromium; as root, install it when missing
 # (otherwise that test skips and says why).

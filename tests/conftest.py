@@ -39,6 +39,14 @@ def pytest_configure(config: pytest.Config) -> None:
     reaper.start()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multi-host tests share one test network (tests/hosts.py holds a lock on it): under
+    pytest-xdist (`--dist loadgroup`) they all run in one worker, one after another."""
+    for item in items:
+        if item.get_closest_marker("multihost"):
+            item.add_marker(pytest.mark.xdist_group("multihost"))
+
+
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
