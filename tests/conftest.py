@@ -44,8 +44,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _wide_cli_output(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich wraps the CLI's messages at 80 columns, inside a word when a temporary path is long
-    (pytest-xdist's add a folder per worker): wide enough that none is."""
+    (pytest-xdist's add a folder per worker): wide enough that none is, in this process and
+    in the CLI processes tests start."""
+    from docingest.cli.app import console
+
     monkeypatch.setenv("COLUMNS", "240")
+    monkeypatch.setattr(console, "width", 240)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
