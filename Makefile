@@ -87,12 +87,12 @@ define install-without-daemon
 		status=$$?; [ -z "$$ours" ] || rm -f $$policy; exit $$status; }
 endef
 
-# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
+# The RabbitMQ tests (tests/*/test_rabbitmq.py, and tests/multihost/test_multihost.py inside network
 # namespaces) start nodes of their own from Debian's rabbitmq-server.
 rabbitmq:
 	$(call install-without-daemon,rabbitmq-server,/usr/lib/rabbitmq/bin/rabbitmq-server)
 
-# tests/test_grafana.py checks every query of deploy/ with promtool, from Debian's prometheus
+# tests/*/test_grafana.py checks every query of deploy/ with promtool, from Debian's prometheus
 # (the server stays stopped; its recommended exporters are left out).
 prometheus:
 	$(call install-without-daemon,prometheus,/usr/bin/promtool,--no-install-recommends)

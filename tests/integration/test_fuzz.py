@@ -97,7 +97,7 @@ schemathesis.serializer(*NDJSON_TYPES)(ndjson_body)
 # header added to every request turns into accepted ones.
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None, **LIMITS)).openapi())
 
-# Every check about what the API answers (tests/test_contract.py runs them all against real
+# Every check about what the API answers (tests/*/test_contract.py runs them all against real
 # processes). negative_data_rejection does not apply to the bulk route, which by design answers
 # 202 with a 422 per invalid item.
 CHECKS = [
