@@ -15,12 +15,7 @@ from docingest.embedded import wait_until
 from docingest.queue.messages import ingest_message
 from docingest.schemas import utcnow
 from docingest.settings import Settings
-from docingest.worker.coalesce import Documents
 from tests.faults import Processes, content_for, count_rows, service_env
-
-
-def documents(*ids: str) -> Documents:
-    return [{"id": document_id} for document_id in ids]
 
 
 @pytest.mark.timeout(120)

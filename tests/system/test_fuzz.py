@@ -8,7 +8,6 @@ stored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from fastapi.testclient import TestClient
 from docingest.api import create_app
 from docingest.api.bulk import NDJSON_TYPES
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.settings import Settings
 from tests.faults import Processes, service_env
-from tests.helpers import make_settings
+from tests.integration.test_fuzz import chunks, fuzz_settings, ndjson_body
 
 MAX_BODY_BYTES = 256 * 1024
 # The fuzzed app's limits, which its schema declares: small enough that any body the schema
@@ -42,17 +40,6 @@ API_KEYS = ApiKey("fuzz", frozenset({Scope.ADMIN}), digest(ADMIN_KEY)).env_entry
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def fuzz_settings(database_url: str, redis_url: str, model_path: Path, tmp_path: Path) -> Settings:
-    return make_settings(
-        database_url,
-        redis_url,
-        model_path,
-        tmp_path,
-        api_keys=API_KEYS,
-        **LIMITS,
-    )
-
-
 @pytest.fixture
 def client(
     sqlite_url: str, redis_url: str, model_path: Path, tmp_path: Path
@@ -65,21 +52,10 @@ def client(
 # --- generated from the schema ------------------------------------------------------------------
 
 
-def ndjson_body(context: object, value: Any) -> bytes:
-    """The schema gives an NDJSON body as one string; anything else is sent as its JSON."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text.encode("utf-8", "surrogatepass")
-
-
 schemathesis.serializer(*NDJSON_TYPES)(ndjson_body)
 
 
 # --- built by hand -----------------------------------------------------------------------------
-
-
-def chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
-    for start in range(0, len(body), size):
-        yield body[start : start + size]
 
 
 def test_a_real_server_answers_413_to_a_streamed_huge_body(

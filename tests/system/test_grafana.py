@@ -5,18 +5,15 @@ served by a running deployment's /metrics."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from docingest import Client
 from docingest.embedded import wait_until
 from tests.faults import Processes, content_for, service_env
+from tests.unit.test_grafana import alert_queries, dashboard_queries, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "docingest.json"
@@ -27,26 +24,6 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m"}
 SCRAPE_SERIES = {"up"}
 
 
-def panels() -> list[dict[str, Any]]:
-    dashboard: dict[str, Any] = orjson.loads(DASHBOARD.read_bytes())
-    return list(dashboard["panels"])
-
-
-def dashboard_queries() -> Iterator[tuple[str, str]]:
-    """(a recording rule name, the query as Prometheus gets it) for every panel target."""
-    for panel in panels():
-        for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(variable, value)
-            yield f"dashboard:panel{panel['id']}_{target['refId']}", expr
-
-
-def alert_queries() -> list[str]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule["expr"] for group in groups for rule in group["rules"]]
-
-
 # Everything in a query that is not a metric name: strings, label matchers, ranges, grouping
 # label lists, then function names (followed by a parenthesis) and PromQL's keywords.
 _NOT_NAMES = re.compile(
@@ -55,10 +32,6 @@ _NOT_NAMES = re.compile(
 )
 _IDENTIFIER = re.compile(r"(?<![\w.])([a-zA-Z_:][\w:]*)\b(?!\s*\()")
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan"}
-
-
-def metric_names(expr: str) -> set[str]:
-    return set(_IDENTIFIER.findall(_NOT_NAMES.sub(" ", expr))) - _KEYWORDS
 
 
 def served_names(page: str) -> set[str]:

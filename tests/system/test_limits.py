@@ -22,6 +22,7 @@ import pytest
 from docingest.db import migrate
 from docingest.keys import ApiKey, Scope, digest, generate_key
 from tests.faults import Api, Processes, service_env
+from tests.integration.test_limits import chunked
 
 MAX_BODY_BYTES = 1 << 20
 BODY_TIMEOUT_SECONDS = 2
@@ -103,13 +104,6 @@ def send_until_answered(sock: socket.socket, head: bytes, chunks: Iterator[bytes
             break
         sent += len(chunk)
     return sent
-
-
-def chunked(total: int) -> Iterator[bytes]:
-    framed = f"{len(CHUNK):x}\r\n".encode() + CHUNK + b"\r\n"
-    for _ in range(total // len(CHUNK)):
-        yield framed
-    yield b"0\r\n\r\n"
 
 
 class PeakRss:

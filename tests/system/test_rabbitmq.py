@@ -11,13 +11,11 @@ reclassification and the ledger's leaks. Each test with real processes prints it
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -43,21 +41,10 @@ from tests.faults import (
     wait_for_figures,
 )
 from tests.helpers import UNAMBIGUOUS, make_settings, migrated_sqlite, samples, value
+from tests.integration.test_rabbitmq import queue_table
 from tests.rabbitmq import EmbeddedRabbitMQ
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-def queue_table(server: EmbeddedRabbitMQ, url: str, *columns: str) -> dict[str, dict[str, object]]:
-    """`rabbitmqctl list_queues` of the test's virtual host, by queue name."""
-    vhost = urlsplit(url).path.removeprefix("/")
-    listed = json.loads(
-        server.ctl("list_queues", "-p", vhost, "name", *columns, "--formatter", "json")
-    )
-    for row in listed:
-        if "arguments" in row:  # a list of [name, AMQP type, value]
-            row["arguments"] = {name: value for name, _, value in row["arguments"]}
-    return {row["name"]: row for row in listed}
 
 
 def unacknowledged(server: EmbeddedRabbitMQ, url: str) -> int:

@@ -16,6 +16,7 @@ from docingest.client.send import stable_id
 from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
 from tests.faults import Processes, content_for, keyed_processes, rows
+from tests.unit.test_send import jsonl, unwrapped
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"
 
@@ -73,16 +74,8 @@ def wait_stored(database_url: str, count: int) -> dict[str, str]:
     return stored(database_url)
 
 
-def jsonl(documents: list[object]) -> bytes:
-    return b"".join(orjson.dumps(document) + b"\n" for document in documents)
-
-
 def rejects_of(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def unwrapped(text: str) -> str:
-    return " ".join(text.split())
 
 
 def test_every_input_kind_and_a_rejects_file_to_fix_and_resend(

@@ -4,30 +4,21 @@ stored them. And with tracing off, nothing of it: no SDK, no FastAPI telemetry, 
 
 from __future__ import annotations
 
-import gzip
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from docingest.embedded import wait_until
 from tests.faults import Processes, content_for, count_rows, service_env
-
-
-def _otel_installed() -> bool:
-    try:
-        import opentelemetry.proto
-        import opentelemetry.sdk  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
+from tests.integration.test_traces import (
+    Exported,
+    Receiver,
+    _otel_installed,
+)
 
 needs_otel = pytest.mark.skipif(
     not _otel_installed(),
@@ -36,96 +27,6 @@ needs_otel = pytest.mark.skipif(
 
 SINGLE_POSTS = 24
 BULK_DOCUMENTS = 30
-
-
-@dataclass(frozen=True)
-class Exported:
-    """One span as a process exported it; ids in hex, as traceparents spell them."""
-
-    service: str
-    name: str
-    kind: str
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    links: frozenset[tuple[str, str]]
-    attributes: dict[str, Any]
-
-    @property
-    def context(self) -> tuple[str, str]:
-        return self.trace_id, self.span_id
-
-
-class Receiver(ThreadingHTTPServer):
-    """An OTLP/HTTP (protobuf) trace receiver on a free loopback port, keeping every span."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ExportHandler)
-        self.spans: list[Exported] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def named(self, name: str) -> list[Exported]:
-        with self.lock:
-            return [span for span in self.spans if span.name == name]
-
-    def keep(self, body: bytes) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-        from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in request.resource_spans:
-            service = _attributes(resource_spans.resource.attributes)["service.name"]
-            for scope_spans in resource_spans.scope_spans:
-                spans = [
-                    Exported(
-                        service=service,
-                        name=span.name,
-                        kind=Span.SpanKind.Name(span.kind),
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex(),
-                        links=frozenset(
-                            (link.trace_id.hex(), link.span_id.hex()) for link in span.links
-                        ),
-                        attributes=_attributes(span.attributes),
-                    )
-                    for span in scope_spans.spans
-                ]
-                with self.lock:
-                    self.spans += spans
-
-
-class _ExportHandler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceResponse,
-        )
-
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        self.server.keep(body)
-        reply = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-def _attributes(pairs: Any) -> dict[str, Any]:
-    return {pair.key: getattr(pair.value, pair.value.WhichOneof("value")) for pair in pairs}
 
 
 @pytest.fixture
