@@ -50,7 +50,12 @@ def test_an_interrupted_run_leaves_no_process_running(
     signum: signal.Signals, tmp_path: Path
 ) -> None:
     servers_file = tmp_path / "servers.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    # Servers of its own, and a pytest of its own (no xdist worker's variables).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("PYTEST_")
+    }
     env["SERVERS_OF_A_RUN"] = str(servers_file)
     log_path = tmp_path / "pytest.log"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(CASE),
