@@ -12,7 +12,7 @@ UV_INSTALLED := $(TOOLS)/.uv-$(UV_VERSION)
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean
+.PHONY: run check test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean reference
 
 $(UV_INSTALLED):
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -53,8 +53,31 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# The tests in four folders (tiers), each slower than the one before:
+#   tests/unit         no server at all
+#   tests/integration  the in-process app over the suite's real Redis, PostgreSQL, SQLite, RabbitMQ
+#   tests/system       API and worker processes of the test's own, servers stopped or cut off
+#   tests/multihost    hosts in network namespaces (root), run one after another
+# `make check` is the fast loop: lint, types and the first two tiers. `make test` (CI) is all.
+# PYTEST_WORKERS: pytest-xdist workers for the fast tiers, each with servers of its own;
+# SYSTEM_WORKERS: the same for the slow tiers, whose tests each run several processes of their
+# own (and time them) on the machine's cores; PYTEST_ARGS: any more options.
+FAST_TESTS := tests/unit tests/integration
+SLOW_TESTS := tests/system tests/multihost
+PYTEST_WORKERS ?= 2
+SYSTEM_WORKERS ?= 2
+PYTEST := $(BIN)/pytest --dist loadgroup $(PYTEST_ARGS)
+
+check: lint typecheck
+	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
+
 test: lock-check lint typecheck browser rabbitmq prometheus
-	$(BIN)/pytest
+	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
+	$(PYTEST) -n $(SYSTEM_WORKERS) $(SLOW_TESTS)
+
+# The pages of docs/reference/, generated from the code (tests/unit/test_reference.py checks them).
+reference: $(VENV)/.dev-installed
+	$(BIN)/python scripts/reference.py
 
 # The dashboard's browser test drives Debian's chromium; as root, install it when missing
 # (otherwise that test skips and says why).
@@ -73,12 +96,12 @@ define install-without-daemon
 		status=$$?; [ -z "$$ours" ] || rm -f $$policy; exit $$status; }
 endef
 
-# The RabbitMQ tests (tests/test_rabbitmq.py, and tests/test_multihost.py inside network
+# The RabbitMQ tests (tests/*/test_rabbitmq.py, and tests/multihost/test_multihost.py inside network
 # namespaces) start nodes of their own from Debian's rabbitmq-server.
 rabbitmq:
 	$(call install-without-daemon,rabbitmq-server,/usr/lib/rabbitmq/bin/rabbitmq-server)
 
-# tests/test_grafana.py checks every query of deploy/ with promtool, from Debian's prometheus
+# tests/*/test_grafana.py checks every query of deploy/ with promtool, from Debian's prometheus
 # (the server stays stopped; its recommended exporters are left out).
 prometheus:
 	$(call install-without-daemon,prometheus,/usr/bin/promtool,--no-install-recommends)

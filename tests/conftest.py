@@ -7,16 +7,18 @@ folder and stops them at the end.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sklearn.pipeline import Pipeline
 from sqlalchemy import Engine
 
 from docingest.api import create_app
@@ -25,11 +27,37 @@ from docingest.db import make_engine, migrate
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.model.classifier import Classifier
 from docingest.settings import Settings
-from tests import rabbitmq
+from tests import rabbitmq, reaper
 from tests.faults import Processes
 from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
 from tests.pages import chromium
 from tests.rabbitmq import EmbeddedRabbitMQ
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the run starts ends with it (tests/reaper.py): SIGTERM unwinds like
+    Ctrl-C, through every fixture's teardown, and a watchdog ends whatever is left."""
+    reaper.install_signal_handlers()
+    reaper.start()
+
+
+@pytest.fixture(autouse=True)
+def _wide_cli_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich wraps the CLI's messages at 80 columns, inside a word when a temporary path is long
+    (pytest-xdist's add a folder per worker): wide enough that none is, in this process and
+    in the CLI processes tests start."""
+    from docingest.cli.app import console
+
+    monkeypatch.setenv("COLUMNS", "240")
+    monkeypatch.setattr(console, "width", 240)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multi-host tests share one test network (tests/hosts.py holds a lock on it): under
+    pytest-xdist (`--dist loadgroup`) they all run in one worker, one after another."""
+    for item in items:
+        if item.get_closest_marker("multihost"):
+            item.add_marker(pytest.mark.xdist_group("multihost"))
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +97,8 @@ def postgres_server() -> Iterator[EmbeddedPostgres | None]:
     data_dir = Path(tempfile.mkdtemp(prefix="docingest-test-pg-"))
     try:
         with EmbeddedPostgres(data_dir) as server:
+            # pg_ctl detaches the postmaster from the run: the watchdog is told of it.
+            reaper.watch(int((data_dir / "postmaster.pid").read_text().split()[0]))
             yield server
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -121,27 +151,53 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def _trained_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, train: Callable[[], Pipeline]
+) -> Path:
+    """A model trained by the first pytest-xdist worker that needs it, in the run's shared
+    temporary folder, and read by the others (each used to train its own: 10-30 s of CPU)."""
+    from docingest.model import training
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the run's workers
+    folder = base / "models"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.skops"
+    with (folder / f"{name}.lock").open("wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = folder / f"{name}.partial"
+            training.save_model(train(), partial)
+            partial.rename(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model, trained once for the whole suite."""
-    from docingest.model import training
-    from docingest.model.datasets import load_bbc
 
-    path = tmp_path_factory.mktemp("models") / "default.skops"
-    training.save_model(training.train(*load_bbc()), path)
-    return path
+    def train() -> Pipeline:
+        from docingest.model import training
+        from docingest.model.datasets import load_bbc
+
+        return training.train(*load_bbc())
+
+    return _trained_once(tmp_path_factory, "default", train)
 
 
 @pytest.fixture(scope="session")
 def nb_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second model, different from the default one: the article's MultinomialNB."""
-    from docingest.model import training
-    from docingest.model.datasets import load_dataset
 
-    bbc = load_dataset("bbc")
-    path = tmp_path_factory.mktemp("models") / "nb.skops"
-    training.save_model(training.train(bbc.texts, bbc.labels, estimator="nb"), path)
-    return path
+    def train() -> Pipeline:
+        from docingest.model import training
+        from docingest.model.datasets import load_dataset
+
+        bbc = load_dataset("bbc")
+        return training.train(bbc.texts, bbc.labels, estimator="nb")
+
+    return _trained_once(tmp_path_factory, "nb", train)
 
 
 @pytest.fixture(scope="session")
@@ -196,7 +252,7 @@ def rabbitmq_server(services_dir: Path) -> Iterator[EmbeddedRabbitMQ]:
         print(f"RabbitMQ node {server.node} started in {server.start_seconds:.1f} s")
         yield server
     finally:
-        server.stop()
+        server.kill()  # its data goes next: a graceful stop took 20-40 s of the run's end
         server.remove()
 
 

@@ -35,6 +35,7 @@ import psycopg
 import redis
 
 from docingest.embedded import wait_until
+from tests import reaper
 from tests.faults import (
     DOCUMENTS_KEYS,
     Api,
@@ -204,6 +205,7 @@ class Network:
             self._lock.close()
             raise RuntimeError(f"another test run holds {LOCK_PATH} and its hosts") from None
         self._made_netns_etc = not NETNS_ETC.exists()
+        reaper.watch_network()
         try:
             remove_leftovers()
             self._create_bridge()

@@ -1,5 +1,5 @@
-"""What the browser tests of the service's pages share (tests/test_dashboard.py,
-tests/test_review.py): Debian's chromium driven by Playwright (the `browser` fixture of
+"""What the browser tests of the service's pages share (tests/system/test_dashboard.py,
+tests/system/test_review.py): Debian's chromium driven by Playwright (the `browser` fixture of
 conftest.py), and a service to point it at.
 """
 

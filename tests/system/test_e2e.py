@@ -17,7 +17,7 @@ from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
 from tests.helpers import UNAMBIGUOUS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def procfile() -> dict[str, str]:

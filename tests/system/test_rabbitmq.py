@@ -11,15 +11,11 @@ reclassification and the ledger's leaks. Each test with real processes prints it
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,17 +23,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from docingest.api import create_app
-from docingest.connections import Connections, connect
 from docingest.db import make_engine
 from docingest.embedded import wait_until
 from docingest.model import registry
-from docingest.model.classifier import Classifier
 from docingest.observe.worker_metrics import PROCESSED
-from docingest.queue.messages import reclassify_message
-from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
-from docingest.queue.rabbitmq import RabbitmqQueue
-from docingest.settings import Settings
-from docingest.worker.reconcile import Reconciled, reconcile
+from docingest.queue.names import DOCUMENTS_QUEUE
 from tests.faults import (
     Feeder,
     Processes,
@@ -50,41 +40,11 @@ from tests.faults import (
     service_env,
     wait_for_figures,
 )
-from tests.helpers import UNAMBIGUOUS, drain, make_settings, migrated_sqlite
+from tests.helpers import UNAMBIGUOUS, make_settings, migrated_sqlite, samples, value
+from tests.integration.test_rabbitmq import queue_table
 from tests.rabbitmq import EmbeddedRabbitMQ
-from tests.test_metrics import samples, value
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def rabbit_settings(database_url: str, amqp_url: str, model_path: Path, tmp_path: Path) -> Settings:
-    return make_settings(database_url, amqp_url, model_path, tmp_path)
-
-
-@pytest.fixture
-def rabbit_connections(rabbit_settings: Settings) -> Iterator[Connections]:
-    connections = connect(rabbit_settings)
-    yield connections
-    connections.close()
-
-
-@pytest.fixture
-def rabbit_client(rabbit_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(rabbit_settings), raise_server_exceptions=False) as client:
-        yield client
-
-
-def queue_table(server: EmbeddedRabbitMQ, url: str, *columns: str) -> dict[str, dict[str, object]]:
-    """`rabbitmqctl list_queues` of the test's virtual host, by queue name."""
-    vhost = urlsplit(url).path.removeprefix("/")
-    listed = json.loads(
-        server.ctl("list_queues", "-p", vhost, "name", *columns, "--formatter", "json")
-    )
-    for row in listed:
-        if "arguments" in row:  # a list of [name, AMQP type, value]
-            row["arguments"] = {name: value for name, _, value in row["arguments"]}
-    return {row["name"]: row for row in listed}
 
 
 def unacknowledged(server: EmbeddedRabbitMQ, url: str) -> int:
@@ -118,88 +78,7 @@ def rabbit_env(
 # --- the queues --------------------------------------------------------------------------------
 
 
-def test_queues_are_quorum_queues_with_docingest_arguments(
-    amqp_url: str, rabbitmq_server: EmbeddedRabbitMQ, tmp_path: Path, model_path: Path
-) -> None:
-    settings = make_settings(migrated_sqlite(tmp_path), amqp_url, model_path, tmp_path)
-    queue = RabbitmqQueue(settings)
-    try:
-        queue.ping()
-    finally:
-        queue.close()
-    table = queue_table(rabbitmq_server, amqp_url, "type", "arguments")
-    for name in (DOCUMENTS_QUEUE, RECLASSIFY_QUEUE):
-        for waiting in (name, f"{name}.DQ"):
-            assert table[waiting]["type"] == "quorum", table[waiting]
-            assert table[waiting]["arguments"] == {
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": f"{name}.XQ",
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-                "x-max-length-bytes": settings.max_queued_bytes,
-            }
-        # Dead letters: quorum too, and without Dramatiq's 7-day x-message-ttl.
-        assert table[f"{name}.XQ"]["type"] == "quorum"
-        assert table[f"{name}.XQ"]["arguments"] == {"x-queue-type": "quorum"}
-
-
 # --- accepting: refusals, uncertainty ----------------------------------------------------------
-
-
-def test_a_bulk_publish_refused_midway_answers_503_may_or_may_not(
-    amqp_url: str, model_path: Path, tmp_path: Path
-) -> None:
-    """A bulk request split into messages of 5 documents, against a documents queue that holds
-    ~3 such messages (x-max-length-bytes, x-overflow reject-publish): RabbitMQ confirms the
-    first messages and nacks a later one. The API cannot take back what was confirmed, so it
-    answers 503 with the "may or may not" wording and every id of the request. A request of
-    one message refused outright is a plain 429: nothing was accepted."""
-    settings = make_settings(
-        migrated_sqlite(tmp_path), amqp_url, model_path, tmp_path,
-        enqueue_max_batch=5, max_queued_bytes=6_000,
-    )  # fmt: skip
-    documents = [{"id": str(uuid.uuid4()), "content": "x" * 300} for _ in range(40)]
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        response = client.post("/documents/bulk", json=documents)
-        assert response.status_code == 503, response.text
-        assert response.headers["retry-after"] == str(settings.retry_after_seconds)
-        body = response.json()
-        assert "may or may not have been accepted" in body["detail"]
-        assert body["ids"] == [document["id"] for document in documents]
-        queued = client.get("/stats").json()["queues"][DOCUMENTS_QUEUE]
-        assert 0 < queued < len(documents) / 5, "RabbitMQ took some messages, not all"
-
-        # The refused messages' documents stay pending until retried: no message will settle
-        # them, and the reconciler cannot tell (RabbitMQ does not say what its queues carry).
-        last = client.get(f"/documents/{documents[-1]['id']}/status").json()
-        assert last["status"] == "queued"
-
-        refused = client.post("/documents", json={"content": "one more"})
-        assert refused.status_code == 429, refused.text
-        assert refused.headers["retry-after"] == str(settings.retry_after_seconds)
-        assert "nothing was accepted" in refused.json()["detail"].lower()
-        assert client.get("/stats").json()["queues"][DOCUMENTS_QUEUE] == queued
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_full_ledger_answers_429(
-    rabbit_settings: Settings, rabbit_connections: Connections, classifier: Classifier
-) -> None:
-    """MAX_QUEUED_DOCUMENTS against the SQL ledger's pending count. Unlike Redis's, its
-    reservation does not return the count (a count(*) of the pending table per batch would cost
-    a scan of what waits): the API reads it at most once a second, so the refusal comes within
-    a second, and a second's worth of documents may go over the limit."""
-    rabbit_settings.max_queued_documents = 5
-    with TestClient(create_app(rabbit_settings)) as client:
-        assert client.post("/documents/bulk", json=[{"content": "x"}] * 5).status_code == 202
-        time.sleep(1.1)
-        refused = client.post("/documents", json={"content": "one too many"})
-        assert refused.status_code == 429
-        assert "5 documents are waiting" in refused.json()["detail"]
-        assert drain(rabbit_connections, classifier) == 1
-        time.sleep(1.1)  # the API reads the pending count at most once a second
-        assert client.post("/documents", json={"content": "room again"}).status_code == 202
 
 
 def test_an_idle_api_publishes_and_answers_ready_truthfully(
@@ -231,72 +110,7 @@ def test_an_idle_api_publishes_and_answers_ready_truthfully(
 # --- dead letters ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_dead_letters_of_both_queues_are_listed_counted_and_replayed(
-    rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
-) -> None:
-    """As Dramatiq does after the last retry (a nack without requeue), on the documents and the
-    reclassify queue: RabbitMQ moves them to `<queue>.XQ` (at-least-once dead lettering)."""
-    client, queue = rabbit_client, rabbit_connections.queue
-    document_id = client.post("/documents", json={"content": UNAMBIGUOUS["sports"]}).json()["id"]
-    queue.publish([reclassify_message([uuid.UUID(document_id)], "some-model")])
-    for name in (DOCUMENTS_QUEUE, RECLASSIFY_QUEUE):
-        consumer = queue.broker.consume(name, timeout=2000)
-        consumer.nack(next(iter(consumer)))
-        consumer.close()
-    wait_until(lambda: queue.count_dead_letters() == 2, 10, "both messages dead-lettered")
-    for _ in range(3):  # listing reads without taking: they stay
-        listed = client.get("/failures/dead-letters").json()
-        assert [(d["queue"], d["actor"], d["documents"]) for d in listed] == [
-            ("documents", "documents.ingest", 1),
-            ("reclassify", "documents.reclassify", 1),
-        ]  # oldest death first
-        assert all(d["dead_since"] for d in listed), listed
-    assert queue.count_dead_letters() == 2
-    page = samples(client.get("/metrics").text)
-    assert value(page, "docingest_queue_depth", queue="documents.XQ") == 1
-    assert value(page, "docingest_queue_depth", queue="reclassify.XQ") == 1
-
-    assert client.post("/failures/replay").json() == {"documents": 0, "dead_letters": 2}
-    assert queue.count_dead_letters() == 0
-    depths = queue.depths()
-    assert (depths["documents"], depths["reclassify"]) == (1, 1)
-    assert drain(rabbit_connections, classifier) == 1
-    assert client.get(f"/documents/{document_id}/status").json()["status"] == "stored"
-
-
 # --- the SQL ledger's leaks --------------------------------------------------------------------
-
-
-def test_leaked_pending_entries_status_and_reconcile(
-    rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
-) -> None:
-    """A reservation never published (an API process died in between) reads as queued, and the
-    reconciler cannot drop it: RabbitMQ cannot say which documents its messages carry
-    (`carried` is None). An entry whose version is stored (a worker died before settling) is
-    settled."""
-    client, connections = rabbit_client, rabbit_connections
-    leaked = uuid.uuid4()
-    first, _ = connections.ledger.reserve([leaked])
-    assert client.get(f"/documents/{leaked}/status").json() == {
-        "id": str(leaked), "status": "queued", "version": first, "error": None,
-    }  # fmt: skip
-
-    stored = client.post("/documents", json={"content": UNAMBIGUOUS["tech"]}).json()
-    assert drain(connections, classifier) == 1
-    stored_id = uuid.UUID(stored["id"])
-    connections.ledger.mark([(stored_id, stored["version"])])  # as if never settled
-    assert connections.ledger.pending_count() == 2
-
-    assert connections.queue.carried({str(leaked)}) is None
-    done = reconcile(
-        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
-    )
-    assert done == Reconciled(settled=1, dropped=0)
-    assert connections.ledger.pending_version(stored_id) is None
-    assert connections.ledger.pending_version(leaked) == first  # kept: it cannot tell
-    assert client.get(f"/documents/{leaked}/status").json()["status"] == "queued"
-    assert client.get(f"/documents/{stored_id}/status").json()["status"] == "stored"
 
 
 # --- real processes ----------------------------------------------------------------------------

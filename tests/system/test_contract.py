@@ -2,18 +2,16 @@
 
 Schemathesis, run as a client would run it (its CLI, tests/contract.toml), tests a real
 `docingest api` process with a worker on PostgreSQL and Redis, once with an admin key and once
-in open mode; a client's models generated from /openapi.json parse real answers; the README's
-API table lists the operations of the document. Faster checks of the same rules run in-process.
+in open mode; a client's models generated from /openapi.json parse real answers. Faster checks
+of the same rules run in-process (tests/integration/test_contract.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from docingest.api import create_app
-from docingest.api.bulk import NDJSON_PATTERN
-from docingest.api.routing import NUL_MESSAGE
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.schemas import CONTENT_PATTERN
-from docingest.settings import Settings
 from tests.faults import Processes, service_env
 from tests.helpers import UNAMBIGUOUS
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = Path(__file__).with_name("contract.toml")
+CONFIG = Path(__file__).resolve().parents[1] / "contract.toml"
 # Coverage cases are built at the limits: small ones keep those requests small and quick.
 LIMITS = {"MAX_DOCUMENT_CHARS": "1000", "MAX_BULK_DOCUMENTS": "100"}
 
@@ -95,77 +86,6 @@ def test_the_api_keeps_its_openapi_contract(service: Service, tmp_path: Path) ->
 
 
 # --- the same rules, in-process -------------------------------------------------------------
-
-
-def test_the_schema_carries_each_apps_own_limits() -> None:
-    """Built per app: a second app with other limits leaves the first one's document as it was
-    (the routes, and what they declare, are shared)."""
-    first = create_app(Settings(_env_file=None, max_document_chars=123, max_bulk_documents=7))
-    schema = first.openapi()
-    create_app(Settings(_env_file=None, max_document_chars=5, max_bulk_documents=2)).openapi()
-    content = schema["components"]["schemas"]["DocumentIn"]["properties"]["content"]
-    assert (content["maxLength"], content["pattern"]) == (123, CONTENT_PATTERN)
-    bulk = schema["paths"]["/documents/bulk"]["post"]["requestBody"]["content"]
-    assert bulk["application/json"]["schema"] | {"items": None} == {
-        "type": "array", "items": None, "minItems": 1, "maxItems": 7,
-    }  # fmt: skip
-    assert bulk["application/x-ndjson"]["schema"]["pattern"] == NDJSON_PATTERN
-
-
-def test_a_202_points_to_the_status_and_links_to_the_reads() -> None:
-    schema = create_app(Settings(_env_file=None)).openapi()
-    accepted = schema["paths"]["/documents"]["post"]["responses"]["202"]
-    assert accepted["headers"]["Location"]["required"]
-    reads = {
-        operation["operationId"]: path
-        for path, item in schema["paths"].items()
-        for operation in item.values()
-    }
-    links = accepted["links"]
-    assert {name: reads[link["operationId"]] for name, link in links.items()} == {
-        "status": "/documents/{document_id}/status",
-        "document": "/documents/{document_id}",
-    }
-    assert {link["parameters"]["document_id"] for link in links.values()} == {"$response.body#/id"}
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "allow"),
-    [
-        ("GET", "/documents/bulk", "POST"),
-        ("OPTIONS", f"/documents/{uuid.UUID(int=1)}", "DELETE, GET"),
-        ("PUT", "/documents", "GET, POST"),
-        ("DELETE", f"/documents/{uuid.UUID(int=1)}/status", "GET"),
-        ("HEAD", "/health", "GET"),
-    ],
-)
-def test_an_undeclared_method_is_a_405_allowing_every_method_of_the_path(
-    method: str, path: str, allow: str, client: TestClient
-) -> None:
-    response = client.request(method, path)
-    assert response.status_code == 405, response.text
-    assert response.headers["allow"] == allow
-    if method != "HEAD":
-        assert response.json() == {"detail": "Method Not Allowed"}
-
-
-@pytest.mark.parametrize(
-    ("method", "url", "loc"),
-    [
-        ("GET", "/documents?model_version=%00", ["query", "model_version"]),
-        ("GET", "/documents?category=a%00b", ["query", "category"]),
-        ("GET", "/models/a%00b", ["path", "version"]),
-        ("POST", "/models/a%00b/activate", ["path", "version"]),
-        ("GET", "/health?anything=%00", ["query", "anything"]),
-    ],
-)
-def test_nul_in_a_parameter_is_a_422_naming_it(
-    method: str, url: str, loc: list[str], client: TestClient
-) -> None:
-    """On PostgreSQL these were 500s: its text cannot hold NUL."""
-    response = client.request(method, url)
-    assert response.status_code == 422, response.text
-    assert response.json() == {"detail": [{"type": "value_error", "loc": loc, "msg": NUL_MESSAGE}]}
 
 
 # --- a client generated from the document -----------------------------------------------------
@@ -231,40 +151,3 @@ def test_a_generated_client_parses_real_answers(
     for content in ("", " \t\u3000", "a\x00b", "x" * 1001):
         with pytest.raises(ValueError, match="validation error"):
             models.DocumentIn(content=content)
-
-
-# --- the README -------------------------------------------------------------------------------
-
-_OPERATION = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)")
-_STATUS = re.compile(r"`(\d{3})`")
-
-
-def readme_api_table() -> list[tuple[list[tuple[str, str]], set[str]]]:
-    """Each row of the README's API table: its operations, and the status codes it names."""
-    section = (ROOT / "README.md").read_text().split("## The API", 1)[1].split("\n\n", 2)[1]
-    rows = []
-    for line in section.splitlines()[2:]:
-        operations_cell, answers_cell = line.strip("|").split(" | ", 1)
-        rows.append((_OPERATION.findall(operations_cell), set(_STATUS.findall(answers_cell))))
-    return rows
-
-
-def _template(path: str) -> str:
-    return re.sub(r"\{[^}]*\}", "{}", path)
-
-
-def test_the_readme_api_table_agrees_with_the_schema() -> None:
-    schema = create_app(Settings(_env_file=None)).openapi()
-    documented = {
-        (method.upper(), _template(path)): set(operation["responses"])
-        for path, item in schema["paths"].items()
-        for method, operation in item.items()
-    }
-    listed = set()
-    for operations, codes in readme_api_table():
-        for method, path in operations:
-            key = (method, _template(path))
-            assert key in documented, f"README lists {method} {path}, the schema does not"
-            assert codes <= documented[key], f"{method} {path}: {codes - documented[key]}"
-            listed.add(key)
-    assert listed == set(documented), f"not in the README: {set(documented) - listed}"

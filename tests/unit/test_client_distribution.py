@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "python"
 DEPENDENCIES = {"httpx", "pydantic"}
 # What the client must never load: the service, its stack, and orjson (the service's JSON).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -13,15 +12,10 @@ from sqlalchemy import Engine, text, update
 from typer.testing import CliRunner
 
 from docingest.cli import app as cli
-from docingest.connections import connect
-from docingest.embedded import wait_until
 from docingest.model import registry
 from docingest.model.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
-from docingest.queue.enqueue import Enqueuer
-from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
 from docingest.tables import MODELS
-from tests.faults import Processes, content_for, service_env
 from tests.helpers import UNAMBIGUOUS
 
 runner = CliRunner()
@@ -164,66 +158,3 @@ def test_predictions_carry_the_top_alternatives(classifier: Classifier) -> None:
     }
     chances = [alternative["probability"] for alternative in prediction.alternatives]
     assert chances == sorted(chances, reverse=True)
-
-
-def test_workers_switch_to_an_activated_model_without_restart(
-    postgres_url: str,
-    redis_url: str,
-    model_path: Path,
-    nb_model_path: Path,
-    tmp_path: Path,
-    procs: Processes,
-) -> None:
-    """A real worker process: documents before the switch get one model, after it the other,
-    and every document is stored, with its alternatives."""
-    from docingest.db import make_engine
-
-    engine = make_engine(postgres_url)
-    procs.env = service_env(
-        database_url=postgres_url,
-        broker_url=redis_url,
-        model_path=model_path,
-        data_dir=tmp_path,
-        MODEL_REFRESH_SECONDS="1",
-    )
-    procs.worker()
-    settings = get_settings().model_copy(update={"broker_url": redis_url})
-    connections = connect(settings)
-    enqueuer = Enqueuer(connections.queue, connections.ledger)
-    default = Classifier.load(model_path).version
-    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
-
-    def stored_with(version: str) -> int:
-        with engine.connect() as connection:
-            return int(
-                connection.execute(
-                    text("SELECT count(*) FROM documents WHERE model_version = :v"), {"v": version}
-                ).scalar_one()
-            )
-
-    before = [DocumentIn(content=content_for(n)) for n in range(100)]
-    enqueuer.send(before)
-    wait_until(lambda: stored_with(default) == len(before), 60, "stored with the default model")
-
-    registry.activate(engine, nb)
-    wait_until(lambda: _probe(enqueuer, engine) == nb, 15, "worker switched to the new model")
-    after = [DocumentIn(content=content_for(n)) for n in range(100)]
-    enqueuer.send(after)
-    wait_until(lambda: stored_with(nb) >= len(after), 30, "stored with the new model")
-    with engine.connect() as connection:
-        alternatives = connection.execute(text("SELECT alternatives FROM documents")).scalars()
-        assert all(len(value) == TOP_ALTERNATIVES for value in alternatives)
-    engine.dispose()
-
-
-def _probe(enqueuer: Enqueuer, engine: Engine) -> str | None:
-    """Send one document and return the model version it was stored with."""
-    [queued] = enqueuer.send([DocumentIn(content=UNAMBIGUOUS["tech"])])
-    query = text("SELECT model_version FROM documents WHERE id = :id")
-    for _ in range(100):
-        with engine.connect() as connection:
-            found = connection.execute(query, {"id": queued.id}).scalar()
-        if found:
-            return str(found)
-        time.sleep(0.1)
-    return None

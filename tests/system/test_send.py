@@ -11,14 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-from docingest.cli import app
 from docingest.client.send import stable_id
-from docingest.client.textfiles import RULE
-from docingest.embedded import free_port, wait_until
+from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
 from tests.faults import Processes, content_for, keyed_processes, rows
+from tests.unit.test_send import jsonl, unwrapped
 
 FRESH_ID = "0b0e8a0e-5f2b-4c53-9a43-2e6d1b9d7c01"
 
@@ -76,16 +74,8 @@ def wait_stored(database_url: str, count: int) -> dict[str, str]:
     return stored(database_url)
 
 
-def jsonl(documents: list[object]) -> bytes:
-    return b"".join(orjson.dumps(document) + b"\n" for document in documents)
-
-
 def rejects_of(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def unwrapped(text: str) -> str:
-    return " ".join(text.split())
 
 
 def test_every_input_kind_and_a_rejects_file_to_fix_and_resend(
@@ -171,32 +161,6 @@ def test_retry_after_is_honoured_until_the_queue_drains(
     assert "100 accepted" in errors, errors
     assert "requests retried" in errors, errors
     assert len(wait_stored(postgres_url, 100)) == 100
-
-
-def test_usage_and_connection_errors_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    nowhere = f"http://127.0.0.1:{free_port()}"
-
-    def send(path: Path) -> tuple[int, str]:
-        result = runner.invoke(app, ["send", str(path), "--url", nowhere])
-        return result.exit_code, " ".join(result.output.split())  # unwrapped
-
-    code, output = send(tmp_path / "missing.jsonl")
-    assert code == 2
-    assert "missing.jsonl: no such file" in output
-
-    (tmp_path / "bad.csv").write_text("id,text\n1,hello\n")
-    code, output = send(tmp_path / "bad.csv")
-    assert code == 2
-    assert "no 'content' column" in output
-
-    (tmp_path / "one.jsonl").write_bytes(jsonl([{"content": "hello"}]))
-    code, output = send(tmp_path / "one.jsonl")
-    assert code == 2
-    assert "cannot reach" in output
 
 
 def test_folders_read_regular_files_only_and_symlinks_when_asked(
@@ -342,15 +306,6 @@ def test_unreadable_lines_and_files_become_rejects_and_the_rest_is_sent(
         content_for(4, "jsonl"),
         content_for(5, "txt"),
     }
-
-
-def test_help_states_the_decoding_rule_and_the_stable_ids() -> None:
-    runner = CliRunner()
-    send_help = unwrapped(runner.invoke(app, ["send", "--help"], env={"COLUMNS": "200"}).output)
-    train_help = unwrapped(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output)
-    assert RULE in send_help
-    assert RULE in train_help
-    assert "sending the same files again gives the same ids" in send_help
 
 
 def test_send_and_stats_print_only_what_was_asked(service: Processes, tmp_path: Path) -> None:

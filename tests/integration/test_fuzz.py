@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -31,7 +30,6 @@ from docingest.model.classifier import Classifier
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest
-from tests.faults import Processes, service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 
 MAX_BODY_BYTES = 256 * 1024
@@ -99,7 +97,7 @@ schemathesis.serializer(*NDJSON_TYPES)(ndjson_body)
 # header added to every request turns into accepted ones.
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None, **LIMITS)).openapi())
 
-# Every check about what the API answers (tests/test_contract.py runs them all against real
+# Every check about what the API answers (tests/*/test_contract.py runs them all against real
 # processes). negative_data_rejection does not apply to the bulk route, which by design answers
 # 202 with a 422 per invalid item.
 CHECKS = [
@@ -207,28 +205,6 @@ def test_a_body_over_the_limit_is_a_json_413(path: str, length: str, client: Tes
     assert response.json() == {
         "detail": f"Request body is larger than the limit of {MAX_BODY_BYTES} bytes"
     }
-
-
-def test_a_real_server_answers_413_to_a_streamed_huge_body(
-    sqlite_url: str, redis_url: str, model_path: Path, tmp_path: Path
-) -> None:
-    """Through uvicorn: 8 MiB against a 1 MiB limit, declared or chunked, is a 413 the client
-    reads (not a reset connection), and the server keeps serving."""
-    env = service_env(
-        database_url=sqlite_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
-    )
-    processes = Processes(tmp_path, env | {"MAX_BODY_BYTES": str(1 << 20)})
-    try:
-        api = processes.api()
-        huge = b'{"content": "' + b"a" * (8 << 20) + b'"}'
-        with httpx.Client(base_url=api.base_url, timeout=30) as http:
-            for body in (huge, chunks(huge)):
-                response = http.post("/documents", headers=JSON, content=body)
-                assert response.status_code == 413
-                assert "larger than the limit" in response.json()["detail"]
-            assert http.get("/health").status_code == 200
-    finally:
-        processes.stop_all()
 
 
 # --- a document the database refuses ----------------------------------------------------------

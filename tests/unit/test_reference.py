@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 from pydantic import Field
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "reference.py"
 
 
