@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from docingest_client.schemas import _SPACE as _SPACE  # tests/test_schemas.py checks it
+from docingest_client.schemas import _SPACE as _SPACE  # tests/unit/test_schemas.py checks it
 from docingest_client.schemas import (
     CATEGORY_PATTERN,
     CONTENT_PATTERN,

@@ -183,7 +183,7 @@ class Settings(BaseSettings):
         "Redis answers, so a 202 survives a crash of Redis or of the machine (measured cost: "
         "4-13 % of bulk throughput). With `everysec`, Redis acknowledges writes it has not "
         "written yet while a background fsync runs: a Redis crash can lose up to ~2 s of "
-        "accepted documents (seen in tests/test_faults.py).",
+        "accepted documents (seen in tests/system/test_faults.py).",
     )
 
     reconcile_seconds: float = Field(

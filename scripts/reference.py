@@ -10,7 +10,7 @@
 - http-api.md: every operation of the app's OpenAPI document (`create_app`, never started: it
   connects nowhere until its lifespan runs).
 
-tests/test_reference.py regenerates the pages in memory and fails when a file differs.
+tests/unit/test_reference.py regenerates the pages in memory and fails when a file differs.
 """
 
 from __future__ import annotations

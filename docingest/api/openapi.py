@@ -3,7 +3,7 @@
 FastAPI derives the document from the routes; what no single route declares is added here, once
 for all: the answers every operation of a kind may give (a body too large, a service down), the
 headers those answers carry, and the NUL rule on parameters (`routing.RequestCheck`). Clients are
-generated from this document, and tests/test_contract.py holds the API to it.
+generated from this document, and tests/*/test_contract.py holds the API to it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import skops.io as sio
 # Types a model file may contain beyond those skops trusts out of the box (builtins, numpy, scipy
 # and every scikit-learn estimator), one fully qualified name each, after review. The pipelines
 # that training.py builds report exactly these, for every supported estimator
-# (tests/test_classifier.py checks it). WordVectorizer is rebuilt from its attributes (ints, a
+# (tests/unit/test_classifier.py checks it). WordVectorizer is rebuilt from its attributes (ints, a
 # str -> int dict and a float array) without running any of its code.
 TRUSTED_TYPES: Final[tuple[str, ...]] = ("docingest.model.vectorizer.WordVectorizer",)
 

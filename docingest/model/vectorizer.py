@@ -5,7 +5,7 @@ each text and then looks every token up in a Python loop; here C string operatio
 tokenizing (lowercase, map every byte that is not a letter to a space, split) and the counting is
 done with numpy over the whole batch. The tokens are exactly those of the regex `[a-z]{3,}` on
 the lowercased text, and the weights those of `TfidfVectorizer(token_pattern=r"[a-z]{3,}",
-sublinear_tf=True, min_df=...)`, so accuracy is the same (tests/test_training.py checks it).
+sublinear_tf=True, min_df=...)`, so accuracy is the same (tests/unit/test_training.py checks it).
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def call(client: TestClient, method: str, path: str, headers: dict[str, str]) ->
 
 def test_every_route_is_in_the_table() -> None:
     missing = [route for route in ROUTES if route not in EXPECTED]
-    assert not missing, f"routes with no expected scope in tests/test_auth.py: {missing}"
+    assert not missing, f"routes with no expected scope in this module's EXPECTED: {missing}"
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)

@@ -255,7 +255,8 @@ def test_confidences_are_a_histogram_per_model_and_a_share_under_the_threshold(
 def test_the_label_scope_labels_under_its_key_name_and_reads_what_it_reviews(
     settings: Settings, connections: Connections, classifier: Classifier
 ) -> None:
-    """tests/test_auth.py checks every route's scopes; here: the labeller's name is recorded."""
+    """tests/integration/test_auth.py checks every route's scopes; here: the labeller's name is
+    recorded."""
     secret = generate_key()
     key = ApiKey("reviewer-7", frozenset({Scope.LABEL}), digest(secret))
     keyed = settings.model_copy(update={"api_keys": key.env_entry()})

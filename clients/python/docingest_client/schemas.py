@@ -88,7 +88,7 @@ MAX_CHARS_CONTEXT_KEY = "max_document_chars"
 
 # The characters `str.isspace` calls whitespace, spelled out as a regex class that Python and
 # ECMAScript (JSON Schema's `pattern`) read alike: the check below and the declared pattern are
-# one rule (tests/test_schemas.py compares the class with `str.isspace`).
+# one rule (tests/unit/test_schemas.py compares the class with `str.isspace`).
 _SPACE = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _NOT_SPACE = re.compile(f"[^{_SPACE}]")
 # What PostgreSQL's text cannot hold: NUL. A value with one could never be stored (content) or
