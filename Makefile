@@ -57,23 +57,22 @@ typecheck: $(VENV)/.dev-installed
 #   tests/unit         no server at all
 #   tests/integration  the in-process app over the suite's real Redis, PostgreSQL, SQLite, RabbitMQ
 #   tests/system       API and worker processes of the test's own, servers stopped or cut off
-#   tests/multihost    hosts in network namespaces (root), run one after another
+#   tests/multihost    hosts in network namespaces (root), one after another in one process:
+#                      they share one test network, which each test's module holds per broker
 # `make check` is the fast loop: lint, types and the first two tiers. `make test` (CI) is all.
-# PYTEST_WORKERS: pytest-xdist workers for the fast tiers, each with servers of its own;
-# SYSTEM_WORKERS: the same for the slow tiers, whose tests each run several processes of their
-# own (and time them) on the machine's cores; PYTEST_ARGS: any more options.
+# PYTEST_WORKERS: pytest-xdist workers for the first three tiers, each with servers of its own;
+# PYTEST_ARGS: any more options.
 FAST_TESTS := tests/unit tests/integration
-SLOW_TESTS := tests/system tests/multihost
 PYTEST_WORKERS ?= 2
-SYSTEM_WORKERS ?= 2
-PYTEST := $(BIN)/pytest --dist loadgroup $(PYTEST_ARGS)
+PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck
 	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
 
 test: lock-check lint typecheck browser rabbitmq prometheus
 	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
-	$(PYTEST) -n $(SYSTEM_WORKERS) $(SLOW_TESTS)
+	$(PYTEST) -n $(PYTEST_WORKERS) tests/system
+	$(PYTEST) -p no:xdist tests/multihost
 
 # The pages of docs/reference/, generated from the code (tests/unit/test_reference.py checks them).
 reference: $(VENV)/.dev-installed

@@ -52,16 +52,6 @@ def _wide_cli_output(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(console, "width", 240)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The multi-host tests share one test network (tests/hosts.py holds a lock on it): under
-    pytest-xdist (`--dist loadgroup`) they all run in one worker, one after another. First of
-    the hooks: xdist's own names each item's group from its markers."""
-    for item in items:
-        if item.get_closest_marker("multihost"):
-            item.add_marker(pytest.mark.xdist_group("multihost"))
-
-
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
