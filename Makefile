@@ -57,12 +57,11 @@ typecheck: $(VENV)/.dev-installed
 #   tests/unit         no server at all
 #   tests/integration  the in-process app over the suite's real Redis, PostgreSQL, SQLite, RabbitMQ
 #   tests/system       API and worker processes of the test's own, servers stopped or cut off
-#   tests/multihost    hosts in network namespaces (root), one after another in one worker:
-#                      they share one test network, which their module holds per broker
+#   tests/multihost    hosts in network namespaces (root), one after another in one process:
+#                      they share one test network, which each test's module holds per broker
 # `make check` is the fast loop: lint, types and the first two tiers. `make test` (CI) is all.
-# PYTEST_WORKERS: pytest-xdist workers, each with servers of its own; the slow tiers are handed
-# out a module at a time (`--dist loadfile`), which keeps the multi-host module in one worker,
-# in order, beside the system tests. PYTEST_ARGS: any more options.
+# PYTEST_WORKERS: pytest-xdist workers for the first three tiers, each with servers of its own;
+# PYTEST_ARGS: any more options.
 FAST_TESTS := tests/unit tests/integration
 PYTEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
@@ -72,7 +71,8 @@ check: lint typecheck
 
 test: lock-check lint typecheck browser rabbitmq prometheus
 	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
-	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadfile tests/system tests/multihost
+	$(PYTEST) -n $(PYTEST_WORKERS) tests/system
+	$(PYTEST) -p no:xdist tests/multihost
 
 # The pages of docs/reference/, generated from the code (tests/unit/test_reference.py checks them).
 reference: $(VENV)/.dev-installed
