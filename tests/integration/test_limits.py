@@ -10,14 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from docingest.api import create_app
 from docingest.db import migrate
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from tests.faults import Api, Processes, service_env
 from tests.helpers import make_settings
 
 MAX_BODY_BYTES = 1 << 20
@@ -25,35 +23,6 @@ BODY_TIMEOUT_SECONDS = 2
 CHUNK = b"a" * (256 << 10)
 KEY = generate_key()
 API_KEYS = ApiKey("loader", frozenset({Scope.INGEST, Scope.READ}), digest(KEY)).env_entry()
-
-
-@pytest.fixture(scope="module")
-def api(
-    redis_server_url: str, model_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Api]:
-    data_dir = tmp_path_factory.mktemp("limits")
-    database_url = f"sqlite:///{data_dir / 'limits.db'}"
-    migrate(database_url)
-    env = service_env(
-        database_url=database_url,
-        broker_url=redis_server_url,
-        model_path=model_path,
-        data_dir=data_dir,
-        MAX_BODY_BYTES=str(MAX_BODY_BYTES),
-        BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_SECONDS),
-        API_KEYS=API_KEYS,
-    )
-    processes = Processes(data_dir, env)
-    try:
-        api = processes.api()
-        # Warm up: the first requests import and allocate what every later one reuses.
-        with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {KEY}"}) as c:
-            for _ in range(20):
-                c.post("/documents", json={"content": "warm-up " * 1000})
-                c.post("/documents", content=b"x" * (MAX_BODY_BYTES + 1))
-        yield api
-    finally:
-        processes.stop_all()
 
 
 def chunked(total: int) -> Iterator[bytes]:

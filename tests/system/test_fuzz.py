@@ -8,20 +8,16 @@ stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 
-from docingest.api import create_app
 from docingest.api.bulk import NDJSON_TYPES
 from docingest.keys import ApiKey, Scope, digest, generate_key
 from tests.faults import Processes, service_env
-from tests.integration.test_fuzz import chunks, fuzz_settings, ndjson_body
+from tests.integration.test_fuzz import chunks, ndjson_body
 
 MAX_BODY_BYTES = 256 * 1024
 # The fuzzed app's limits, which its schema declares: small enough that any body the schema
@@ -38,15 +34,6 @@ NDJSON = {"content-type": "application/x-ndjson"}
 ADMIN_KEY = generate_key()
 API_KEYS = ApiKey("fuzz", frozenset({Scope.ADMIN}), digest(ADMIN_KEY)).env_entry()
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
-
-
-@pytest.fixture
-def client(
-    sqlite_url: str, redis_url: str, model_path: Path, tmp_path: Path
-) -> Iterator[TestClient]:
-    app = create_app(fuzz_settings(sqlite_url, redis_url, model_path, tmp_path))
-    with TestClient(app, raise_server_exceptions=False, headers=ADMIN) as client:
-        yield client
 
 
 # --- generated from the schema ------------------------------------------------------------------
