@@ -18,9 +18,17 @@ from docingest.api.errors import install_error_handlers
 from docingest.api.hotpath import Endpoint, HotRoute, direct_call, find_route
 from docingest.api.limits import BodySizeLimit
 from docingest.api.openapi import describe_common_answers, extend_openapi
-from docingest.api.routes import dashboard, documents, failures, health, labels, review, stats
+from docingest.api.routes import (
+    dashboard,
+    documents,
+    failures,
+    health,
+    labels,
+    models,
+    review,
+    stats,
+)
 from docingest.api.routes import metrics as metrics_api
-from docingest.api.routes import models as registry
 from docingest.api.routing import RequestCheck
 from docingest.connections import Connections, connect
 from docingest.observe import tracing
@@ -34,7 +42,7 @@ ROUTERS = (
     documents.router,
     labels.router,
     failures.router,
-    registry.router,
+    models.router,
     health.router,
     metrics_api.router,
     stats.router,
