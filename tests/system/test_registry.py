@@ -39,7 +39,9 @@ def test_workers_switch_to_an_activated_model_without_restart(
         MODEL_REFRESH_SECONDS="1",
     )
     procs.worker()
-    settings = get_settings().model_copy(update={"broker_url": redis_url})
+    settings = get_settings().model_copy(
+        update={"broker_url": redis_url, "database_url": postgres_url}
+    )
     connections = connect(settings)
     enqueuer = Enqueuer(connections.queue, connections.ledger)
     default = Classifier.load(model_path).version
