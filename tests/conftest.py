@@ -11,7 +11,6 @@ import fcntl
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,11 +22,12 @@ from sqlalchemy import Engine
 
 from docingest.api import create_app
 from docingest.connections import Connections, connect
-from docingest.db import make_engine, migrate
+from docingest.db import make_engine
 from docingest.embedded import EmbeddedPostgres, EmbeddedRedis
 from docingest.model.classifier import Classifier
 from docingest.settings import Settings
 from tests import rabbitmq, reaper
+from tests.databases import PostgresDatabases
 from tests.faults import Processes
 from tests.helpers import PoisonedClassifier, make_settings, migrated_sqlite
 from tests.pages import chromium
@@ -96,44 +96,31 @@ def postgres_server() -> Iterator[EmbeddedPostgres | None]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _create_postgres_database(server: EmbeddedPostgres | None) -> str:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    if server is not None:
-        return server.create_database(name)
-    import psycopg
-    from sqlalchemy.engine import make_url
+@pytest.fixture(scope="session")
+def postgres_databases(postgres_server: EmbeddedPostgres | None) -> PostgresDatabases:
+    return PostgresDatabases(postgres_server.url if postgres_server else os.environ["DATABASE_URL"])
 
-    admin = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin.set(drivername="postgresql+psycopg", database=name).render_as_string(
-        hide_password=False
-    )
+
+@pytest.fixture
+def postgres_url(postgres_databases: PostgresDatabases) -> Iterator[str]:
+    """A migrated PostgreSQL database, empty, for this test alone."""
+    url = postgres_databases.take()
+    yield url
+    postgres_databases.give_back(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_server: EmbeddedPostgres | None
-) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A new, migrated database of each kind."""
     if request.param == "sqlite":
         return migrated_sqlite(tmp_path)
-    url = _create_postgres_database(postgres_server)
-    migrate(url)
-    return url
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A new, migrated SQLite database, for tests that need no PostgreSQL variant."""
     return migrated_sqlite(tmp_path)
-
-
-@pytest.fixture
-def postgres_url(postgres_server: EmbeddedPostgres | None) -> str:
-    url = _create_postgres_database(postgres_server)
-    migrate(url)
-    return url
 
 
 @pytest.fixture

@@ -49,8 +49,8 @@ class BodySizeLimit:
             detail = f"Request body not received within {self.timeout_seconds:g} seconds"
             await refuse(receive, send, 408, detail, drain=False)
             return
-        except _TooLargeError:
-            await self._too_large(receive, send)
+        except _TooLargeError as error:
+            await self._too_large(receive, send, drain=not error.complete)
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
@@ -65,19 +65,24 @@ class BodySizeLimit:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.max_bytes:
-                raise _TooLargeError
+                raise _TooLargeError(complete=not more)
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(chunks)
 
-    async def _too_large(self, receive: Receive, send: Send) -> None:
+    async def _too_large(self, receive: Receive, send: Send, *, drain: bool = True) -> None:
         detail = f"Request body is larger than the limit of {self.max_bytes} bytes"
-        await refuse(receive, send, 413, detail)
+        await refuse(receive, send, 413, detail, drain=drain)
 
 
 class _TooLargeError(Exception):
-    pass
+    """`complete`: the client already sent its last byte, so there is nothing left to drain."""
+
+    def __init__(self, *, complete: bool) -> None:
+        super().__init__()
+        self.complete = complete
 
 
 async def refuse(
