@@ -98,25 +98,35 @@ def parse_env_keys(text: str) -> list[ApiKey]:
 
 
 def load_keys_file(path: Path) -> list[ApiKey]:
-    """API_KEYS_FILE: `[[keys]]` tables: name, scopes, sha256, optional rate_limit_per_minute."""
+    """API_KEYS_FILE: `[[keys]]` tables: name, scopes, sha256, optional rate_limit_per_minute.
+
+    A file that names no key is an error, not open mode: `[[key]]` for `[[keys]]`, or a file
+    emptied by mistake, would otherwise switch authentication off without a word.
+    """
     with path.open("rb") as file:
         document = tomllib.load(file)
-    keys = []
-    for table in document.get("keys", []):
-        name = str(table.get("name", ""))
-        unknown = set(table) - {"name", "scopes", "sha256", "rate_limit_per_minute"}
-        if unknown:
-            raise ValueError(f"{path}: key {name!r} has unknown fields {sorted(unknown)}")
-        limit = table.get("rate_limit_per_minute")
-        keys.append(
-            ApiKey(
-                name,
-                _scopes(name, table.get("scopes", [])),
-                str(table.get("sha256", "")),
-                None if limit is None else int(limit),
-            )
-        )
-    return keys
+    unknown_tables = set(document) - {"keys"}
+    if unknown_tables:
+        raise ValueError(f"{path}: unknown tables {sorted(unknown_tables)}; keys are [[keys]]")
+    tables = document.get("keys", [])
+    if not isinstance(tables, list) or not tables:
+        raise ValueError(f"{path}: no key: write one [[keys]] table per key (docs/security.md)")
+    return [_file_key(path, table) for table in tables]
+
+
+def _file_key(path: Path, table: dict[str, object]) -> ApiKey:
+    name = str(table.get("name", ""))
+    unknown = set(table) - {"name", "scopes", "sha256", "rate_limit_per_minute"}
+    if unknown:
+        raise ValueError(f"{path}: key {name!r} has unknown fields {sorted(unknown)}")
+    limit = table.get("rate_limit_per_minute")
+    # bool is an int to Python; 2.5 would silently become 2, and 0.5 would become 0 (unlimited).
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+        raise ValueError(f"{path}: key {name!r}: rate_limit_per_minute must be a whole number")
+    scopes = table.get("scopes", [])
+    if not isinstance(scopes, list):
+        raise ValueError(f"{path}: key {name!r}: scopes must be a list")
+    return ApiKey(name, _scopes(name, scopes), str(table.get("sha256", "")), limit)
 
 
 def _scopes(name: str, values: Iterable[str]) -> frozenset[Scope]:

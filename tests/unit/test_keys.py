@@ -71,6 +71,33 @@ def test_the_keys_file_holds_tables_with_an_optional_rate_limit(tmp_path: Path) 
         load_keys_file(path)
 
 
+READER = f'name = "reader"\nscopes = ["read"]\nsha256 = "{digest("r")}"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no key: write one \\[\\[keys\\]\\] table per key"),
+        ("# every key was removed\n", "no key"),
+        (f"[[key]]\n{READER}", "unknown tables \\['key'\\]; keys are \\[\\[keys\\]\\]"),
+        (f"[keys]\n{READER}", "no key"),
+        (f"[[keys]]\n{READER}rate_limit_per_minute = 0.5\n", "must be a whole number"),
+        (f"[[keys]]\n{READER}rate_limit_per_minute = 2.5\n", "must be a whole number"),
+        (f"[[keys]]\n{READER}rate_limit_per_minute = true\n", "must be a whole number"),
+        ("[[keys]]\n" + READER.replace('["read"]', '"read"'), "scopes must be a list"),
+    ],
+    ids=["empty", "comments only", "[[key]]", "[keys]", "0.5/min", "2.5/min", "true/min", "scope"],
+)
+def test_a_keys_file_that_would_not_mean_what_it_says_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Each of these used to give zero keys (open mode) or an unlimited key, silently."""
+    path = tmp_path / "keys.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_keys_file(path)
+
+
 def test_the_keyring_joins_api_keys_and_the_file_and_refuses_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "keys.toml"
     path.write_text(ApiKey("filed", frozenset({Scope.READ}), digest("b")).toml_entry())
