@@ -122,19 +122,45 @@ def comparison_table(card: dict[str, Any]) -> RenderableType:
     active = comparison["active_version"]
     if active is None:
         return "no model was active to compare with"
-    verdict = "[green]not worse on any[/]" if comparison["better"] else "[red]worse on some[/]"
-    table = Table(title=f"compared with {escape(active)} (then active): {verdict}")
-    for heading in ("held out", "documents", "macro-F1 new", "macro-F1 active", "accuracy new",
-                    "accuracy active"):  # fmt: skip
+    verdict = {
+        "better": "[green]not worse on any[/]",
+        "worse": "[red]worse on some[/]",
+        "inconclusive": "[yellow]cannot tell[/]",
+    }[comparison.get("verdict", "better" if comparison["better"] else "worse")]
+    table = Table(
+        title=f"compared with {escape(active)} (then active): {verdict}",
+        caption="\n".join(escape(line) for line in _comparison_notes(comparison)) or None,
+    )
+    for heading in ("held out", "documents", "compared", "macro-F1 new", "macro-F1 active",
+                    "accuracy new", "accuracy active"):  # fmt: skip
         table.add_column(heading, justify="left" if heading == "held out" else "right")
     for part in comparison["held_out"]:
+        documents = str(part["documents"])
+        compared = str(part.get("compared", part["documents"]))
+        if "active" not in part:
+            table.add_row(escape(part["name"]), documents, compared, *["-"] * 4)
+            continue
         new, old = part["new"], part["active"]
         table.add_row(
             escape(part["name"]),
-            str(part["documents"]),
+            documents,
+            compared,
             f"{new['macro_f1']:.4f}",
             f"{old['macro_f1']:.4f}",
             f"{new['accuracy']:.4f}",
             f"{old['accuracy']:.4f}",
         )
     return table
+
+
+def _comparison_notes(comparison: dict[str, Any]) -> list[str]:
+    """Why the gate could not tell, and how the new model does on categories it added."""
+    notes = list(comparison.get("reasons", []))
+    for part in comparison["held_out"]:
+        learned = part.get("learned")
+        if learned is not None:
+            notes.append(
+                f"{part['name']}: {learned['documents']} held-out documents of categories new to "
+                f"the active model: macro-F1 new {learned['macro_f1']:.4f} (not compared)"
+            )
+    return notes

@@ -22,7 +22,7 @@ from docingest.model.datasets import load_bbc
 from docingest.schemas import LabelIn, utcnow
 from docingest.settings import get_settings
 from tests.cooking import cooking_texts
-from tests.helpers import migrated_sqlite
+from tests.helpers import UNAMBIGUOUS, migrated_sqlite
 
 runner = CliRunner()
 
@@ -97,17 +97,52 @@ def test_too_few_labels_are_refused_with_a_reason(engine: Engine, classifier: Cl
     assert runner.invoke(app, ["train", "bbc", "--with", "bbc"]).exit_code == 2
 
 
-def test_the_comparison_averages_over_the_held_out_categories(classifier: Classifier) -> None:
-    texts = cooking_texts(4)
-    split = training.Split([], texts, [], ["cooking"] * 4)
-    part = learning.Part("labels", split)
-    # The default model knows no cooking: 0 on the only category, for both.
+def test_a_new_category_is_never_a_win_and_the_old_ones_must_be_held_out(
+    classifier: Classifier,
+) -> None:
+    """Held-out documents of a category the active model does not serve are reported, not
+    compared; without held-out documents of the categories it serves the gate cannot tell."""
+    part = learning.Part("labels", training.Split([], cooking_texts(12), [], ["cooking"] * 12))
     comparison = learning.compare(classifier, classifier, [part])
     [held_out] = comparison["held_out"]
-    assert held_out["new"] == held_out["active"] == {"macro_f1": 0.0, "accuracy": 0.0}
-    assert comparison["better"]  # not worse
+    assert (held_out["documents"], held_out["compared"]) == (12, 0)
+    assert "active" not in held_out
+    assert (comparison["verdict"], comparison["better"]) == ("inconclusive", False)
+    assert "no held-out document of business, entertainment" in comparison["reasons"][0]
     alone = learning.compare(classifier, None, [part])
-    assert (alone["active_version"], alone["better"]) == (None, True)
+    assert (alone["active_version"], alone["verdict"], alone["better"]) == (None, "better", True)
+
+
+def test_a_held_out_part_too_small_to_say_anything_is_not_counted(classifier: Classifier) -> None:
+    chosen = news(learning.MIN_HELD_OUT - 1)
+    part = learning.Part("labels", training.Split([], list(chosen), [], list(chosen.values())))
+    comparison = learning.compare(classifier, classifier, [part])
+    assert comparison["verdict"] == "inconclusive"
+    assert f"labels: {len(chosen)} held-out documents of the active model's categories, fewer " \
+        f"than {learning.MIN_HELD_OUT}; not counted" in comparison["reasons"]  # fmt: skip
+
+
+def test_six_labels_without_a_data_set_never_replace_the_news_model(
+    engine: Engine, classifier: Classifier
+) -> None:
+    """The new user's path: five labels of a new category, one of another, no --with."""
+    sports = next(text for text, label in news(40).items() if label == "sports")
+    labelled(engine, classifier, dict.fromkeys(cooking_texts(5), "cooking") | {sports: "sports"})
+    printed = train("db", "--activate-if-better")
+    assert registry.active_version(engine) == classifier.version
+    assert "cannot tell" in printed
+    assert "registered (not active)" in printed.replace("\n", "")
+    politics = UNAMBIGUOUS["politics"]
+    active = registry.load(engine, registry.active_version(engine) or "")
+    assert active.predict([politics])[0].category == "politics"
+
+
+def test_copies_of_a_labelled_text_count_once(engine: Engine, classifier: Classifier) -> None:
+    texts = cooking_texts(8)
+    labelled(engine, classifier, dict.fromkeys(texts, "cooking"))
+    labelled(engine, classifier, dict.fromkeys(texts[:4], "cooking"))  # resent and labelled again
+    part = learning.labelled_part(engine, test_size=0.25, seed=42)
+    assert sorted(part.split.train_texts + part.split.test_texts) == sorted(texts)
 
 
 def test_train_db_with_bbc_learns_a_new_category_and_activates_if_better(
@@ -125,7 +160,7 @@ def test_train_db_with_bbc_learns_a_new_category_and_activates_if_better(
     assert comparison["better"]
     labels, bbc = comparison["held_out"]
     assert (labels["name"], bbc["name"], bbc["documents"]) == ("labels", "bbc", 557)
-    assert labels["new"]["macro_f1"] > labels["active"]["macro_f1"]
+    assert labels["compared"] < learning.MIN_HELD_OUT < labels["documents"]  # cooking: not compared
     assert bbc["new"]["macro_f1"] >= bbc["active"]["macro_f1"]
     assert "not worse on any" in printed
 
