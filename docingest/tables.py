@@ -75,7 +75,8 @@ class RegisteredModel(SQLModel, table=True):
     """A registered classifier. The artifact lives in the database so that every worker, on any
     machine, loads the same bytes; the checksum is taken at registration and checked at load.
 
-    The active model is the one activated last, so activating an older version rolls back.
+    The active model is the one with the highest `activation`, a number the database assigns
+    (never a host's clock), so activating an older version rolls back.
     """
 
     __tablename__ = "models"
@@ -87,6 +88,9 @@ class RegisteredModel(SQLModel, table=True):
     created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
     activated_at: datetime | None = SQLField(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
+    activation: int | None = SQLField(
+        default=None, sa_column=Column(BigInteger, nullable=True, unique=True, index=True)
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -94,9 +94,9 @@ def train(
             comparison = learning.compare(new, _active(engine), parts)
             model.metadata["comparison"] = comparison
             step("registering")
-            if activate_if_better:
-                activate = comparison["better"]
-            registered_active = _register(engine, model, activate)
+            registered_active = _register(
+                engine, model, activate, comparison if activate_if_better else None
+            )
             written = _write_files(model, output, card_dir)
     except ValueError as error:  # DatasetError, an unknown estimator, an impossible split
         _refuse(str(error))
@@ -153,14 +153,31 @@ def _progress() -> Iterator[Step]:
             progress.update(tasks[-1], total=1, completed=1)
 
 
-def _register(engine: Engine, model: TrainedModel, activate: bool | None) -> bool:
-    """Store the model as a new version; returns whether it is now the active one."""
+def _register(
+    engine: Engine, model: TrainedModel, activate: bool | None, gate: dict[str, Any] | None
+) -> bool:
+    """Store the model as a new version; returns whether it is now the active one.
+
+    Activation is a compare-and-set: after the gate (`--activate-if-better`) it replaces only
+    the model it was compared with, and by default only when no model is active; a model
+    activated meanwhile stays. `--activate` replaces whatever is active.
+    """
     from docingest.model import registry
 
-    if activate is None:
-        activate = registry.active_version(engine) is None
-    registry.register(engine, model, activate=activate)
-    return activate
+    registry.register(engine, model, activate=False)
+    replacing: str | registry.Anything | None = registry.ANY
+    if gate is not None:
+        activate, replacing = gate["better"], gate["active_version"]
+    elif activate is None:
+        activate, replacing = True, None
+    if not activate:
+        return False
+    try:
+        registry.activate(engine, model.metadata["version"], replacing=replacing)
+    except registry.ActivationConflictError as error:
+        console.print(f"[yellow]{escape(str(error))}[/]")
+        return False
+    return True
 
 
 def _write_files(model: TrainedModel, output: Path | None, card_dir: Path | None) -> list[Path]:

@@ -7,6 +7,7 @@ registered and checked before it is loaded: a changed or corrupted artifact is r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
+from sqlmodel import select as select_model
 
 from docingest.schemas import utcnow
 from docingest.tables import RegisteredModel
@@ -38,6 +40,17 @@ class RegistryError(Exception):
 
 class ArtifactRefusedError(RegistryError):
     """A model's artifact fails its checks (checksum, trusted types, shape): never loaded."""
+
+
+class ActivationConflictError(RegistryError):
+    """The active model is no longer the one the caller decided against."""
+
+
+class Anything:
+    """`replacing=ANY`: activate whatever model is active now."""
+
+
+ANY = Anything()
 
 
 def _rebuild(artifact: bytes, source: str) -> Classifier:
@@ -83,21 +96,21 @@ def add(
             raise RegistryError(
                 f"model {classifier.version} is already registered with other content"
             )
-        if activate:
-            record.activated_at = utcnow()
         try:
             session.commit()
         except IntegrityError:  # another process registered it first: the same bytes, or refused
             session.rollback()
             return add(engine, artifact, activate=activate, source=source)
-        return record
+    if activate:
+        _activate(engine, record.version, ANY)
+    return record
 
 
 def list_models(engine: Engine) -> Sequence[RegisteredModel]:
     """Newest first, without their artifacts (megabytes each)."""
     with Session(engine) as session:
         statement = (
-            select(RegisteredModel)
+            select_model(RegisteredModel)
             .options(defer(RegisteredModel.artifact))  # type: ignore[arg-type]
             .order_by(col(RegisteredModel.created_at).desc())
         )
@@ -106,14 +119,17 @@ def list_models(engine: Engine) -> Sequence[RegisteredModel]:
 
 def active_version(engine: Engine) -> str | None:
     """The model activated last; one indexed read, cheap enough to poll every few seconds."""
-    with Session(engine) as session:
-        statement = (
-            select(RegisteredModel.version)
-            .where(col(RegisteredModel.activated_at).is_not(None))
-            .order_by(col(RegisteredModel.activated_at).desc())
-            .limit(1)
-        )
-        return session.exec(statement).first()
+    with engine.connect() as connection:
+        return connection.execute(_ACTIVE).scalar()
+
+
+_MODELS = RegisteredModel.__table__  # type: ignore[attr-defined]
+_ACTIVE = (
+    select(_MODELS.c.version)
+    .where(_MODELS.c.activation.is_not(None))
+    .order_by(_MODELS.c.activation.desc())
+    .limit(1)
+)
 
 
 def card(engine: Engine, version: str | None = None) -> dict[str, Any]:
@@ -123,7 +139,7 @@ def card(engine: Engine, version: str | None = None) -> dict[str, Any]:
         raise RegistryError("no model is active yet")
     with Session(engine) as session:
         found = session.exec(
-            select(RegisteredModel.card).where(col(RegisteredModel.version) == version)
+            select_model(RegisteredModel.card).where(col(RegisteredModel.version) == version)
         ).first()
     if found is None:
         raise RegistryError(f"no model {version} in the registry")
@@ -134,7 +150,7 @@ def load(engine: Engine, version: str) -> Classifier:
     """Rebuild a registered model after checking its bytes are the ones registered."""
     with Session(engine) as session:
         row = session.exec(
-            select(RegisteredModel.artifact, RegisteredModel.sha256).where(
+            select_model(RegisteredModel.artifact, RegisteredModel.sha256).where(
                 col(RegisteredModel.version) == version
             )
         ).first()
@@ -149,15 +165,48 @@ def load(engine: Engine, version: str) -> Classifier:
     return _rebuild(artifact, f"model {version}")
 
 
-def activate(engine: Engine, version: str) -> Classifier:
-    """Load before activating: a model no worker could load never becomes the active one."""
+def activate(engine: Engine, version: str, *, replacing: str | Anything | None = ANY) -> Classifier:
+    """Load before activating: a model no worker could load never becomes the active one.
+
+    `replacing`: activate only if that version (None: no model) is still the active one, as a
+    compare-and-set, or raise ActivationConflictError; a gate that compared with one model must
+    not replace another that was activated meanwhile.
+    """
     classifier = load(engine, version)
-    with Session(engine) as session:
-        record = session.get(RegisteredModel, version)
-        assert record is not None  # load() found it
-        record.activated_at = utcnow()
-        session.commit()
+    _activate(engine, version, replacing)
     return classifier
+
+
+def _activate(engine: Engine, version: str, replacing: str | Anything | None) -> None:
+    """One UPDATE numbers the activation above every other, under the condition. Two at once
+    compute the same number: the unique index refuses the second, which tries again."""
+    latest = select(func.coalesce(func.max(_MODELS.c.activation), 0) + 1).scalar_subquery()
+    statement = (
+        update(_MODELS)
+        .where(_MODELS.c.version == version)
+        .values(activation=latest, activated_at=utcnow())
+    )
+    if not isinstance(replacing, Anything):
+        statement = statement.where(
+            _ACTIVE.scalar_subquery().is_(None)
+            if replacing is None
+            else _ACTIVE.scalar_subquery() == replacing
+        )
+    for _ in range(10):
+        try:
+            with engine.begin() as connection:
+                if connection.execute(statement).rowcount == 1:
+                    return
+                now = connection.execute(_ACTIVE).scalar()
+        except IntegrityError:
+            continue
+        if now == version:
+            return
+        raise ActivationConflictError(
+            f"model {now} was activated since {replacing or 'no model'} was compared with; "
+            f"{version} is registered, not active"
+        )
+    raise RegistryError(f"model {version}: activation kept colliding with others; try again")
 
 
 def ensure_active(engine: Engine, seed: Path) -> str:
@@ -173,7 +222,9 @@ def ensure_active(engine: Engine, seed: Path) -> str:
         logger.info("no model: training the built-in BBC News model", path=str(seed))
         bbc = load_dataset("bbc")
         save_model(train(bbc.texts, bbc.labels), seed)
-    add(engine, seed.read_bytes(), activate=active_version(engine) is None, source=str(seed))
+    seeded = add(engine, seed.read_bytes(), activate=False, source=str(seed))
+    with contextlib.suppress(ActivationConflictError):  # another process seeded it first
+        _activate(engine, seeded.version, None)
     version = active_version(engine)
     assert version is not None
     return version

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,48 @@ def test_the_model_activated_last_is_active_and_older_ones_can_come_back(
     assert registry.active_version(engine) == default
 
 
+def test_activation_is_ordered_by_the_database_not_by_the_activating_hosts_clock(
+    engine: Engine, model_path: Path, nb_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    registry.activate(engine, nb)
+    behind = datetime.now(UTC) - timedelta(days=1)  # a host whose clock is a day late
+    monkeypatch.setattr(registry, "utcnow", lambda: behind)
+    registry.activate(engine, default)  # a rollback from that host
+    assert registry.active_version(engine) == default
+
+
+def test_activation_replacing_a_model_is_a_compare_and_set(
+    engine: Engine, model_path: Path, nb_model_path: Path
+) -> None:
+    """The gate compared with `default`; `nb` was activated meanwhile and stays."""
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    registry.activate(engine, nb, replacing=default)
+    assert registry.active_version(engine) == nb
+    with pytest.raises(registry.ActivationConflictError, match=f"model {nb} was activated since"):
+        registry.activate(engine, default, replacing=default)
+    with pytest.raises(registry.ActivationConflictError):
+        registry.activate(engine, default, replacing=None)
+    assert registry.active_version(engine) == nb
+
+
+def test_concurrent_activations_leave_one_active_model(
+    engine: Engine, model_path: Path, nb_model_path: Path
+) -> None:
+    versions = [
+        registry.add(engine, path.read_bytes(), activate=False).version
+        for path in (model_path, nb_model_path)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: registry.activate(engine, versions[n % 2]), range(16)))
+    with engine.connect() as connection:
+        numbers = connection.execute(text("SELECT activation FROM models")).scalars().all()
+    assert sorted(numbers) == sorted(set(numbers))  # never two models with the same number
+    assert registry.active_version(engine) in versions
+
+
 def _tamper(engine: Engine, version: str) -> None:
     with engine.begin() as connection:
         artifact = connection.execute(
@@ -77,7 +121,7 @@ def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
 
     with engine.begin() as connection:  # activated behind the registry's back
         connection.execute(
-            text("UPDATE models SET activated_at = CURRENT_TIMESTAMP WHERE version = :v"),
+            text("UPDATE models SET activation = 1000 WHERE version = :v"),
             {"v": nb},
         )
     assert registry.active_version(engine) == nb
