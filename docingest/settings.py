@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         gt=0,
         description="The `Retry-After` of a 503 (and of a 429 for a full queue).",
     )
+    max_buffered_bytes: int = Field(
+        default=4 * 16 * 1024 * 1024,
+        gt=0,
+        description="Request bodies an API process holds at once, in bytes (reserved by their "
+        "`Content-Length`, a chunked body as it grows); a body beyond it waits up to a second, "
+        "then is answered 503 with `Retry-After`. Set it at least to MAX_BODY_BYTES.",
+    )
     body_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
