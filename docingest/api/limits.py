@@ -46,6 +46,9 @@ class BufferBudget:
         """Hold `size` more bytes for a body of `body_size` bytes (so far); False if no room
         came within BUFFER_WAIT_SECONDS."""
         limit = self.capacity if body_size <= SMALL_BODY_BYTES else self.capacity - self.headroom
+        if self.used + size <= limit:  # the common case: no clock read, no waiting
+            self.used += size
+            return True
         deadline = asyncio.get_running_loop().time() + BUFFER_WAIT_SECONDS
         while self.used + size > limit:
             released = self._released
