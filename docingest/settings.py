@@ -91,6 +91,21 @@ class Settings(BaseSettings):
         gt=0,
         description="The `Retry-After` of a 503 (and of a 429 for a full queue).",
     )
+    max_buffered_bytes: int = Field(
+        default=4 * 16 * 1024 * 1024,
+        gt=0,
+        description="Request bodies an API process holds at once, in bytes (reserved by their "
+        "`Content-Length`, a chunked body as it grows); a body beyond it waits up to a second, "
+        "then is answered 503 with `Retry-After`. Set it at least to MAX_BODY_BYTES.",
+    )
+    max_answer_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="A listing (`GET /documents`, `GET /review/queue`, `GET "
+        "/failures/dead-letters`) stops adding items once they hold about this many bytes "
+        "(always at least one item), answering fewer than `limit`; a paged one's `next_cursor` "
+        "leads to the rest.",
+    )
     body_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

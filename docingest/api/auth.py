@@ -11,7 +11,7 @@ hosts and interfaces.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -20,6 +20,8 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request, params, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import RouteContext, iter_route_contexts
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -34,6 +36,7 @@ from docingest.api.openapi import (
     extend_openapi,
     operations,
 )
+from docingest.api.routing import PathTable
 from docingest.keys import ApiKey, Keyring, Scope, is_loopback, open_exposure
 from docingest.settings import PublicEndpoint, Settings
 
@@ -58,11 +61,14 @@ class Requirement:
         key: ApiKey | None = request.scope.get(_AUTHENTICATED)
         if key is None:
             key = access.authenticate(request.headers.get("authorization"))
-        access.check_scope(key, *self.scopes)
+        admitted = request.scope.get(_ADMITTED) is self  # Gate checked it, and counted it
+        if not admitted:
+            access.check_scope(key, *self.scopes)
         # For logs and metrics labels: the key's name, never the key.
         request.state.api_key_name = key.name
         structlog.contextvars.bind_contextvars(api_key=key.name)
-        access.throttle(key)
+        if not admitted:
+            access.throttle(key)
 
 
 def require_scope(*scopes: Scope, public_if: PublicEndpoint | None = None) -> params.Depends:
@@ -99,6 +105,7 @@ def install_security(app: FastAPI, settings: Settings, *, ndjson_paths: frozense
     guarded_docs = set() if "docs" in access.public else {path for path in docs_paths if path}
     app.add_middleware(
         Gate,
+        routes=app.routes,
         access=access,
         guarded_docs=frozenset(guarded_docs),
         ndjson_paths=ndjson_paths,
@@ -115,17 +122,44 @@ def install_security(app: FastAPI, settings: Settings, *, ndjson_paths: frozense
     _describe_security(app, access)
 
 
-# Where Gate leaves the key it found, for `Requirement` not to hash it again.
+# Where Gate leaves the key it found, for `Requirement` not to hash it again, and the
+# requirement it checked (scope and rate limit), for `Requirement` not to check and count again.
 _AUTHENTICATED = "docingest.api_key"
+_ADMITTED = "docingest.admitted"
 _JSON = b"application/json"
 _NDJSON = frozenset(media_type.encode() for media_type in NDJSON_TYPES)
+
+
+class RouteRequirements:
+    """The `Requirement` of each method and path, read from the app's routes (`require_scope`
+    in their dependencies or their routers'), never from a table written by hand. Built with the
+    middleware stack, once every route is added; a path resolves as `routing.PathTable` (the
+    router's view) resolves it."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.paths = PathTable(routes)
+        self.requirements: dict[tuple[str, str], Requirement] = {}
+        for route in iter_route_contexts(list(routes)):
+            requirement = route_requirement(route)
+            if requirement is not None and route.path_format is not None:
+                for method in route.methods or ():
+                    self.requirements.setdefault((method, route.path_format), requirement)
+
+    def of(self, scope: AsgiScope) -> Requirement | None:
+        """What the route serving this request needs; None when no route serves it."""
+        found = self.paths.resolve(get_route_path(scope))
+        return (
+            None if found is None else self.requirements.get((scope["method"], found[0].template))
+        )
 
 
 class Gate:
     """What can be decided from the headers, decided before a byte of body is read.
 
     Keys configured: a request with a body, or for the guarded docs, needs a known key (401),
-    so a caller without one cannot make the body limit buffer MAX_BODY_BYTES for it. Open mode:
+    so a caller without one cannot make the body limit buffer MAX_BODY_BYTES for it; for a
+    request with a body, the key must also have the route's scope (403) and be within its rate
+    limit (429), so that no key can make the process hold a body its route would refuse. Open mode:
     only this machine may call, and no web page it visits: a foreign `Origin` (403) is a page
     of another site, a `Host` that is not a loopback or single-label name (403) is DNS
     rebinding (a public name of the attacker's, resolving to 127.0.0.1), and unless
@@ -140,6 +174,7 @@ class Gate:
         self,
         app: ASGIApp,
         *,
+        routes: Sequence[BaseRoute],
         access: Access,
         guarded_docs: frozenset[str],
         ndjson_paths: frozenset[str],
@@ -147,6 +182,7 @@ class Gate:
         loopback_only: bool,
     ) -> None:
         self.app = app
+        self.requirements = RouteRequirements(routes)
         self.access = access
         self.guarded_docs = guarded_docs
         self.ndjson_paths = ndjson_paths
@@ -158,23 +194,37 @@ class Gate:
             try:
                 self._check(scope)
             except HTTPException as error:
-                headers = [(k.encode(), v.encode()) for k, v in (error.headers or {}).items()]
+                headers = [
+                    (k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()
+                ]
                 await refuse(receive, send, error.status_code, error.detail, headers=headers)
                 return
         await self.app(scope, receive, send)
 
     def _check(self, scope: AsgiScope) -> None:
         headers = dict(scope["headers"])
+        key = None
         if self.access.keyring.open:
             self._check_local(scope, headers)
         elif scope["path"] in self.guarded_docs:
             self.access.check_scope(self._authenticate(headers), Scope.READ)
         elif reads_body(scope["method"]):
-            scope[_AUTHENTICATED] = self._authenticate(headers)
+            key = scope[_AUTHENTICATED] = self._authenticate(headers)
         if reads_body(scope["method"]) and (
             b"transfer-encoding" in headers or _declares_body(headers)
         ):
             self._check_media_type(scope["path"], headers.get(b"content-type", b""))
+        if key is not None:
+            self._admit(scope, key)
+
+    def _admit(self, scope: AsgiScope, key: ApiKey) -> None:
+        """The route's own check (`Requirement`), made here so that it precedes the body."""
+        requirement = self.requirements.of(scope)
+        if requirement is None or requirement.public_if in self.access.public:
+            return
+        self.access.check_scope(key, *requirement.scopes)
+        self.access.throttle(key)
+        scope[_ADMITTED] = requirement
 
     def _authenticate(self, headers: dict[bytes, bytes]) -> ApiKey:
         return self.access.authenticate(headers.get(b"authorization", b"").decode("latin-1"))

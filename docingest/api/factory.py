@@ -139,6 +139,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         timeout_seconds=settings.body_timeout_seconds,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        retry_after_seconds=settings.retry_after_seconds,
     )
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_security(app, settings, ndjson_paths=documents.NDJSON_PATHS)

@@ -31,7 +31,10 @@ def failures(
                 str(failure.attempts),
                 failure.error,
             )
-        for letter in connections.queue.dead_letters(limit):
+        shown = connections.queue.dead_letters(
+            limit, max_bytes=connections.settings.max_answer_bytes
+        )
+        for letter in shown:
             since = f"{letter.dead_since:%Y-%m-%d %H:%M:%S}" if letter.dead_since else "?"
             letters.add_row(
                 letter.queue,

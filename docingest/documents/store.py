@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Engine,
     Insert,
     Row,
+    Select,
     Table,
     bindparam,
     case,
@@ -166,16 +167,30 @@ def get_document(engine: Engine, document_id: uuid.UUID) -> Document | None:
     return as_document(row) if row is not None else None
 
 
+# Rows a streamed read fetches from the database at a time: a page bounded by bytes stops
+# reading once full, holding at most this many rows (of up to MAX_DOCUMENT_CHARS each) beyond it.
+STREAM_ROWS = 8
+
+
+def stream_documents(engine: Engine, statement: Select[Any]) -> Generator[Document, None, None]:
+    """The documents `statement` selects, fetched a few rows at a time as they are taken (a
+    server-side cursor on PostgreSQL, whose driver would otherwise load every row at once).
+    Close the generator to stop early: the connection goes back to the pool."""
+    with engine.connect() as connection:
+        for row in connection.execution_options(yield_per=STREAM_ROWS).execute(statement):
+            yield as_document(row)
+
+
 def find_documents(
     engine: Engine, query: DocumentQuery, *, after: uuid.UUID | None, limit: int
-) -> list[Document]:
-    """Up to `limit` documents matching `query`, in id order, those after `after` only."""
+) -> Generator[Document, None, None]:
+    """Up to `limit` documents matching `query`, in id order, those after `after` only,
+    streamed (`stream_documents`)."""
     conditions = _query_conditions(query)
     if after is not None:
         conditions.append(DOCUMENTS.c.id > after)
     statement = select(DOCUMENTS).where(*conditions).order_by(DOCUMENTS.c.id).limit(limit)
-    with engine.connect() as connection:
-        return [as_document(row) for row in connection.execute(statement)]
+    return stream_documents(engine, statement)
 
 
 def _query_conditions(query: DocumentQuery) -> list[ColumnElement[bool]]:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 
-from docingest.documents.store import LABEL_COLUMNS, as_document
+from docingest.documents.store import LABEL_COLUMNS, stream_documents
 from docingest.tables import DOCUMENTS, Document
 
 
@@ -75,8 +76,9 @@ def label_names(engine: Engine) -> list[str]:
 
 def least_confident(
     engine: Engine, after: tuple[float, uuid.UUID] | None, limit: int
-) -> list[Document]:
-    """Unlabelled stored documents by rising confidence (then id), those after `after` only.
+) -> Generator[Document, None, None]:
+    """Unlabelled stored documents by rising confidence (then id), those after `after` only,
+    streamed (`store.stream_documents`).
 
     No index serves this order: the upsert of every document would pay for one, while a
     reviewer asks for a page every few dozen labels (a top-N sort of the unlabelled rows).
@@ -90,8 +92,7 @@ def least_confident(
     if after is not None:
         conditions.append(or_(confidence > after[0], and_(confidence == after[0], id_ > after[1])))
     statement = select(DOCUMENTS).where(*conditions).order_by(confidence, id_).limit(limit)
-    with engine.connect() as connection:
-        return [as_document(row) for row in connection.execute(statement)]
+    return stream_documents(engine, statement)
 
 
 @dataclass(frozen=True, slots=True)

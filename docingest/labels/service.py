@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from docingest.documents import store
-from docingest.documents.browse import pack_cursor, unpack_cursor
+from docingest.documents.browse import fill_page, pack_cursor, unpack_cursor
 from docingest.labels.repository import label_names, least_confident, set_label
 from docingest.model import registry
 from docingest.schemas import LabelIn, utcnow
@@ -68,13 +68,13 @@ def put_label(engine: Engine, document_id: uuid.UUID, label: LabelIn, by: str) -
 
 
 def review_queue(
-    engine: Engine, cursor: str | None, limit: int
+    engine: Engine, cursor: str | None, limit: int, *, max_bytes: int
 ) -> tuple[list[Document], str | None]:
-    """Unlabelled documents, least confident first, and the cursor of the next page."""
+    """Unlabelled documents, least confident first, at most `max_bytes` of them
+    (`browse.fill_page`), and the cursor of the next page."""
     after = _decode(cursor) if cursor is not None else None
     found = least_confident(engine, after, limit + 1)
-    page = found[:limit]
-    more = len(found) > limit
+    page, more = fill_page(found, limit, max_bytes)
     return page, _encode(page[-1]) if more else None
 
 

@@ -43,6 +43,7 @@ class DeadLetter:
     documents: int
     retries: int
     dead_since: datetime | None
+    bytes: int  # the message's size
 
 
 class MessageQueue(Protocol):
@@ -69,8 +70,9 @@ class MessageQueue(Protocol):
     def depths(self) -> dict[str, int]:
         """Messages in each part of each queue, keyed as `names.depth_names()`."""
 
-    def dead_letters(self, limit: int) -> list[DeadLetter]:
-        """Dead-lettered messages of every queue, oldest first."""
+    def dead_letters(self, limit: int, *, max_bytes: int) -> list[DeadLetter]:
+        """Dead-lettered messages of every queue, oldest first: up to `limit`, fewer once
+        their bodies pass `max_bytes` (at least one); no body beyond those is decoded."""
 
     def count_dead_letters(self) -> int: ...
 
@@ -94,6 +96,16 @@ def oldest_first(letters: list[DeadLetter], limit: int) -> list[DeadLetter]:
     """Dead letters as `MessageQueue.dead_letters` answers them, whatever the broker."""
     letters.sort(key=lambda letter: letter.dead_since or datetime.min.replace(tzinfo=UTC))
     return letters[:limit]
+
+
+def fitting(sizes: Sequence[int], max_bytes: int) -> int:
+    """How many of the first `sizes` fit in `max_bytes`; at least one, if any."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if count and total > max_bytes:
+            return count
+    return len(sizes)
 
 
 def dead_letter_total(depths: dict[str, int]) -> int:

@@ -33,6 +33,7 @@ from docingest.queue.base import (
     PublishUncertainError,
     QueueFullError,
     dead_letter_total,
+    fitting,
     oldest_first,
 )
 from docingest.queue.encoder import decode, encode
@@ -174,18 +175,17 @@ class RabbitmqQueue:
             del broker.connection
             raise BrokerUnavailableError(str(error)) from error
 
-    def dead_letters(self, limit: int) -> list[DeadLetter]:
+    def dead_letters(self, limit: int, *, max_bytes: int) -> list[DeadLetter]:
         """Read without taking: the messages are fetched unacknowledged on a channel of their
         own, which is then closed, and RabbitMQ puts them back. Up to `limit` of each queue,
-        then the oldest deaths of all (as on Redis)."""
+        queue after queue until their bodies pass `max_bytes` (the one that passes it is not
+        decoded), then the oldest deaths of all (as on Redis)."""
         letters: list[DeadLetter] = []
         with self._side_channel() as channel:
-            for queue in QUEUES:
-                for _ in range(limit):
-                    method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
-                    if method is None:
-                        break
-                    letters.append(_dead_letter(queue, properties, body))
+            fetched = _fetch_dead_letters(channel, limit)
+            sizes = [len(body) for _, _, body in fetched]
+            for queue, properties, body in fetched[: fitting(sizes, max_bytes)]:
+                letters.append(_dead_letter(queue, properties, body))
         return oldest_first(letters, limit)
 
     def count_dead_letters(self) -> int:
@@ -242,6 +242,18 @@ def _publish(channel: Any, queue: str, body: bytes) -> None:
     )
 
 
+def _fetch_dead_letters(channel: Any, limit: int) -> list[tuple[str, pika.BasicProperties, bytes]]:
+    """Up to `limit` dead letters of each queue, unacknowledged, undecoded."""
+    fetched = []
+    for queue in QUEUES:
+        for _ in range(limit):
+            method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+            if method is None:
+                break
+            fetched.append((queue, properties, body))
+    return fetched
+
+
 def _dead_letter(queue: str, properties: pika.BasicProperties, body: bytes) -> DeadLetter:
     message = decode(body)
     return DeadLetter(
@@ -251,6 +263,7 @@ def _dead_letter(queue: str, properties: pika.BasicProperties, body: bytes) -> D
         documents=document_count(message.args),
         retries=int(message.options.get("retries", 0)),
         dead_since=_death_time(properties),
+        bytes=len(body),
     )
 
 

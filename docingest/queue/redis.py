@@ -29,6 +29,7 @@ from docingest.queue.base import (
     DeadLetter,
     PublishUncertainError,
     dead_letter_total,
+    fitting,
     oldest_first,
 )
 from docingest.queue.encoder import decode, encode
@@ -234,18 +235,33 @@ class RedisQueue:
             depths = _execute(pipeline)
         return dict(zip(names, (int(depth) for depth in depths), strict=True))
 
-    def dead_letters(self, limit: int) -> list[DeadLetter]:
-        letters: list[DeadLetter] = []
-        for queue in QUEUES:
-            dead = _key(queue + DEAD)
-            entries = cast(
-                list[tuple[bytes, float]],
-                _call(self._client.zrange, dead, 0, limit - 1, withscores=True),
-            )
-            bodies = _call(_hmget, self._client, dead, [message_id for message_id, _ in entries])
-            for (message_id, score), body in zip(entries, bodies, strict=True):
-                if body is not None:
-                    letters.append(_dead_letter(queue, message_id, score, body))
+    def dead_letters(self, limit: int, *, max_bytes: int) -> list[DeadLetter]:
+        """The oldest `limit` of all queues by their scores (when they died); then the sizes of
+        their bodies (HSTRLEN) say how many to fetch and decode."""
+        with self._client.pipeline(transaction=False) as pipeline:
+            for queue in QUEUES:
+                pipeline.zrange(_key(queue + DEAD), 0, limit - 1, withscores=True)
+            ranges = cast(list[list[tuple[bytes, float]]], _execute(pipeline))
+        oldest = sorted(
+            (score, queue, message_id)
+            for queue, entries in zip(QUEUES, ranges, strict=True)
+            for message_id, score in entries
+        )[:limit]
+        with self._client.pipeline(transaction=False) as pipeline:
+            for _, queue, message_id in oldest:
+                pipeline.hstrlen(_key(queue + DEAD) + ".msgs", message_id)
+            sizes = cast(list[int], _execute(pipeline))
+        present = [entry for entry, size in zip(oldest, sizes, strict=True) if size]
+        shown = present[: fitting([size for size in sizes if size], max_bytes)]
+        with self._client.pipeline(transaction=False) as pipeline:
+            for _, queue, message_id in shown:
+                pipeline.hget(_key(queue + DEAD) + ".msgs", message_id)
+            bodies = cast(list[bytes | None], _execute(pipeline))
+        letters = [
+            _dead_letter(queue, message_id, score, body)
+            for (score, queue, message_id), body in zip(shown, bodies, strict=True)
+            if body is not None  # replayed meanwhile
+        ]
         return oldest_first(letters, limit)
 
     def count_dead_letters(self) -> int:
@@ -341,10 +357,6 @@ def _transaction(connection: Any, commands: list[tuple[Any, ...]]) -> None:
         raise PublishUncertainError(f"EXEC ran with errors: {replies!r}")
 
 
-def _hmget(client: redis.Redis, key: str, ids: list[bytes]) -> list[bytes | None]:
-    return cast(list[bytes | None], client.hmget(key + ".msgs", ids)) if ids else []
-
-
 def _dead_letter(queue: str, message_id: bytes, score: float, body: bytes) -> DeadLetter:
     message = decode(body)
     return DeadLetter(
@@ -354,6 +366,7 @@ def _dead_letter(queue: str, message_id: bytes, score: float, body: bytes) -> De
         documents=document_count(message.args),
         retries=int(message.options.get("retries", 0)),
         dead_since=datetime.fromtimestamp(score / 1000, UTC) if score else None,
+        bytes=len(body),
     )
 
 

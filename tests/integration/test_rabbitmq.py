@@ -158,6 +158,27 @@ def test_a_full_ledger_answers_429(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_dead_letters_stop_at_the_byte_budget(
+    rabbit_settings: Settings, rabbit_connections: Connections
+) -> None:
+    """As on Redis (tests/integration/test_answers.py): MAX_ANSWER_BYTES bounds the listing."""
+    rabbit_settings.max_answer_bytes = 100_000
+    queue = rabbit_connections.queue
+    with TestClient(create_app(rabbit_settings)) as client:
+        for n in range(3):
+            body = {"content": f"document {n} " + "word " * 8_000}
+            assert client.post("/documents", json=body).status_code == 202
+        consumer = queue.broker.consume(DOCUMENTS_QUEUE, timeout=2000)
+        for message, _ in zip(consumer, range(3), strict=False):
+            consumer.nack(message)
+        consumer.close()
+        wait_until(lambda: queue.count_dead_letters() == 3, 10, "three messages dead-lettered")
+        listed = client.get("/failures/dead-letters", params={"limit": 1000}).json()
+        assert [letter["bytes"] > 40_000 for letter in listed] == [True, True]
+    assert queue.count_dead_letters() == 3  # listed without being taken
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_dead_letters_of_both_queues_are_listed_counted_and_replayed(
     rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
 ) -> None:

@@ -310,7 +310,8 @@ class Client(_Operations):
 
     def documents(self, **filters: Any) -> Iterator[DocumentOut]:
         """Every stored document matching `filters` (those of `GET /documents`: `category`,
-        `created_after`, …, `limit` documents a page), following the cursor page after page.
+        `created_after`, …, at most `limit` documents a page: fewer once a page holds about the
+        server's MAX_ANSWER_BYTES), following the cursor page after page until it is null.
         The filters are checked now, by the API's own `DocumentQuery`."""
         return self._documents(DocumentQuery(**filters))
 

@@ -307,6 +307,7 @@ class DeadLetterOut(BaseModel):
     documents: int
     retries: int
     dead_since: UTCDateTime | None
+    bytes: int | None = Field(default=None, description="the message's size")
 
 
 class BulkItemResult(BaseModel):

@@ -184,15 +184,20 @@ def _accepted(index: int, queued: QueuedDocument) -> dict[str, Any]:
 
 
 @router.get("", dependencies=[require_scope(Scope.READ, Scope.LABEL)])
-def browse_documents(query: Annotated[DocumentQuery, Query()], engine: EngineDep) -> DocumentPage:
+def browse_documents(
+    query: Annotated[DocumentQuery, Query()], engine: EngineDep, settings: SettingsDep
+) -> DocumentPage:
     """Stored documents matching the filters, in id order; follow `next_cursor` for more.
+
+    A page holds `limit` documents at most, fewer once it holds about MAX_ANSWER_BYTES (at
+    least one): the end of the listing is a null `next_cursor`, never a short page.
 
     A document that exists during the whole walk is listed exactly once, with its state when
     its page was read; one that arrives meanwhile is listed if its id sorts after the cursor.
     `status=deleted` lists tombstones (documents deleted, with `deleted_at`). `labelled`,
     `max_confidence` and `disagreement` (label ≠ category) select by people's labels.
     """
-    page, next_cursor = list_documents(engine, query)
+    page, next_cursor = list_documents(engine, query, max_bytes=settings.max_answer_bytes)
     items = [DocumentOut.model_validate(document) for document in page]
     return DocumentPage(items=items, next_cursor=next_cursor)
 

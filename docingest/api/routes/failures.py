@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from docingest.api.auth import Scope, require_scope
-from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep
+from docingest.api.deps import ConnectionsDep, EngineDep, EnqueuerDep, SettingsDep
 from docingest.failures.replay import Replayed, replay
 from docingest.failures.repository import list_failures
 from docingest.schemas import DeadLetterOut, FailureOut
@@ -27,10 +27,16 @@ def read_failures(
 
 @router.get("/dead-letters", dependencies=[require_scope(Scope.READ)])
 def read_dead_letters(
-    connections: ConnectionsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    connections: ConnectionsDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
-    """Messages of every queue that Dramatiq gave up on after their retries, oldest first."""
-    letters = connections.queue.dead_letters(limit)
+    """Messages of every queue that Dramatiq gave up on after their retries, oldest first.
+
+    `limit` of them at most, fewer once their messages hold about MAX_ANSWER_BYTES (at least
+    one): each is decoded to count its documents, and a message may hold megabytes.
+    """
+    letters = connections.queue.dead_letters(limit, max_bytes=settings.max_answer_bytes)
     return [DeadLetterOut.model_validate(letter, from_attributes=True) for letter in letters]
 
 

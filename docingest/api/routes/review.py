@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from docingest.api.auth import Scope, require_scope
-from docingest.api.deps import EngineDep
+from docingest.api.deps import EngineDep, SettingsDep
 from docingest.api.openapi import ERROR_RESPONSES
 from docingest.api.pages import page_file
 from docingest.labels.service import categories, review_queue
@@ -41,6 +41,7 @@ def page() -> Response:
 )
 def queue(
     engine: EngineDep,
+    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[
         str | None,
@@ -49,7 +50,9 @@ def queue(
 ) -> ReviewPage:
     """Unlabelled documents, least confident first, and the categories known so far (the
     active model's and every label given); follow `next_cursor` past documents skipped."""
-    documents, next_cursor = review_queue(engine, cursor, limit)
+    documents, next_cursor = review_queue(
+        engine, cursor, limit, max_bytes=settings.max_answer_bytes
+    )
     return ReviewPage(
         items=[DocumentOut.model_validate(document) for document in documents],
         next_cursor=next_cursor,
