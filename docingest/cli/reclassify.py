@@ -49,6 +49,13 @@ def reclassify(
             raise failed(error) from error
         selection = Selection(version, category, as_utc(before) if before else None)
         outcome = _run_with_progress(connections, selection, batch_size)
+    if outcome.superseded_by is not None:
+        console.print(
+            f"[yellow]model {outcome.superseded_by} was activated meanwhile: stopped[/] with "
+            f"{outcome.remaining} of {outcome.total} documents still on older models; run "
+            "`docingest reclassify` again to bring them to the active model"
+        )
+        return
     if outcome.remaining:
         console.print(
             f"[red]{outcome.remaining} documents were not reclassified[/] (see the workers' "

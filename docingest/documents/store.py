@@ -119,9 +119,12 @@ def store_tombstone(engine: Engine, document_id: uuid.UUID, version: int) -> Non
     store_batch(engine, [row])
 
 
-def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) -> int:
-    """Replace the classification of each (id, version) still stored at that version and still
-    unlabelled: a person's label was given against the classification it has.
+def update_classifications(
+    engine: Engine, updates: Sequence[dict[str, Any]], *, replaceable: ColumnElement[bool]
+) -> int:
+    """Replace the classification of each (id, version) still stored at that version, still
+    unlabelled (a person's label was given against the classification it has) and still
+    `replaceable` (classified by an older model: a newer one may have been activated meanwhile).
 
     Rows are `Document` column dicts with `id` and `version`; returns how many were updated.
     """
@@ -134,6 +137,7 @@ def update_classifications(engine: Engine, updates: Sequence[dict[str, Any]]) ->
             DOCUMENTS.c.id == bindparam("_id"),
             DOCUMENTS.c.version == bindparam("_version"),
             DOCUMENTS.c.label.is_(None),
+            replaceable,
         )
         .values({name: bindparam(name) for name in fields})
     )

@@ -24,7 +24,7 @@ from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
 from docingest.schemas import utcnow
-from docingest.tables import RegisteredModel
+from docingest.tables import MODELS, RegisteredModel
 
 # The web process reads cards and activates models without loading scikit-learn at import.
 if TYPE_CHECKING:
@@ -123,11 +123,10 @@ def active_version(engine: Engine) -> str | None:
         return connection.execute(_ACTIVE).scalar()
 
 
-_MODELS = RegisteredModel.__table__  # type: ignore[attr-defined]
 _ACTIVE = (
-    select(_MODELS.c.version)
-    .where(_MODELS.c.activation.is_not(None))
-    .order_by(_MODELS.c.activation.desc())
+    select(MODELS.c.version)
+    .where(MODELS.c.activation.is_not(None))
+    .order_by(MODELS.c.activation.desc())
     .limit(1)
 )
 
@@ -180,10 +179,10 @@ def activate(engine: Engine, version: str, *, replacing: str | Anything | None =
 def _activate(engine: Engine, version: str, replacing: str | Anything | None) -> None:
     """One UPDATE numbers the activation above every other, under the condition. Two at once
     compute the same number: the unique index refuses the second, which tries again."""
-    latest = select(func.coalesce(func.max(_MODELS.c.activation), 0) + 1).scalar_subquery()
+    latest = select(func.coalesce(func.max(MODELS.c.activation), 0) + 1).scalar_subquery()
     statement = (
-        update(_MODELS)
-        .where(_MODELS.c.version == version)
+        update(MODELS)
+        .where(MODELS.c.version == version)
         .values(activation=latest, activated_at=utcnow())
     )
     if not isinstance(replacing, Anything):

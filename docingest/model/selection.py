@@ -14,13 +14,29 @@ from sqlalchemy import (
     select,
 )
 
-from docingest.tables import DOCUMENTS
+from docingest.tables import DOCUMENTS, MODELS
+
+
+def superseded_by(target: str) -> ColumnElement[bool]:
+    """Documents whose classification `target` may replace: none yet, or one by a model
+    activated before it (or never). Never its own, nor one by a model activated after it: a
+    run for an older target must not rewrite documents back while a newer model is active."""
+    target_activation = select(MODELS.c.activation).where(MODELS.c.version == target)
+    older = select(MODELS.c.version).where(
+        MODELS.c.version != target,
+        or_(
+            MODELS.c.activation.is_(None),
+            target_activation.scalar_subquery().is_(None),
+            MODELS.c.activation < target_activation.scalar_subquery(),
+        ),
+    )
+    return or_(DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version.in_(older))
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """Stored documents to reclassify: not deleted, not labelled, not on `model_version` yet,
-    and matching."""
+    """Stored documents to reclassify: not deleted, not labelled, classified by a model older
+    than `model_version`, and matching."""
 
     model_version: str
     category: str | None = None
@@ -30,9 +46,7 @@ class Selection:
         conditions = [
             DOCUMENTS.c.deleted_at.is_(None),
             DOCUMENTS.c.label.is_(None),
-            or_(
-                DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version != self.model_version
-            ),
+            superseded_by(self.model_version),
         ]
         if self.category is not None:
             conditions.append(DOCUMENTS.c.category == self.category)

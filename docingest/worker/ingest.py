@@ -21,6 +21,7 @@ from docingest.documents.store import (
 )
 from docingest.ledger import Ledger
 from docingest.model.classifier import Classifier, Prediction
+from docingest.model.selection import superseded_by
 from docingest.observe import tracing
 from docingest.observe.worker_metrics import worker_metrics
 from docingest.schemas import QueuedDocument, utcnow
@@ -237,4 +238,4 @@ def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Classifier) ->
             logger.warning(
                 "document not reclassified", document_id=str(document_id), error=_describe(outcome)
             )
-    return update_classifications(engine, updates)
+    return update_classifications(engine, updates, replaceable=superseded_by(classifier.version))

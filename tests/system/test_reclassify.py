@@ -24,7 +24,7 @@ from tests.faults import Processes, content_for, service_env
 
 runner = CliRunner()
 DOCUMENTS = 300
-FAST = Pacing(batch_size=50, poll_seconds=0.1, stall_seconds=20)
+FAST = Pacing(batch_size=50, poll_seconds=0.1)
 
 
 @pytest.fixture
