@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from datetime import datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import Engine
 
@@ -69,9 +72,22 @@ def model_card(engine: EngineDep, version: str) -> ModelCard:
     responses={200: {"content": {"image/png": {}}}, **NOT_FOUND},
 )
 def confusion_matrix(engine: EngineDep, version: str) -> Response:
+    """Drawn once per version and process (a version names one model forever), one drawing at
+    a time: parallel requests wait for it rather than each drawing their own."""
+    card = _card(engine, version)
+    with _drawing:
+        png = _drawn(card["version"], orjson.dumps(card))
+    return Response(png, media_type="image/png")
+
+
+_drawing = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _drawn(version: str, card: bytes) -> bytes:
     from docingest.model.card import confusion_matrix_png
 
-    return Response(confusion_matrix_png(_card(engine, version)), media_type="image/png")
+    return confusion_matrix_png(orjson.loads(card))
 
 
 @router.post(
