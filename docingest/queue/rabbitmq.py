@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,48 @@ class QuorumRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, max_queued_bytes: int, **options: Any) -> None:
         super().__init__(**options)
         self._max_queued_bytes = max_queued_bytes
+        # Which thread made each connection: Dramatiq keeps one per thread and never closes
+        # those of threads that ended (a web server's pool retires idle threads).
+        self._owners: dict[Any, weakref.ref[threading.Thread]] = {}
+        self._owners_lock = threading.Lock()
+
+    @property
+    def connection(self) -> Any:
+        """This thread's connection; a thread making one first closes those of threads that
+        have ended, so open connections never outnumber the threads alive that used one."""
+        connection = getattr(self.state, "connection", None)
+        if connection is not None:
+            return connection
+        self._close_orphans()
+        connection = RabbitmqBroker.connection.fget(self)  # type: ignore[attr-defined]
+        with self._owners_lock:
+            self._owners[connection] = weakref.ref(threading.current_thread())
+        return connection
+
+    @connection.deleter
+    def connection(self) -> None:
+        connection = getattr(self.state, "connection", None)
+        RabbitmqBroker.connection.fdel(self)  # type: ignore[attr-defined]
+        with self._owners_lock:
+            self._owners.pop(connection, None)
+
+    def _close_orphans(self) -> None:
+        """Close the connections (and channels) of ended threads: no thread uses them any more."""
+        with self._owners_lock:
+            orphans = [
+                connection
+                for connection, owner in self._owners.items()
+                if (thread := owner()) is None or not thread.is_alive()
+            ]
+            for connection in orphans:
+                del self._owners[connection]
+        for connection in orphans:
+            self.channels.difference_update(
+                [channel for channel in list(self.channels) if channel.connection is connection]
+            )
+            self.connections.discard(connection)
+            with contextlib.suppress(Exception):  # already dead of missed heartbeats, often
+                connection.close()
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         return {

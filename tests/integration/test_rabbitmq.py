@@ -12,6 +12,7 @@ reclassification and the ledger's leaks. Each test with real processes prints it
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -226,3 +227,25 @@ def test_leaked_pending_entries_status_and_reconcile(
 
 
 # --- real processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_connections_of_ended_threads_are_closed(
+    rabbit_connections: Connections, rabbitmq_server: EmbeddedRabbitMQ, amqp_url: str
+) -> None:
+    """The API reads depths (`/stats`, `/metrics`, `/ready`) and publishes replays from pool
+    threads, which the pool retires when idle; each thread's connection used to stay open (a
+    CLOSE_WAIT socket once RabbitMQ dropped it for missed heartbeats), one more per burst."""
+    vhost = urlsplit(amqp_url).path.removeprefix("/")
+
+    def open_connections() -> int:
+        listed = json.loads(rabbitmq_server.ctl("list_connections", "vhost", "--formatter", "json"))
+        return sum(1 for row in listed if row["vhost"] == vhost)
+
+    queue = rabbit_connections.queue
+    for _ in range(20):
+        thread = threading.Thread(target=queue.depths)
+        thread.start()
+        thread.join()
+    time.sleep(1)  # RabbitMQ lists a closed connection for a moment
+    assert open_connections() <= 2  # the last thread's, and the main thread's declarations
