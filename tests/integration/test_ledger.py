@@ -6,15 +6,18 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from docingest.api import create_app
 from docingest.connections import Connections
 from docingest.documents.store import store_batch
+from docingest.embedded import EmbeddedRedis, wait_until
+from docingest.ledger import open_ledger
 from docingest.ledger.floor import prune_floors, version_floor
 from docingest.ledger.redis import EPOCH, PENDING_KEY, VERSION_KEY
 from docingest.ledger.sql import SqlLedger
@@ -233,3 +236,47 @@ def test_idle_version_floor_rows_are_pruned_all_but_the_highest(connections: Con
         left = set(connection.execute(select(VERSION_FLOORS.c.writer)).scalars())
     assert left - {"migration"} == {"gone:2", "live:3"}  # the row migrations seed is recent
     assert version_floor(connections.engine) == 20
+
+
+def _replicate(replica: redis.Redis, primary: EmbeddedRedis) -> None:
+    """`replica` takes `primary`'s data, then is promoted: what a failover does."""
+    replica.replicaof("127.0.0.1", primary.port)
+    wait_until(
+        lambda: (
+            replica.info("replication").get("master_link_status") == "up"
+            and replica.get(VERSION_KEY) == redis.Redis(port=primary.port).get(VERSION_KEY)
+        ),
+        10,
+        "the replica in sync",
+    )
+    replica.replicaof("NO", "ONE")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_failover_to_a_lagging_replica_jumps_above_versions_other_processes_issued(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """Two API processes share a Redis; a replica stops receiving after the first one's
+    reservation, the second reserves more (queued, or held by a worker: stored nowhere), then
+    the replica is promoted in its place. The first process's floor (what it issued, what the
+    database stored) is below those versions, and so is the promoted counter: only knowing
+    that the counter's history changed says that its next versions must jump."""
+    with (
+        EmbeddedRedis(tmp_path / "primary") as primary,
+        EmbeddedRedis(tmp_path / "replica") as standby,
+    ):
+        on_primary = settings.model_copy(update={"broker_url": primary.url})
+        ledgers = [open_ledger(on_primary, engine) for _ in range(2)]
+        try:
+            first, _ = ledgers[0].reserve([uuid.uuid4()])
+            _replicate(redis.Redis(port=standby.port), primary)  # the replica lags from here
+            held, _ = ledgers[1].reserve([uuid.uuid4() for _ in range(3)])
+            assert held + 2 > first
+            _replicate(redis.Redis(port=primary.port), standby)  # failed over, same address
+            assert int(redis.Redis(port=primary.port).get(VERSION_KEY) or 0) == first
+            after, _ = ledgers[0].reserve([uuid.uuid4()])
+        finally:
+            for ledger in ledgers:
+                ledger.close()
+    assert after > held + 2, "a new version at or below one still in flight"
+    assert after % EPOCH == 1
