@@ -264,6 +264,10 @@ class RedisLedger:
             raise LedgerUnavailableError(str(error)) from error
         return entries
 
+    def claim(self, name: str, seconds: float) -> bool:
+        key = f"docingest:lock:{name}"
+        return bool(self._call(self._client.set, key, 1, nx=True, px=max(1, int(seconds * 1000))))
+
     def ping(self) -> None:
         self._call(self._client.ping)
 

@@ -89,10 +89,15 @@ class WorkerMiddleware(dramatiq.Middleware):
 
     def _reconcile(self) -> None:
         connections = self._resources().connections
-        older_than = timedelta(seconds=self._settings.reconcile_after_seconds)
+        settings = self._settings
         try:
             done = reconcile(
-                connections.ledger, connections.engine, connections.queue, older_than=older_than
+                connections.ledger,
+                connections.engine,
+                connections.queue,
+                older_than=timedelta(seconds=settings.reconcile_after_seconds),
+                abandon_after=timedelta(seconds=settings.reconcile_abandon_seconds),
+                every=timedelta(seconds=settings.reconcile_seconds),
             )
         except (LedgerUnavailableError, BrokerUnavailableError) as error:
             logger.warning("ledger not reconciled, trying again later", error=str(error))
@@ -100,6 +105,8 @@ class WorkerMiddleware(dramatiq.Middleware):
         except Exception:
             logger.exception("ledger reconciliation failed")
             return
+        if done is None:
+            return  # another process's turn
         if done.settled or done.dropped:
             logger.info("ledger reconciled", settled=done.settled, dropped=done.dropped)
         try:

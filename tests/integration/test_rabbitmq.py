@@ -199,9 +199,9 @@ def test_leaked_pending_entries_status_and_reconcile(
     rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
 ) -> None:
     """A reservation never published (an API process died in between) reads as queued, and the
-    reconciler cannot drop it: RabbitMQ cannot say which documents its messages carry
-    (`carried` is None). An entry whose version is stored (a worker died before settling) is
-    settled."""
+    reconciler cannot drop it at once: RabbitMQ cannot say which documents its messages carry
+    (`carried` is None); past RECONCILE_ABANDON_SECONDS it does. An entry whose version is
+    stored (a worker died before settling) is settled."""
     client, connections = rabbit_client, rabbit_connections
     leaked = uuid.uuid4()
     first, _ = connections.ledger.reserve([leaked])
@@ -217,12 +217,28 @@ def test_leaked_pending_entries_status_and_reconcile(
 
     assert connections.queue.carried({str(leaked)}) is None
     done = reconcile(
-        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=timedelta(hours=1),
     )
     assert done == Reconciled(settled=1, dropped=0)
     assert connections.ledger.pending_version(stored_id) is None
     assert connections.ledger.pending_version(leaked) == first  # kept: it cannot tell
     assert client.get(f"/documents/{leaked}/status").json()["status"] == "queued"
+
+    # Past RECONCILE_ABANDON_SECONDS it goes: such leaks used to add up to a permanent 429.
+    done = reconcile(
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=timedelta(0),
+    )
+    assert done == Reconciled(settled=0, dropped=1)
+    assert connections.ledger.pending_version(leaked) is None
+    assert connections.ledger.pending_count() == 0
     assert client.get(f"/documents/{stored_id}/status").json()["status"] == "stored"
 
 
