@@ -38,7 +38,7 @@ from docingest.queue.base import (
 )
 from docingest.queue.encoder import decode, encode
 from docingest.queue.messages import document_count
-from docingest.queue.names import QUEUES, depth_names
+from docingest.queue.names import DEAD, QUEUES, depth_names
 from docingest.settings import Settings
 
 _AMQP_ERRORS = (pika.exceptions.AMQPError, ConnectionClosed, OSError)
@@ -218,16 +218,26 @@ class RabbitmqQueue:
             raise BrokerUnavailableError(str(error)) from error
 
     def dead_letters(self, limit: int) -> list[DeadLetter]:
-        """Read without taking: the messages are fetched unacknowledged on a channel of their
-        own, which is then closed, and RabbitMQ puts them back. Up to `limit` of each queue,
-        then the oldest deaths of all (as on Redis)."""
+        """Read by moving, never by returning: each dead letter is fetched, published again
+        (confirmed, same body and headers) at the back of its queue, then acknowledged.
+
+        A message fetched and handed back counts as a delivery, and quorum queues drop a
+        message past their delivery limit (RabbitMQ >= 4.0: 20 by default; the dead-letter
+        queues have no dead-letter target): listing used to lose them. The copy starts with no
+        delivery counted; a whole turn of the queue (as many messages as it held) keeps its
+        order. A crash between publishing and acknowledging leaves one dead letter twice,
+        which versions make harmless. Then the oldest deaths of all, as on Redis."""
+        held = self.depths()
         letters: list[DeadLetter] = []
         with self._side_channel() as channel:
             for queue in QUEUES:
-                for _ in range(limit):
-                    method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                dead = xq_name(queue)
+                for _ in range(held[queue + DEAD]):
+                    method, properties, body = channel.basic_get(dead, auto_ack=False)
                     if method is None:
                         break
+                    _publish(channel, dead, body, _without_delivery_count(properties.headers))
+                    channel.basic_ack(method.delivery_tag)
                     letters.append(_dead_letter(queue, properties, body))
         return oldest_first(letters, limit)
 
@@ -275,14 +285,20 @@ class RabbitmqQueue:
             self._broker.close()
 
 
-def _publish(channel: Any, queue: str, body: bytes) -> None:
+def _publish(channel: Any, queue: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
     channel.basic_publish(
         exchange="",
         routing_key=queue,
         body=body,
-        properties=pika.BasicProperties(delivery_mode=2),
+        properties=pika.BasicProperties(delivery_mode=2, headers=headers),
         mandatory=True,
     )
+
+
+def _without_delivery_count(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """A dead letter's headers for its copy: `x-death` (when it died) kept, the count of
+    deliveries RabbitMQ added dropped (the copy has had none)."""
+    return {k: v for k, v in (headers or {}).items() if k != "x-delivery-count"}
 
 
 def _dead_letter(queue: str, properties: pika.BasicProperties, body: bytes) -> DeadLetter:

@@ -265,3 +265,35 @@ def test_connections_of_ended_threads_are_closed(
         thread.join()
     time.sleep(1)  # RabbitMQ lists a closed connection for a moment
     assert open_connections() <= 2  # the last thread's, and the main thread's declarations
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_listing_dead_letters_counts_no_delivery(
+    rabbit_client: TestClient,
+    rabbit_connections: Connections,
+    rabbitmq_server: EmbeddedRabbitMQ,
+    amqp_url: str,
+) -> None:
+    """RabbitMQ 4.0 gives quorum queues a delivery limit of 20, and a message returned to its
+    queue that often is dropped (the dead-letter queue has no dead-letter target of its own).
+    Reading dead letters with `basic_get` and closing the channel returns them: listing them
+    20 times lost them. Here 3.10's `delivery-limit` policy of 2 on the dead-letter queues
+    plays 4.0's default; the dead letter must outlive many listings and still be replayed."""
+    client, queue = rabbit_client, rabbit_connections.queue
+    vhost = urlsplit(amqp_url).path.removeprefix("/")
+    rabbitmq_server.ctl(
+        "set_policy", "-p", vhost, "--apply-to", "queues",
+        "dead-letter-delivery-limit", r"\.XQ$", '{"delivery-limit": 2}',
+    )  # fmt: skip
+    document_id = client.post("/documents", json={"content": UNAMBIGUOUS["sports"]}).json()["id"]
+    consumer = queue.broker.consume(DOCUMENTS_QUEUE, timeout=2000)
+    consumer.nack(next(iter(consumer)))
+    consumer.close()
+    wait_until(lambda: queue.count_dead_letters() == 1, 10, "the message dead-lettered")
+    for _ in range(6):
+        listed = client.get("/failures/dead-letters").json()
+        assert [(d["queue"], d["documents"]) for d in listed] == [("documents", 1)], listed
+        assert listed[0]["dead_since"]
+    assert queue.count_dead_letters() == 1
+    assert client.post("/failures/replay").json() == {"documents": 0, "dead_letters": 1}
+    assert client.get(f"/documents/{document_id}/status").json()["status"] == "queued"
