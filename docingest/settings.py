@@ -204,7 +204,8 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="How often every worker process looks for pending entries no message will "
+        description="How often the worker processes (one of them each time) look for pending "
+        "entries no message will "
         "settle, among those reserved more than RECONCILE_AFTER_SECONDS ago "
         "(docingest/worker/reconcile.py).",
     )
@@ -212,6 +213,13 @@ class Settings(BaseSettings):
         default=600.0,
         ge=0,
         description="How old a pending entry must be for reconciliation to look at it.",
+    )
+    reconcile_abandon_seconds: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="Where the broker cannot say which documents its messages carry "
+        "(RabbitMQ), how old a pending entry whose version is not stored must be to be dropped "
+        "anyway: longer than any message waits before it is stored or dead-lettered.",
     )
     max_queued_bytes: int = Field(
         default=1024**3,

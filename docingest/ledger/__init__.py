@@ -42,12 +42,16 @@ def open_ledger(settings: Settings, engine: Engine) -> Ledger:
         from docingest.ledger.sql import SqlLedger
 
         return SqlLedger(engine)
-    from docingest.ledger.floor import version_floor
+    from docingest.ledger.floor import record_jump, version_floor
     from docingest.ledger.redis import RedisLedger
 
     # A pool of its own: requests holding every connection of the app's pool must not keep
     # the floor from being read. Connections are opened only when read (rarely).
     floors = make_engine(settings.database_url)
     return RedisLedger.from_url(
-        url, settings, floor=lambda: version_floor(floors), on_close=floors.dispose
+        url,
+        settings,
+        floor=lambda: version_floor(floors),
+        record_jump=lambda version: record_jump(floors, version),
+        on_close=floors.dispose,
     )

@@ -46,6 +46,10 @@ class Ledger(Protocol):
     def older_than(self, moment: datetime, limit: int) -> list[PendingEntry]:
         """Entries reserved before `moment`: the reconciler's candidates."""
 
+    def claim(self, name: str, seconds: float) -> bool:
+        """True for one caller, across every process, until `seconds` have passed: a lock
+        that expires by itself (a process that dies holding it holds nothing for long)."""
+
     def ping(self) -> None: ...
 
     def close(self) -> None: ...

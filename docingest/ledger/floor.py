@@ -24,9 +24,19 @@ from docingest.tables import VERSION_FLOORS
 
 def raise_floor(connection: Connection, version: int) -> None:
     """Record in the storing transaction how high this process's stored versions went."""
+    _raise(connection, _writer(os.getpid()), version)
+
+
+def record_jump(engine: Engine, version: int) -> None:
+    """A Redis counter's jump to a new epoch, recorded before any of its versions is issued:
+    a later jump (another failover before anything of this epoch was stored) goes above it."""
+    with engine.begin() as connection:
+        _raise(connection, "jump:" + _writer(os.getpid()), version)
+
+
+def _raise(connection: Connection, writer: str, version: int) -> None:
     statement = _floor_statement(connection.dialect.name)
-    row = {"writer": _writer(os.getpid()), "version": version, "updated_at": utcnow()}
-    connection.execute(statement, row)
+    connection.execute(statement, {"writer": writer, "version": version, "updated_at": utcnow()})
 
 
 @cache

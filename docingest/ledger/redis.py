@@ -5,6 +5,9 @@ older append-only file, failed over to a lagging replica. So every reservation p
 the highest version this process issued or the database ever stored (`version_floors`, which
 workers raise in the transaction that stores each batch); a counter found below its floor jumps
 to the next *epoch* (a multiple of 2^32), above every version issued before, stored or queued.
+So does a counter found on another Redis process or replication history than it was last
+written on (restarted from its file, failed over to a replica): it may lag behind versions
+another API process issued, still queued or held by a worker, that no floor knows of.
 A missing counter makes the caller read the floor from the database first.
 """
 
@@ -24,6 +27,8 @@ from docingest.settings import Settings
 
 VERSION_KEY = "docingest:version"
 PENDING_KEY = "docingest:pending"
+# The Redis process (run id) and replication history (replid) the counter was last written on.
+SERVER_KEY = "docingest:version:server"
 EPOCH = 2**32
 # How often a process re-reads the database's floor when nothing suggests it should.
 FLOOR_MAX_AGE_SECONDS = 30.0
@@ -33,23 +38,34 @@ _VERSION_OF = (
     "local function version_of(value) return tonumber(string.match(value, '^(%d+)')) end\n"
 )
 
-# KEYS: counter, pending. ARGV: floor (-1: unknown), now (ms), ids…
-# Returns {first version, pending count}, or {-1, 0} when the counter is gone and the floor
-# unknown. One HSET per 1,000 ids: Lua's unpack() is bounded by its stack.
+# KEYS: counter, pending, server. ARGV: floor (-1: unknown), now (ms), jump target (0: none), ids…
+# Returns {first version, pending count}, or {-1, 0} when the counter must jump and no target
+# above it and the floor was given (the caller records one in the database first), or when the
+# counter is gone and the floor unknown. One HSET per 1,000 ids: Lua's unpack() is bounded by
+# its stack. The server key holds the identity of the data's history (the Redis process's run
+# id and its replication id) when the counter was last written: a counter found under another
+# one (a restart from its file, a promoted replica) may lag behind versions other processes
+# issued, queued or held by a worker, that no floor knows of: it jumps too.
 _RESERVE = """
-local count = #ARGV - 2
+local count = #ARGV - 3
 local floor = tonumber(ARGV[1])
 local stored = redis.call('GET', KEYS[1])
 local counter = tonumber(stored or '0')
 if stored == false and floor < 0 then return {-1, 0} end
-if counter < floor or (stored == false and floor > 0) then
-  counter = (math.floor(floor / EPOCH) + 1) * EPOCH
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') .. ':'
+  .. string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+local moved = stored ~= false and redis.call('GET', KEYS[3]) ~= server
+if counter < floor or (stored == false and floor > 0) or moved then
+  local target = tonumber(ARGV[3])
+  if target <= math.max(floor, counter) then return {-1, 0} end
+  counter = target
 end
 local first = counter + 1
 redis.call('SET', KEYS[1], string.format('%.0f', counter + count))
+redis.call('SET', KEYS[3], server)
 local pairs = {}
 for i = 1, count do
-  pairs[#pairs + 1] = ARGV[i + 2]
+  pairs[#pairs + 1] = ARGV[i + 3]
   pairs[#pairs + 1] = string.format('%.0f', first + i - 1) .. ':' .. ARGV[2]
   if #pairs == 2000 or i == count then
     redis.call('HSET', KEYS[2], unpack(pairs))
@@ -98,12 +114,23 @@ def _nothing() -> None:
     return None
 
 
+def _no_record(version: int) -> None:
+    return None
+
+
 class RedisLedger:
     def __init__(
-        self, client: redis.Redis, *, floor: FloorReader, on_close: Callable[[], None] = _nothing
+        self,
+        client: redis.Redis,
+        *,
+        floor: FloorReader,
+        record_jump: Callable[[int], None] = _no_record,
+        on_close: Callable[[], None] = _nothing,
     ) -> None:
+        """`record_jump`: writes an epoch's start where `floor` reads it, before it is used."""
         self._client = client
         self._read_floor = floor
+        self._record_jump = record_jump
         self._on_close = on_close
         self._reserve = client.register_script(_RESERVE)
         self._remove = client.register_script(_REMOVE)
@@ -115,26 +142,53 @@ class RedisLedger:
 
     @classmethod
     def from_url(
-        cls, url: str, settings: Settings, *, floor: FloorReader, on_close: Callable[[], None]
+        cls,
+        url: str,
+        settings: Settings,
+        *,
+        floor: FloorReader,
+        record_jump: Callable[[int], None],
+        on_close: Callable[[], None],
     ) -> RedisLedger:
         timeout = settings.broker_timeout_seconds
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        return cls(client, floor=floor, on_close=on_close)
+        return cls(client, floor=floor, record_jump=record_jump, on_close=on_close)
 
     def reserve(self, ids: Sequence[uuid.UUID]) -> tuple[int, int | None]:
         args = [_now_ms(), *(str(i) for i in ids)]
-        first, count = self._run_reserve(args)
+        first, count = self._run_reserve(args, jump_to=0)
         if first < 0:  # the counter is gone: read how high versions went before issuing any
             self._refresh_floor(force=True)
-            first, count = self._run_reserve(args)
+            first, count = self._run_reserve(args, jump_to=0)
+        if first < 0:  # it must jump: to an epoch recorded first, above any earlier jump
+            first, count = self._run_reserve(args, jump_to=self._jump_target())
         with self._lock:
             self._issued = max(self._issued, first + len(ids) - 1)
         return first, count
 
-    def _run_reserve(self, args: list[Any]) -> tuple[int, int]:
-        keys = [VERSION_KEY, PENDING_KEY]
-        first, count = self._call(self._reserve, keys=keys, args=[self._floor_arg(), *args])
+    def _run_reserve(self, args: list[Any], *, jump_to: int) -> tuple[int, int]:
+        """`args`: the time, then the ids."""
+        keys = [VERSION_KEY, PENDING_KEY, SERVER_KEY]
+        floor = self._floor_arg()
+        first, count = self._call(
+            self._reserve, keys=keys, args=[floor, args[0], jump_to, *args[1:]]
+        )
         return int(first), int(count)
+
+    def _jump_target(self) -> int:
+        """The next epoch above the counter, the floor and every earlier recorded jump (whose
+        versions may be queued or held, stored nowhere), recorded in the database before use:
+        a later jump, even on a Redis that never saw this one, goes above it."""
+        self._refresh_floor(force=True)
+        counter = int(self._call(self._client.get, VERSION_KEY) or 0)
+        target = (max(counter, self._floor_arg()) // EPOCH + 1) * EPOCH
+        try:
+            self._record_jump(target)
+        except Exception as error:
+            raise LedgerUnavailableError(
+                f"the counter's jump cannot be recorded: {error}"
+            ) from error
+        return target
 
     def _floor_arg(self) -> int:
         """max(what this process issued, what the database stored); -1 when neither is known.
@@ -209,6 +263,10 @@ class RedisLedger:
         except redis.RedisError as error:
             raise LedgerUnavailableError(str(error)) from error
         return entries
+
+    def claim(self, name: str, seconds: float) -> bool:
+        key = f"docingest:lock:{name}"
+        return bool(self._call(self._client.set, key, 1, nx=True, px=max(1, int(seconds * 1000))))
 
     def ping(self) -> None:
         self._call(self._client.ping)

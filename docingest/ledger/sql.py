@@ -11,6 +11,7 @@ database is unreachable.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -125,6 +126,19 @@ class SqlLedger:
                 PendingEntry(row.id, int(row.version), as_utc(row.reserved_at))
                 for row in connection.execute(statement)
             ]
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """A row of the counters' table whose value is when the claim expires (ms)."""
+        key, now = f"lock:{name}", int(time.time() * 1000)
+        take = (
+            update(VERSION_COUNTER)
+            .where(VERSION_COUNTER.c.name == key, VERSION_COUNTER.c.value <= now)
+            .values(value=now + int(seconds * 1000))
+        )
+        with self._begin() as connection:
+            insert = dialect_insert(connection, VERSION_COUNTER)
+            connection.execute(insert.values(name=key, value=0).on_conflict_do_nothing())
+            return connection.execute(take).rowcount == 1
 
     def ping(self) -> None:
         with self._connect() as connection:

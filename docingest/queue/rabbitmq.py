@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,12 +34,11 @@ from docingest.queue.base import (
     PublishUncertainError,
     QueueFullError,
     dead_letter_total,
-    fitting,
     oldest_first,
 )
 from docingest.queue.encoder import decode, encode
 from docingest.queue.messages import document_count
-from docingest.queue.names import QUEUES, depth_names
+from docingest.queue.names import DEAD, QUEUES, depth_names
 from docingest.settings import Settings
 
 _AMQP_ERRORS = (pika.exceptions.AMQPError, ConnectionClosed, OSError)
@@ -48,6 +48,48 @@ class QuorumRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, max_queued_bytes: int, **options: Any) -> None:
         super().__init__(**options)
         self._max_queued_bytes = max_queued_bytes
+        # Which thread made each connection: Dramatiq keeps one per thread and never closes
+        # those of threads that ended (a web server's pool retires idle threads).
+        self._owners: dict[Any, weakref.ref[threading.Thread]] = {}
+        self._owners_lock = threading.Lock()
+
+    @property
+    def connection(self) -> Any:
+        """This thread's connection; a thread making one first closes those of threads that
+        have ended, so open connections never outnumber the threads alive that used one."""
+        connection = getattr(self.state, "connection", None)
+        if connection is not None:
+            return connection
+        self._close_orphans()
+        connection = RabbitmqBroker.connection.fget(self)  # type: ignore[attr-defined]
+        with self._owners_lock:
+            self._owners[connection] = weakref.ref(threading.current_thread())
+        return connection
+
+    @connection.deleter
+    def connection(self) -> None:
+        connection = getattr(self.state, "connection", None)
+        RabbitmqBroker.connection.fdel(self)  # type: ignore[attr-defined]
+        with self._owners_lock:
+            self._owners.pop(connection, None)
+
+    def _close_orphans(self) -> None:
+        """Close the connections (and channels) of ended threads: no thread uses them any more."""
+        with self._owners_lock:
+            orphans = [
+                connection
+                for connection, owner in self._owners.items()
+                if (thread := owner()) is None or not thread.is_alive()
+            ]
+            for connection in orphans:
+                del self._owners[connection]
+        for connection in orphans:
+            self.channels.difference_update(
+                [channel for channel in list(self.channels) if channel.connection is connection]
+            )
+            self.connections.discard(connection)
+            with contextlib.suppress(Exception):  # already dead of missed heartbeats, often
+                connection.close()
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         return {
@@ -176,16 +218,35 @@ class RabbitmqQueue:
             raise BrokerUnavailableError(str(error)) from error
 
     def dead_letters(self, limit: int, *, max_bytes: int) -> list[DeadLetter]:
-        """Read without taking: the messages are fetched unacknowledged on a channel of their
-        own, which is then closed, and RabbitMQ puts them back. Up to `limit` of each queue,
-        queue after queue until their bodies pass `max_bytes` (the one that passes it is not
-        decoded), then the oldest deaths of all (as on Redis)."""
-        letters: list[DeadLetter] = []
+        """Read by moving, never by returning: each dead letter is fetched, published again
+        (confirmed, same body and headers) at the back of its queue, then acknowledged.
+
+        A message fetched and handed back counts as a delivery, and quorum queues drop a
+        message past their delivery limit (RabbitMQ >= 4.0: 20 by default; the dead-letter
+        queues have no dead-letter target): listing used to lose them. The copy starts with no
+        delivery counted; a whole turn of the queue (as many messages as it held) keeps its
+        order. A crash between publishing and acknowledging leaves one dead letter twice,
+        which versions make harmless. Up to `limit` of each queue are kept, queue after queue,
+        until their bodies pass `max_bytes` (the others are moved, not decoded); then the oldest
+        deaths of all, as on Redis."""
+        held = self.depths()
+        kept: list[tuple[str, pika.BasicProperties, bytes]] = []
+        size, full = 0, False
         with self._side_channel() as channel:
-            fetched = _fetch_dead_letters(channel, limit)
-            sizes = [len(body) for _, _, body in fetched]
-            for queue, properties, body in fetched[: fitting(sizes, max_bytes)]:
-                letters.append(_dead_letter(queue, properties, body))
+            for queue in QUEUES:
+                dead = xq_name(queue)
+                taken = 0
+                for _ in range(held[queue + DEAD]):
+                    method, properties, body = channel.basic_get(dead, auto_ack=False)
+                    if method is None:
+                        break
+                    _publish(channel, dead, body, _without_delivery_count(properties.headers))
+                    channel.basic_ack(method.delivery_tag)
+                    full = full or (bool(kept) and size + len(body) > max_bytes)
+                    if not full and taken < limit:
+                        kept.append((queue, properties, body))
+                        size, taken = size + len(body), taken + 1
+        letters = [_dead_letter(queue, properties, body) for queue, properties, body in kept]
         return oldest_first(letters, limit)
 
     def count_dead_letters(self) -> int:
@@ -232,26 +293,20 @@ class RabbitmqQueue:
             self._broker.close()
 
 
-def _publish(channel: Any, queue: str, body: bytes) -> None:
+def _publish(channel: Any, queue: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
     channel.basic_publish(
         exchange="",
         routing_key=queue,
         body=body,
-        properties=pika.BasicProperties(delivery_mode=2),
+        properties=pika.BasicProperties(delivery_mode=2, headers=headers),
         mandatory=True,
     )
 
 
-def _fetch_dead_letters(channel: Any, limit: int) -> list[tuple[str, pika.BasicProperties, bytes]]:
-    """Up to `limit` dead letters of each queue, unacknowledged, undecoded."""
-    fetched = []
-    for queue in QUEUES:
-        for _ in range(limit):
-            method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
-            if method is None:
-                break
-            fetched.append((queue, properties, body))
-    return fetched
+def _without_delivery_count(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """A dead letter's headers for its copy: `x-death` (when it died) kept, the count of
+    deliveries RabbitMQ added dropped (the copy has had none)."""
+    return {k: v for k, v in (headers or {}).items() if k != "x-delivery-count"}
 
 
 def _dead_letter(queue: str, properties: pika.BasicProperties, body: bytes) -> DeadLetter:

@@ -87,6 +87,32 @@ class RecoveringRedisBroker(RedisBroker):
         return int(super()._should_do_maintenance(command))
 
 
+# KEYS: message hashes. ARGV: document ids. Returns the ids some message body names, found by
+# their `"id":"<uuid>"` in the orjson text (compact: no spaces) rather than by decoding.
+_CARRIED = """
+local wanted, left, found = {}, #ARGV, {}
+for i = 1, #ARGV do wanted[ARGV[i]] = true end
+for _, key in ipairs(KEYS) do
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', key, cursor, 'COUNT', 100)
+    cursor = page[1]
+    for j = 2, #page[2], 2 do
+      for id in string.gmatch(page[2][j], '"id":"([%x%-]+)"') do
+        if wanted[id] then
+          wanted[id] = nil
+          left = left - 1
+          found[#found + 1] = id
+        end
+      end
+    end
+  until cursor == '0' or left == 0
+  if left == 0 then break end
+end
+return found
+"""
+
+
 def _key(queue: str) -> str:
     return f"{NAMESPACE}:{queue}"
 
@@ -129,6 +155,7 @@ class RedisQueue:
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        self._carried = self._client.register_script(_CARRIED)
         self._broker: RecoveringRedisBroker | None = None
         self._durability: tuple[str, bool] | None = None
         self._durability_checked = 0.0
@@ -292,17 +319,16 @@ class RedisQueue:
         return moved
 
     def carried(self, ids: set[str]) -> set[str] | None:
-        """Scans every message body of the documents queue: costly, so only the reconciler,
-        with its few old candidates, asks."""
-        found: set[str] = set()
-        try:
-            for part in ("", DELAYED, DEAD):
-                for _, body in self._client.hscan_iter(_key(DOCUMENTS_QUEUE + part) + ".msgs"):
-                    message = decode(body)
-                    found.update(doc["id"] for doc in message.args[0] if doc["id"] in ids)
-        except redis.RedisError as error:
-            raise BrokerUnavailableError(str(error)) from error
-        return found
+        """Which ids the documents queue's messages carry, waiting, in flight, delayed or dead,
+        read by one script: atomic, so a message moving between those hashes meanwhile (a
+        retry, a delay ending, a replay) is seen where it is. The script searches the bodies
+        for the ids in Redis, without sending or decoding them; it runs only for the
+        reconciler's old candidates, once per interval across all workers."""
+        if not ids:
+            return set()
+        keys = [_key(DOCUMENTS_QUEUE + part) + ".msgs" for part in ("", DELAYED, DEAD)]
+        found = cast(list[bytes], _call(self._carried, keys=keys, args=sorted(ids)))
+        return {document_id.decode() for document_id in found}
 
     def queued_bytes(self) -> int | None:
         """MEMORY USAGE samples a few fields of each hash: an estimate in O(1)."""

@@ -25,11 +25,12 @@ from docingest.queue.names import (
 from docingest.settings import get_settings
 from docingest.worker.coalesce import Coalescer
 from docingest.worker.ingest import ingest, reclassify
-from docingest.worker.middleware import TracingMiddleware, WorkerMiddleware
+from docingest.worker.middleware import TracingMiddleware, WorkerMiddleware, use_durable_retries
 from docingest.worker.resources import resources
 
 configure_logging(get_settings())
 broker = install(open_queue(get_settings()))
+use_durable_retries(broker)
 broker.add_middleware(WorkerMiddleware(get_settings(), resources))
 if tracing.configure("docingest-worker", get_settings()) is not None:
     broker.add_middleware(TracingMiddleware())

@@ -21,7 +21,7 @@ from datetime import timedelta
 import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Retries
 from sqlalchemy.exc import SQLAlchemyError
 
 from docingest.ledger import LedgerUnavailableError
@@ -89,10 +89,15 @@ class WorkerMiddleware(dramatiq.Middleware):
 
     def _reconcile(self) -> None:
         connections = self._resources().connections
-        older_than = timedelta(seconds=self._settings.reconcile_after_seconds)
+        settings = self._settings
         try:
             done = reconcile(
-                connections.ledger, connections.engine, connections.queue, older_than=older_than
+                connections.ledger,
+                connections.engine,
+                connections.queue,
+                older_than=timedelta(seconds=settings.reconcile_after_seconds),
+                abandon_after=timedelta(seconds=settings.reconcile_abandon_seconds),
+                every=timedelta(seconds=settings.reconcile_seconds),
             )
         except (LedgerUnavailableError, BrokerUnavailableError) as error:
             logger.warning("ledger not reconciled, trying again later", error=str(error))
@@ -100,6 +105,8 @@ class WorkerMiddleware(dramatiq.Middleware):
         except Exception:
             logger.exception("ledger reconciliation failed")
             return
+        if done is None:
+            return  # another process's turn
         if done.settled or done.dropped:
             logger.info("ledger reconciled", settled=done.settled, dropped=done.dropped)
         try:
@@ -139,6 +146,49 @@ class WorkerMiddleware(dramatiq.Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()
+
+
+class DurableRetries(Retries):
+    """Dramatiq's retries, except that a retry whose delayed copy cannot be published (a full
+    delay queue, a resource alarm, a lost connection) fails the original instead of losing it.
+
+    Dramatiq publishes the copy inside `after_process_message`, logs what that raises, and then
+    acknowledges the original: no copy would be left anywhere. Failed, the original is
+    dead-lettered by the nack that follows (RabbitMQ: `<queue>.XQ`; Redis: `<queue>.XQ`), listed
+    by `GET /failures/dead-letters` and brought back by `docingest replay`. A publish that did
+    happen although it raised leaves a second copy, which versions make harmless.
+    """
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        try:
+            retry = super().after_process_message
+            retry(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+        except Exception as error:
+            logger.error(
+                "retry not published, the message is dead-lettered instead",
+                message_id=message.message_id,
+                error=str(error),
+            )
+            message.fail()
+
+
+def use_durable_retries(broker: dramatiq.Broker) -> None:
+    """Put `DurableRetries` where the broker's default `Retries` stood (same options)."""
+    for index, middleware in enumerate(broker.middleware):
+        if type(middleware) is Retries:
+            broker.middleware[index] = DurableRetries(
+                max_retries=middleware.max_retries,
+                min_backoff=middleware.min_backoff,
+                max_backoff=middleware.max_backoff,
+                retry_when=middleware.retry_when,
+            )
 
 
 class TracingMiddleware(CurrentMessage):

@@ -4,9 +4,12 @@ Leaks it repairs: a process that died between storing a batch and settling it, o
 reserving versions and publishing them; a `forget` that failed with the ledger unreachable; a
 publish whose outcome was unknown and that did not happen. An entry older than the cut-off is
 settled if the database holds its version (or a newer one), and dropped if no queued, delayed,
-in-flight or dead-lettered message carries it (brokers that cannot tell keep it). Every worker
-process runs this every RECONCILE_SECONDS (docingest/worker/middleware.py); it is idempotent,
-and compare-and-delete makes it safe beside live traffic.
+in-flight or dead-lettered message carries it; brokers that cannot tell (RabbitMQ) keep it until
+RECONCILE_ABANDON_SECONDS, past which no message is expected to carry it (else such leaks would
+add up to a permanent 429). Every worker process tries every RECONCILE_SECONDS
+(docingest/worker/middleware.py), and one of them runs it (a claim that expires): the scan of
+the queue is done once per interval, not once per process. It is idempotent, and
+compare-and-delete makes it safe beside live traffic.
 """
 
 from __future__ import annotations
@@ -34,9 +37,17 @@ def reconcile(
     queue: MessageQueue,
     *,
     older_than: timedelta,
+    abandon_after: timedelta,
+    every: timedelta | None = None,
     limit: int = 10_000,
-) -> Reconciled:
-    candidates = ledger.older_than(utcnow() - older_than, limit)
+) -> Reconciled | None:
+    """`abandon_after`: where the broker cannot tell what its messages carry (RabbitMQ), the
+    age past which an entry is dropped anyway. `every`: run only if no process has run it
+    within that time (a claim on the ledger); None when another did."""
+    if every is not None and not ledger.claim("reconcile", every.total_seconds()):
+        return None
+    now = utcnow()
+    candidates = ledger.older_than(now - older_than, limit)
     if not candidates:
         return Reconciled(0, 0)
     stored = stored_versions(engine, [entry.id for entry in candidates])
@@ -46,7 +57,8 @@ def reconcile(
     waiting = [entry for entry in candidates if entry.id not in done]
     carried = queue.carried({str(entry.id) for entry in waiting}) if waiting else set()
     if carried is None:
-        return Reconciled(len(settled), 0)
-    dropped = [(e.id, e.version) for e in waiting if str(e.id) not in carried]
+        dropped = [(e.id, e.version) for e in waiting if e.reserved_at < now - abandon_after]
+    else:
+        dropped = [(e.id, e.version) for e in waiting if str(e.id) not in carried]
     ledger.forget(dropped)
     return Reconciled(len(settled), len(dropped))

@@ -3,29 +3,37 @@ Redis; pending entries are removed only at their own version; leaks are reconcil
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from docingest.api import create_app
 from docingest.connections import Connections
 from docingest.documents.store import store_batch
+from docingest.embedded import EmbeddedRedis, wait_until
+from docingest.ledger import open_ledger
 from docingest.ledger.floor import prune_floors, version_floor
 from docingest.ledger.redis import EPOCH, PENDING_KEY, VERSION_KEY
 from docingest.ledger.sql import SqlLedger
 from docingest.model.classifier import Classifier
+from docingest.queue.messages import ingest_message
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.queue.redis import QueueKeys
 from docingest.schemas import utcnow
 from docingest.settings import Settings
 from docingest.tables import VERSION_FLOORS
-from docingest.worker.reconcile import reconcile
+from docingest.worker.reconcile import Reconciled, reconcile
 from tests.helpers import UNAMBIGUOUS, drain
+
+# Never reached here: the Redis queue says what its messages carry.
+ABANDON = timedelta(days=1)
 
 
 def store_at_version_five(
@@ -138,12 +146,20 @@ def test_reconcile_drops_entries_no_message_carries(connections: Connections) ->
     document_id, _ = leak(connections)
     assert (
         reconcile(
-            connections.ledger, connections.engine, connections.queue, older_than=timedelta(hours=1)
+            connections.ledger,
+            connections.engine,
+            connections.queue,
+            older_than=timedelta(hours=1),
+            abandon_after=ABANDON,
         ).dropped
         == 0
     )
     done = reconcile(
-        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=ABANDON,
     )
     assert (done.settled, done.dropped) == (0, 1)
     assert connections.ledger.pending_version(document_id) is None
@@ -162,7 +178,11 @@ def test_reconcile_settles_entries_already_stored(connections: Connections) -> N
     }
     store_batch(connections.engine, [row])
     done = reconcile(
-        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=ABANDON,
     )
     assert (done.settled, done.dropped) == (1, 0)
     assert connections.ledger.pending_version(document_id) is None
@@ -184,7 +204,11 @@ def test_reconcile_keeps_what_a_message_still_carries(
         1,
     )
     done = reconcile(
-        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=ABANDON,
     )
     assert done.dropped == 0
     assert all(connections.ledger.pending_version(i) is not None for i in ids)
@@ -233,3 +257,108 @@ def test_idle_version_floor_rows_are_pruned_all_but_the_highest(connections: Con
         left = set(connection.execute(select(VERSION_FLOORS.c.writer)).scalars())
     assert left - {"migration"} == {"gone:2", "live:3"}  # the row migrations seed is recent
     assert version_floor(connections.engine) == 20
+
+
+def _replicate(replica: redis.Redis, primary: EmbeddedRedis) -> None:
+    """`replica` takes `primary`'s data, then is promoted: what a failover does."""
+    replica.replicaof("127.0.0.1", primary.port)
+    wait_until(
+        lambda: (
+            replica.info("replication").get("master_link_status") == "up"
+            and replica.get(VERSION_KEY) == redis.Redis(port=primary.port).get(VERSION_KEY)
+        ),
+        10,
+        "the replica in sync",
+    )
+    replica.replicaof("NO", "ONE")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_failover_to_a_lagging_replica_jumps_above_versions_other_processes_issued(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """Two API processes share a Redis; a replica stops receiving after the first one's
+    reservation, the second reserves more (queued, or held by a worker: stored nowhere), then
+    the replica is promoted in its place. The first process's floor (what it issued, what the
+    database stored) is below those versions, and so is the promoted counter: only knowing
+    that the counter's history changed says that its next versions must jump."""
+    with (
+        EmbeddedRedis(tmp_path / "primary") as primary,
+        EmbeddedRedis(tmp_path / "replica") as standby,
+    ):
+        on_primary = settings.model_copy(update={"broker_url": primary.url})
+        ledgers = [open_ledger(on_primary, engine) for _ in range(2)]
+        try:
+            first, _ = ledgers[0].reserve([uuid.uuid4()])
+            _replicate(redis.Redis(port=standby.port), primary)  # the replica lags from here
+            held, _ = ledgers[1].reserve([uuid.uuid4() for _ in range(3)])
+            assert held + 2 > first
+            _replicate(redis.Redis(port=primary.port), standby)  # failed over, same address
+            assert int(redis.Redis(port=primary.port).get(VERSION_KEY) or 0) == first
+            after, _ = ledgers[0].reserve([uuid.uuid4()])
+        finally:
+            for ledger in ledgers:
+                ledger.close()
+    assert after > held + 2, "a new version at or below one still in flight"
+    assert after % EPOCH == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_message_moving_between_queues_is_always_found_carried(
+    connections: Connections, redis_url: str
+) -> None:
+    """Dramatiq moves a message between the documents queue's hashes (a retry into the delay
+    queue, back when its delay ends, a dead letter replayed), each move atomic: the message is
+    always somewhere. Scanning the hashes one after another missed it when it moved back
+    between two scans, and the reconciler dropped the entry of a document still on its way."""
+    queue = connections.queue
+    document_id = str(uuid.uuid4())
+    document = {"id": document_id, "content": "x", "version": 1, "accepted_at": utcnow()}
+    queue.publish([ingest_message([document])])
+    keys = QueueKeys.of(DOCUMENTS_QUEUE)
+    mover = redis.Redis.from_url(redis_url)
+    (message_id,) = mover.hkeys(keys.messages)
+    body = mover.hget(keys.messages, message_id)
+    stop = threading.Event()
+
+    def move_back_and_forth() -> None:
+        places = [keys.messages, keys.delayed_messages]
+        while not stop.is_set():
+            with mover.pipeline(transaction=True) as pipeline:
+                pipeline.hdel(places[0], message_id)
+                pipeline.hset(places[1], message_id, body)
+                pipeline.execute()
+            places.reverse()
+
+    thread = threading.Thread(target=move_back_and_forth)
+    thread.start()
+    try:
+        missed = sum(not queue.carried({document_id}) for _ in range(300))
+    finally:
+        stop.set()
+        thread.join()
+    assert missed == 0, f"{missed} of 300 scans did not see the message"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("ledger_kind", ["redis", "sql"])
+def test_one_process_reconciles_per_interval(connections: Connections, ledger_kind: str) -> None:
+    """Every worker process tries each RECONCILE_SECONDS; one of them scans the queue."""
+    ledger = SqlLedger(connections.engine) if ledger_kind == "sql" else connections.ledger
+    leak(connections)
+    every = timedelta(seconds=2)
+
+    def run() -> Reconciled | None:
+        return reconcile(
+            ledger,
+            connections.engine,
+            connections.queue,
+            older_than=timedelta(0),
+            abandon_after=ABANDON,
+            every=every,
+        )
+
+    assert run() is not None
+    assert [run() for _ in range(3)] == [None, None, None]  # the other processes, same interval
+    time.sleep(every.total_seconds() + 0.1)
+    assert run() is not None

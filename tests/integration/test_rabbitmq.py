@@ -12,6 +12,7 @@ reclassification and the ledger's leaks. Each test with real processes prints it
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -219,9 +220,9 @@ def test_leaked_pending_entries_status_and_reconcile(
     rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
 ) -> None:
     """A reservation never published (an API process died in between) reads as queued, and the
-    reconciler cannot drop it: RabbitMQ cannot say which documents its messages carry
-    (`carried` is None). An entry whose version is stored (a worker died before settling) is
-    settled."""
+    reconciler cannot drop it at once: RabbitMQ cannot say which documents its messages carry
+    (`carried` is None); past RECONCILE_ABANDON_SECONDS it does. An entry whose version is
+    stored (a worker died before settling) is settled."""
     client, connections = rabbit_client, rabbit_connections
     leaked = uuid.uuid4()
     first, _ = connections.ledger.reserve([leaked])
@@ -237,13 +238,83 @@ def test_leaked_pending_entries_status_and_reconcile(
 
     assert connections.queue.carried({str(leaked)}) is None
     done = reconcile(
-        connections.ledger, connections.engine, connections.queue, older_than=timedelta(0)
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=timedelta(hours=1),
     )
     assert done == Reconciled(settled=1, dropped=0)
     assert connections.ledger.pending_version(stored_id) is None
     assert connections.ledger.pending_version(leaked) == first  # kept: it cannot tell
     assert client.get(f"/documents/{leaked}/status").json()["status"] == "queued"
+
+    # Past RECONCILE_ABANDON_SECONDS it goes: such leaks used to add up to a permanent 429.
+    done = reconcile(
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=timedelta(0),
+    )
+    assert done == Reconciled(settled=0, dropped=1)
+    assert connections.ledger.pending_version(leaked) is None
+    assert connections.ledger.pending_count() == 0
     assert client.get(f"/documents/{stored_id}/status").json()["status"] == "stored"
 
 
 # --- real processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_connections_of_ended_threads_are_closed(
+    rabbit_connections: Connections, rabbitmq_server: EmbeddedRabbitMQ, amqp_url: str
+) -> None:
+    """The API reads depths (`/stats`, `/metrics`, `/ready`) and publishes replays from pool
+    threads, which the pool retires when idle; each thread's connection used to stay open (a
+    CLOSE_WAIT socket once RabbitMQ dropped it for missed heartbeats), one more per burst."""
+    vhost = urlsplit(amqp_url).path.removeprefix("/")
+
+    def open_connections() -> int:
+        listed = json.loads(rabbitmq_server.ctl("list_connections", "vhost", "--formatter", "json"))
+        return sum(1 for row in listed if row["vhost"] == vhost)
+
+    queue = rabbit_connections.queue
+    for _ in range(20):
+        thread = threading.Thread(target=queue.depths)
+        thread.start()
+        thread.join()
+    time.sleep(1)  # RabbitMQ lists a closed connection for a moment
+    assert open_connections() <= 2  # the last thread's, and the main thread's declarations
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_listing_dead_letters_counts_no_delivery(
+    rabbit_client: TestClient,
+    rabbit_connections: Connections,
+    rabbitmq_server: EmbeddedRabbitMQ,
+    amqp_url: str,
+) -> None:
+    """RabbitMQ 4.0 gives quorum queues a delivery limit of 20, and a message returned to its
+    queue that often is dropped (the dead-letter queue has no dead-letter target of its own).
+    Reading dead letters with `basic_get` and closing the channel returns them: listing them
+    20 times lost them. Here 3.10's `delivery-limit` policy of 2 on the dead-letter queues
+    plays 4.0's default; the dead letter must outlive many listings and still be replayed."""
+    client, queue = rabbit_client, rabbit_connections.queue
+    vhost = urlsplit(amqp_url).path.removeprefix("/")
+    rabbitmq_server.ctl(
+        "set_policy", "-p", vhost, "--apply-to", "queues",
+        "dead-letter-delivery-limit", r"\.XQ$", '{"delivery-limit": 2}',
+    )  # fmt: skip
+    document_id = client.post("/documents", json={"content": UNAMBIGUOUS["sports"]}).json()["id"]
+    consumer = queue.broker.consume(DOCUMENTS_QUEUE, timeout=2000)
+    consumer.nack(next(iter(consumer)))
+    consumer.close()
+    wait_until(lambda: queue.count_dead_letters() == 1, 10, "the message dead-lettered")
+    for _ in range(6):
+        listed = client.get("/failures/dead-letters").json()
+        assert [(d["queue"], d["documents"]) for d in listed] == [("documents", 1)], listed
+        assert listed[0]["dead_since"]
+    assert queue.count_dead_letters() == 1
+    assert client.post("/failures/replay").json() == {"documents": 0, "dead_letters": 1}
+    assert client.get(f"/documents/{document_id}/status").json()["status"] == "queued"

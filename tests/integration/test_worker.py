@@ -13,20 +13,25 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import ConnectionClosed
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from docingest.connections import Connections
 from docingest.documents.store import get_document
+from docingest.embedded import wait_until
 from docingest.failures.repository import get_failure
 from docingest.model.classifier import Classifier, Prediction
 from docingest.model.registry import ModelCache
+from docingest.queue import open_queue
+from docingest.queue.messages import ingest_message
+from docingest.queue.names import DOCUMENTS_QUEUE, INGEST_ACTOR
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import failure_row, ingest, isolate, store_isolating
-from docingest.worker.middleware import WorkerMiddleware
+from docingest.worker.middleware import WorkerMiddleware, use_durable_retries
 from docingest.worker.resources import Resources
-from tests.helpers import UNAMBIGUOUS
+from tests.helpers import UNAMBIGUOUS, make_settings
 
 
 class RowError(Exception):
@@ -184,3 +189,52 @@ def test_a_booted_worker_process_freezes_what_it_imported(
     finally:
         middleware.before_worker_shutdown(broker, worker)
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("broker_kind", ["redis", "amqp"])
+def test_a_retry_that_cannot_be_published_is_dead_lettered_not_lost(
+    request: pytest.FixtureRequest,
+    broker_kind: str,
+    database_url: str,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    """A batch fails (a database outage) and Dramatiq's retry cannot be published: the real
+    broker, wrapped so that its delayed enqueue raises as a full delay queue or a lost
+    connection does. Dramatiq alone logged that and acknowledged the original: no copy left.
+    The message must stay on the broker, dead-lettered and listed as a failure."""
+    url = request.getfixturevalue("redis_url" if broker_kind == "redis" else "amqp_url")
+    queue = open_queue(make_settings(database_url, url, model_path, tmp_path))
+    broker = queue.broker
+    use_durable_retries(broker)
+    publish_now = broker.enqueue
+
+    def enqueue(message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
+        if delay is not None:
+            raise ConnectionClosed(OSError("the delay queue refused the retry"))
+        return publish_now(message)
+
+    broker.enqueue = enqueue  # type: ignore[method-assign]
+    attempts: list[int] = []
+
+    def failing_ingest(documents: list[dict[str, Any]]) -> None:
+        attempts.append(len(documents))
+        raise RuntimeError("the database is down")
+
+    dramatiq.actor(
+        failing_ingest, broker=broker, actor_name=INGEST_ACTOR, queue_name=DOCUMENTS_QUEUE
+    )
+    document = queued([UNAMBIGUOUS["sports"]])[0]
+    queue.publish([ingest_message([document.to_message()])])
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        wait_until(lambda: bool(attempts), 20, "the message processed")
+        wait_until(lambda: queue.count_dead_letters() == 1, 10, "the message dead-lettered")
+    finally:
+        worker.stop()
+        dead = queue.dead_letters(10)
+        queue.close()
+    assert attempts == [1]
+    assert [(letter.actor, letter.documents) for letter in dead] == [(INGEST_ACTOR, 1)]
