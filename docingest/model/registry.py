@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,19 +229,37 @@ def ensure_active(engine: Engine, seed: Path) -> str:
     return version
 
 
+# A version a worker refused (checksum, trusted types, another scikit-learn) stays refused until
+# its bytes or the worker's environment change: tried again this often, not at every refresh.
+REFUSED_RETRY_SECONDS = 300.0
+
+
 class ModelCache:
     """A process's view of the registry: the active classifier, rechecked every few seconds.
 
     A batch takes the classifier once and keeps it, so a switch never splits a batch between
-    models. A model that fails to load is logged and the previous one kept serving.
+    models. A model this process cannot load never stops ingestion: it keeps serving the last
+    model it loaded or, fresh, the newest previously active model it can load, counts the
+    refusal (`on_refused`: the workers' metrics, `/ready`, the `ModelRefused` alert) and tries
+    the refused version again only every REFUSED_RETRY_SECONDS.
     """
 
-    def __init__(self, engine: Engine, *, seed: Path, refresh_seconds: float, size: int = 3):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        seed: Path,
+        refresh_seconds: float,
+        size: int = 3,
+        on_refused: Callable[[str], None] = lambda version: None,
+    ):
         self._engine = engine
         self._seed = seed
         self._refresh_seconds = refresh_seconds
         self._size = size
+        self._on_refused = on_refused
         self._loaded: OrderedDict[str, Classifier] = OrderedDict()
+        self._refused: dict[str, float] = {}
         self._active: Classifier | None = None
         self._checked_at = -float("inf")
         self._lock = threading.Lock()
@@ -264,15 +282,41 @@ class ModelCache:
         version = ensure_active(self._engine, self._seed)
         if self._active is not None and self._active.version == version:
             return
+        refused_at = self._refused.get(version)
+        if refused_at is not None and time.monotonic() - refused_at < REFUSED_RETRY_SECONDS:
+            if self._active is None:
+                self._active = self._fallback(version)
+            return
         try:
             self._active = self._get(version)
+        except ArtifactRefusedError as error:
+            self._refuse(version, error)
+            if self._active is None:
+                self._active = self._fallback(version)
+            logger.error("active model refused: serving another", version=version,
+                         serving=self._active.version, error=str(error))  # fmt: skip
+            return
         except RegistryError:
             if self._active is None:
                 raise
             serving = self._active.version
             logger.exception("model cannot be loaded", version=version, serving=serving)
             return
+        self._refused.pop(version, None)
         logger.info("now classifying", model_version=version)
+
+    def _refuse(self, version: str, error: Exception) -> None:
+        self._refused[version] = time.monotonic()
+        self._on_refused(version)
+
+    def _fallback(self, refused: str) -> Classifier:
+        """A fresh process: the newest previously active model this process can load."""
+        for version in activated_before(self._engine, refused):
+            try:
+                return self._get(version)
+            except ArtifactRefusedError as error:
+                self._refuse(version, error)
+        raise ArtifactRefusedError(f"model {refused} refused and no earlier model loads")
 
     def _get(self, version: str) -> Classifier:
         if version not in self._loaded:
@@ -281,3 +325,15 @@ class ModelCache:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(version)
         return self._loaded[version]
+
+
+def activated_before(engine: Engine, version: str) -> list[str]:
+    """The models activated before `version` was last, newest first."""
+    own = select(MODELS.c.activation).where(MODELS.c.version == version).scalar_subquery()
+    statement = (
+        select(MODELS.c.version)
+        .where(MODELS.c.activation < own)
+        .order_by(MODELS.c.activation.desc())
+    )
+    with engine.connect() as connection:
+        return list(connection.execute(statement).scalars())

@@ -98,7 +98,13 @@ LOW_CONFIDENCE = CounterSpec(
 )
 
 
-COUNTERS = (PROCESSED, FAILED, MESSAGES, LOW_CONFIDENCE)
+MODEL_REFUSED = CounterSpec(
+    "docingest_worker_model_refused",
+    "Per model, loads a worker refused (checksum, trusted types, an artifact its scikit-learn "
+    "cannot read): it serves the last model it loaded, or the previously active one, instead.",
+    label="model_version",
+)
+COUNTERS = (PROCESSED, FAILED, MESSAGES, LOW_CONFIDENCE, MODEL_REFUSED)
 
 
 class WorkerMetrics:

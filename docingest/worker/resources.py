@@ -8,6 +8,7 @@ from functools import cache
 
 from docingest.connections import Connections, connect
 from docingest.model.registry import ModelCache
+from docingest.observe.worker_metrics import MODEL_REFUSED, worker_metrics
 from docingest.settings import get_settings
 
 
@@ -24,6 +25,9 @@ def resources() -> Resources:
     settings = get_settings()
     connections = connect(settings, pre_ping=False)
     models = ModelCache(
-        connections.engine, seed=settings.model_path, refresh_seconds=settings.model_refresh_seconds
+        connections.engine,
+        seed=settings.model_path,
+        refresh_seconds=settings.model_refresh_seconds,
+        on_refused=lambda version: worker_metrics.count(MODEL_REFUSED, label=version),
     )
     return Resources(connections=connections, models=models)

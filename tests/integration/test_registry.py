@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from docingest.cli import app as cli
 from docingest.model import registry
 from docingest.model.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
+from docingest.observe.worker_metrics import MODEL_REFUSED
 from docingest.settings import get_settings
 from docingest.tables import MODELS
 from tests.helpers import UNAMBIGUOUS
@@ -126,6 +127,50 @@ def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
         )
     assert registry.active_version(engine) == nb
     assert cache.active().version == default
+
+
+def test_a_fresh_worker_serves_the_previous_model_when_the_active_one_is_refused(
+    engine: Engine, model_path: Path, nb_model_path: Path, tmp_path: Path
+) -> None:
+    """A corrupted active model (or one this scikit-learn cannot read) never stops ingestion:
+    a process started since serves the model active before it, and counts the refusal once
+    per retry interval, not at every refresh."""
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=True).version
+    _tamper(engine, nb)
+    refused: list[str] = []
+    cache = registry.ModelCache(
+        engine, seed=tmp_path / "unused.skops", refresh_seconds=0, on_refused=refused.append
+    )
+    for _ in range(5):
+        assert cache.active().version == default
+    assert refused == [nb]
+
+
+def test_a_running_worker_keeps_its_model_and_ready_says_the_active_one_is_refused(
+    engine: Engine, model_path: Path, nb_model_path: Path, tmp_path: Path, client: TestClient
+) -> None:
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    metrics = client.app.state.connections.metrics  # type: ignore[attr-defined]
+    cache = registry.ModelCache(
+        engine,
+        seed=tmp_path / "unused.skops",
+        refresh_seconds=0,
+        on_refused=lambda version: metrics.add({f"{MODEL_REFUSED.name}|{version}": 1}),
+    )
+    assert cache.active().version == default
+    assert client.get("/ready").json()["model"] == f"{default} active"
+    _tamper(engine, nb)
+    with engine.begin() as connection:  # activated behind the registry's back, as corrupted
+        connection.execute(
+            text("UPDATE models SET activation = 1000 WHERE version = :v"), {"v": nb}
+        )
+    assert cache.active().version == default
+    ready = client.get("/ready").json()["model"]
+    assert ready == f"{nb} refused by workers (1 times): they serve an earlier model"
+    page = client.get("/metrics").text
+    assert f'docingest_worker_model_refused_total{{model_version="{nb}"}} 1.0' in page
 
 
 def test_cli_refuses_a_foreign_artifact_with_a_clear_message(

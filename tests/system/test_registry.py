@@ -70,14 +70,43 @@ def test_workers_switch_to_an_activated_model_without_restart(
     engine.dispose()
 
 
-def _probe(enqueuer: Enqueuer, engine: Engine) -> str | None:
+def _probe(enqueuer: Enqueuer, engine: Engine, wait: float = 10) -> str | None:
     """Send one document and return the model version it was stored with."""
     [queued] = enqueuer.send([DocumentIn(content=UNAMBIGUOUS["tech"])])
     query = text("SELECT model_version FROM documents WHERE id = :id")
-    for _ in range(100):
+    for _ in range(int(wait * 10)):
         with engine.connect() as connection:
             found = connection.execute(query, {"id": queued.id}).scalar()
         if found:
             return str(found)
         time.sleep(0.1)
     return None
+
+
+def test_a_worker_started_with_a_refused_active_model_stores_with_the_previous_one(
+    postgres_url: str, redis_url: str, model_path: Path, nb_model_path: Path, tmp_path: Path,
+    procs: Processes,
+) -> None:  # fmt: skip
+    """The issue's reproduction: a second model activated, its stored artifact then corrupted,
+    the worker (re)started: documents are stored, with the model active before it."""
+    from docingest.db import make_engine
+
+    engine = make_engine(postgres_url)
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=True).version
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE models SET artifact = substr(artifact, 1, 1000) WHERE version = :v"),
+            {"v": nb},
+        )
+    procs.env = service_env(
+        database_url=postgres_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
+    )
+    procs.worker()
+    settings = get_settings().model_copy(
+        update={"broker_url": redis_url, "database_url": postgres_url}
+    )
+    connections = connect(settings)
+    enqueuer = Enqueuer(connections.queue, connections.ledger)
+    assert _probe(enqueuer, engine, wait=60) == default
+    engine.dispose()

@@ -9,11 +9,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import ConnectionsDep
 from docingest.api.openapi import RETRY_AFTER
 from docingest.connections import Connections
+from docingest.model.registry import active_version
+from docingest.observe.metrics_store import MetricsStoreUnavailableError
+from docingest.observe.worker_metrics import MODEL_REFUSED
 
 router = APIRouter(tags=["health"])
 
@@ -66,7 +70,23 @@ async def ready(
         response.headers["Retry-After"] = str(connections.settings.retry_after_seconds)
     else:
         results["broker_durability"] = await run_in_threadpool(lambda: connections.queue.durability)
+        results["model"] = await run_in_threadpool(_model_state, connections)
     return results
+
+
+def _model_state(connections: Connections) -> str:
+    """Whether workers could load the active model (they count each refusal): a refused model
+    does not stop ingestion, the workers serve an earlier one, but someone must know."""
+    try:
+        version = active_version(connections.engine)
+        refused = connections.metrics.read().get(f"{MODEL_REFUSED.name}|{version}", 0)
+    except (SQLAlchemyError, MetricsStoreUnavailableError):
+        return "unknown"
+    if version is None:
+        return "none active yet"
+    if refused:
+        return f"{version} refused by workers ({refused:g} times): they serve an earlier model"
+    return f"{version} active"
 
 
 class Probes:
