@@ -18,19 +18,16 @@ from docingest.tables import DOCUMENTS, MODELS
 
 
 def superseded_by(target: str) -> ColumnElement[bool]:
-    """Documents whose classification `target` may replace: none yet, or one by a model
-    activated before it (or never). Never its own, nor one by a model activated after it: a
-    run for an older target must not rewrite documents back while a newer model is active."""
-    target_activation = select(MODELS.c.activation).where(MODELS.c.version == target)
-    older = select(MODELS.c.version).where(
-        MODELS.c.version != target,
-        or_(
-            MODELS.c.activation.is_(None),
-            target_activation.scalar_subquery().is_(None),
-            MODELS.c.activation < target_activation.scalar_subquery(),
-        ),
+    """Documents whose classification `target` may replace: none yet, or one by any model but
+    `target` and those activated after it (a model missing from the registry included). A run
+    for an older target must not rewrite documents back while a newer model is active."""
+    target_activation = (
+        select(MODELS.c.activation).where(MODELS.c.version == target).scalar_subquery()
     )
-    return or_(DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version.in_(older))
+    newer = select(MODELS.c.version).where(
+        or_(MODELS.c.version == target, MODELS.c.activation > target_activation)
+    )
+    return or_(DOCUMENTS.c.model_version.is_(None), DOCUMENTS.c.model_version.not_in(newer))
 
 
 @dataclass(frozen=True, slots=True)

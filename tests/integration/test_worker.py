@@ -234,7 +234,7 @@ def test_a_retry_that_cannot_be_published_is_dead_lettered_not_lost(
         wait_until(lambda: queue.count_dead_letters() == 1, 10, "the message dead-lettered")
     finally:
         worker.stop()
-        dead = queue.dead_letters(10)
+        dead = queue.dead_letters(10, max_bytes=1 << 20)
         queue.close()
     assert attempts == [1]
     assert [(letter.actor, letter.documents) for letter in dead] == [(INGEST_ACTOR, 1)]
