@@ -18,7 +18,12 @@ from docingest.labels.repository import label_agreement
 from docingest.model import registry
 from docingest.model.classifier import Classifier
 from docingest.model.selection import Selection, count_selected
-from docingest.observe.worker_metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
+from docingest.observe.worker_metrics import (
+    CONFIDENCE,
+    LOW_CONFIDENCE,
+    WorkerMetrics,
+    worker_metrics,
+)
 from docingest.settings import Settings
 from docingest.worker.ingest import reclassify
 from tests.cooking import cooking_texts
@@ -229,6 +234,53 @@ def test_agreement_is_measured_per_model_over_its_newest_labels(
     assert (figures["labels"], figures["agreement"]) == (5, 0.8)
     metrics = client.get("/metrics").text
     assert f'docingest_label_agreement_ratio{{model_version="{classifier.version}"}} 0.8' in metrics
+
+
+def test_a_resent_labelled_text_keeps_the_classification_it_was_labelled_against(
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    engine: Engine,
+    nb_model_path: Path,
+) -> None:
+    """A newer model (standing for one trained on these labels) classifies the resent texts:
+    were its classification stored beside the labels, its agreement would be measured on them."""
+    texts = list(UNAMBIGUOUS.values())
+    ids = stored(client, connections, classifier, texts)
+    for document_id in ids:
+        assert label(client, document_id, "cooking").status_code == 200  # all disagree
+    newer = Classifier.load(nb_model_path)
+    post(client, [{"id": i, "content": text} for i, text in zip(ids, texts, strict=True)])
+    drain(connections, newer)
+
+    for document_id in ids:
+        document = read(client, document_id)
+        assert document["version"] > document["label"]["version"]  # the resend is stored
+        assert document["model_version"] == classifier.version
+    [agreement] = label_agreement(engine, window=100)
+    assert (agreement.model_version, agreement.labels, agreement.agreeing) == (
+        classifier.version,
+        5,
+        0,
+    )
+
+
+def test_a_text_resent_unchanged_counts_once_in_the_confidences(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    def documents_counted() -> float:
+        worker_metrics.flush(connections.metrics)
+        return connections.metrics.read().get(f"{CONFIDENCE.name}|{classifier.version}|count", 0)
+
+    before = documents_counted()
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    for _ in range(3):
+        post(client, [{"id": document_id, "content": UNAMBIGUOUS["tech"]}])
+        drain(connections, classifier)
+    assert documents_counted() == before + 1
+    post(client, [{"id": document_id, "content": UNAMBIGUOUS["sports"]}])  # another text
+    drain(connections, classifier)
+    assert documents_counted() == before + 2
 
 
 def test_confidences_are_a_histogram_per_model_and_a_share_under_the_threshold(
