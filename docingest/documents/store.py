@@ -37,7 +37,7 @@ from docingest.tables import DOCUMENTS, FAILURES, Document
 # --- storing ------------------------------------------------------------------------------------
 
 # The columns of a person's label, kept or cleared together.
-LABEL_COLUMNS = ("label", "label_by", "labelled_at", "label_version")
+LABEL_COLUMNS = ("label", "label_by", "labelled_at", "label_version", "label_revision")
 # The classification a label was given against: kept beside a label that is kept.
 CLASSIFICATION_COLUMNS = ("category", "confidence", "alternatives", "model_version")
 
