@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     Index,
+    Integer,
     LargeBinary,
     String,
     Table,
@@ -69,6 +70,35 @@ class Document(SQLModel, table=True):
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     label_version: int | None = SQLField(default=None, sa_column=Column(BigInteger))
+    # The `label_history` row that set the label: the precondition for replacing or removing it.
+    label_revision: int | None = SQLField(default=None, sa_column=Column(BigInteger))
+
+
+# SQLite numbers rows only for an INTEGER primary key.
+_ROW_NUMBER = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class LabelChange(SQLModel, table=True):
+    """One change of a document's label through the API: set (none before), replaced, removed.
+
+    Its `id` is the revision of the label it set, which a reviewer sends back to replace or
+    remove that label (`If-Match`); `previous` is the label it replaced. A label cleared by a
+    new version with other content (the worker's upsert) leaves no row: that is the text
+    changing, not a person.
+    """
+
+    __tablename__ = "label_history"
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(_ROW_NUMBER, primary_key=True, autoincrement=True)
+    )
+    document_id: uuid.UUID = SQLField(index=True)
+    document_version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    action: str = SQLField(sa_column=Column(String(10), nullable=False))
+    label: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    previous: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    changed_by: str = SQLField(sa_column=Column(String(64), nullable=False))
+    changed_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class RegisteredModel(SQLModel, table=True):
@@ -170,3 +200,4 @@ VERSION_FLOORS = _handle(VersionFloor)
 VERSION_COUNTER = _handle(VersionCounter)
 PENDING = _handle(PendingDocument)
 WORKER_METRICS = _handle(WorkerMetric)
+LABEL_HISTORY = _handle(LabelChange)

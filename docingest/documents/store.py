@@ -21,6 +21,7 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    and_,
     bindparam,
     case,
     func,
@@ -36,7 +37,9 @@ from docingest.tables import DOCUMENTS, FAILURES, Document
 # --- storing ------------------------------------------------------------------------------------
 
 # The columns of a person's label, kept or cleared together.
-LABEL_COLUMNS = ("label", "label_by", "labelled_at", "label_version")
+LABEL_COLUMNS = ("label", "label_by", "labelled_at", "label_version", "label_revision")
+# The classification a label was given against: kept beside a label that is kept.
+CLASSIFICATION_COLUMNS = ("category", "confidence", "alternatives", "model_version")
 
 
 def content_digest(content: str) -> str:
@@ -83,7 +86,9 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
 
     A document's label stays only if the new version's content digest is the stored one (a
     resend of the same text): decided inside the statement, so a batch is still one statement.
-    A tombstone has no digest, so a deletion drops the label.
+    A tombstone has no digest, so a deletion drops the label. A label that stays keeps the
+    classification it was given against: otherwise a model trained on the label would classify
+    its resent text and be measured against its own training label (docs/models.md, Drift).
     """
     insert = insert_for(dialect_name, table)
     newer = insert.excluded.version
@@ -93,6 +98,9 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
         same_content = table.c.content_sha256 == insert.excluded.content_sha256
         for name in LABEL_COLUMNS:
             updates[name] = case((same_content, table.c[name]), else_=None)
+        kept_label = and_(same_content, table.c.label.is_not(None))
+        for name in CLASSIFICATION_COLUMNS:
+            updates[name] = case((kept_label, table.c[name]), else_=insert.excluded[name])
         where = table.c.version < newer
     else:
         updates["attempts"] = table.c.attempts + 1
@@ -147,6 +155,21 @@ def update_classifications(
     ]
     with engine.begin() as connection:
         return connection.execute(statement, rows).rowcount
+
+
+def resent_unchanged(engine: Engine, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+    """The ids among `rows` (document rows with `content_sha256`) whose stored text is the same:
+    resends, which the drift figures must not count again (one confident text sent many times
+    would dilute the low-confidence share)."""
+    digests = {row["id"]: row["content_sha256"] for row in rows}
+    if not digests:
+        return set()
+    statement = select(DOCUMENTS.c.id, DOCUMENTS.c.content_sha256).where(
+        DOCUMENTS.c.id.in_(list(digests)), DOCUMENTS.c.deleted_at.is_(None)
+    )
+    with engine.connect() as connection:
+        found = connection.execute(statement)
+        return {row.id for row in found if digests[row.id] == row.content_sha256}
 
 
 def stored_versions(engine: Engine, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -1,5 +1,6 @@
-"""Every statement on people's labels: set against the version read, cleared, the review order
-(least confident first), and the agreement of labels with the model's categories.
+"""Every statement on people's labels: changed against the version and label revision read,
+with a history row each, the review order (least confident first), and the agreement of labels
+with the model's categories.
 """
 
 from __future__ import annotations
@@ -15,43 +16,74 @@ from sqlalchemy import (
     and_,
     case,
     func,
+    insert,
     or_,
     select,
     update,
 )
 
 from docingest.documents.store import LABEL_COLUMNS, stream_documents
-from docingest.tables import DOCUMENTS, Document
+from docingest.tables import DOCUMENTS, LABEL_HISTORY, Document, LabelChange
 
 
-def set_label(engine: Engine, document_id: uuid.UUID, version: int, label: dict[str, Any]) -> bool:
-    """Label the document if `version` is the one stored (and not deleted); False otherwise.
+class _ChangedError(Exception):
+    """The row changed between reading it and writing: roll the history row back."""
 
-    `label` holds the `LABEL_COLUMNS` and the content's digest, which rows stored before
-    digests existed get here.
+
+def change_label(
+    engine: Engine,
+    document_id: uuid.UUID,
+    version: int,
+    *,
+    revision: int | None,
+    history: dict[str, Any],
+    columns: dict[str, Any] | None,
+) -> int | None:
+    """Write a label change and its history row in one transaction, only if the document is
+    still stored at `version` and its label is still the one of `revision` (None: no label):
+    two reviewers who read the same label cannot both replace it.
+
+    `history` holds the `LABEL_HISTORY` columns but `id`; `columns` the document's label
+    columns (and content digest) to set, None to remove the label. Returns the new revision
+    (the history row's id), None when the row changed meanwhile: read it again.
     """
-    statement = (
-        update(DOCUMENTS)
-        .where(
-            DOCUMENTS.c.id == document_id,
-            DOCUMENTS.c.version == version,
-            DOCUMENTS.c.deleted_at.is_(None),
-        )
-        .values(label)
+    values = dict.fromkeys(LABEL_COLUMNS) if columns is None else columns
+    current = (
+        DOCUMENTS.c.label.is_(None) if revision is None else DOCUMENTS.c.label_revision == revision
     )
-    with engine.begin() as connection:
-        return bool(connection.execute(statement).rowcount)
+    try:
+        with engine.begin() as connection:
+            added = insert(LABEL_HISTORY).values(history).returning(LABEL_HISTORY.c.id)
+            new_revision = int(connection.execute(added).scalar_one())
+            if columns is not None:
+                values = values | {"label_revision": new_revision}
+            statement = (
+                update(DOCUMENTS)
+                .where(
+                    DOCUMENTS.c.id == document_id,
+                    DOCUMENTS.c.version == version,
+                    DOCUMENTS.c.deleted_at.is_(None),
+                    current,
+                )
+                .values(values)
+            )
+            if not connection.execute(statement).rowcount:
+                raise _ChangedError
+    except _ChangedError:
+        return None
+    return new_revision
 
 
-def clear_label(engine: Engine, document_id: uuid.UUID) -> bool:
-    """Remove the label of a stored document; False when no such document is stored."""
-    statement = (
-        update(DOCUMENTS)
-        .where(DOCUMENTS.c.id == document_id, DOCUMENTS.c.deleted_at.is_(None))
-        .values(dict.fromkeys(LABEL_COLUMNS))
-    )
-    with engine.begin() as connection:
-        return bool(connection.execute(statement).rowcount)
+def label_history(
+    engine: Engine, document_id: uuid.UUID | None = None, *, limit: int | None = None
+) -> list[LabelChange]:
+    """Label changes, newest first (of one document, or all): who set, replaced or removed
+    which label, when; what training or an audit reads to see past the current labels."""
+    statement = select(LABEL_HISTORY).order_by(LABEL_HISTORY.c.id.desc()).limit(limit)
+    if document_id is not None:
+        statement = statement.where(LABEL_HISTORY.c.document_id == document_id)
+    with engine.connect() as connection:
+        return [LabelChange(**row._mapping) for row in connection.execute(statement)]
 
 
 def labelled_documents(engine: Engine) -> list[tuple[str, str]]:

@@ -1,5 +1,5 @@
 // The docingest review page: walks /review/queue (least confident first) and labels with
-// PUT /documents/{id}/label. Every string that comes from the service goes in with
+// PUT /documents/{id}/label, against the label's revision (If-Match) when it had one. Every string that comes from the service goes in with
 // textContent, never as HTML.
 "use strict";
 
@@ -25,8 +25,8 @@ function byId(id) {
 
 class Unauthorized extends Error {}
 
-async function call(method, path, body) {
-  const headers = { Accept: "application/json" };
+async function call(method, path, body, extraHeaders = {}) {
+  const headers = { Accept: "application/json", ...extraHeaders };
   const key = sessionStorage.getItem(KEY_STORAGE);
   if (key) headers.Authorization = `Bearer ${key}`;
   const options = { method, headers, cache: "no-store" };
@@ -140,12 +140,17 @@ function accept(category) {
   if (!current || !category.trim()) return;
   guarded(async () => {
     const body = { category: category.trim(), version: current.version };
-    const response = await call("PUT", `/documents/${current.id}/label`, body);
+    // The precondition: the label read, by its revision; none when it had none (the queue's
+    // documents), which the service refuses (409) if another reviewer labelled it meanwhile.
+    const revision = current.label ? current.label.revision : null;
+    const precondition = revision ? { "If-Match": `"${revision}"` } : {};
+    const response = await call("PUT", `/documents/${current.id}/label`, body, precondition);
     if (response.ok) {
       state.reviewed += 1;
       if (category.trim() === current.category) state.agreed += 1;
     } else if (response.status === 409 || response.status === 404) {
-      state.skipped += 1; // changed or deleted since it was read: not what was shown any more
+      // Changed, deleted or labelled by someone else since it was read: not what was shown.
+      state.skipped += 1;
     } else {
       throw new Error(`labelling answered ${response.status}`);
     }

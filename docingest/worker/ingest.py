@@ -16,6 +16,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from docingest.documents.store import (
     content_digest,
     current_contents,
+    resent_unchanged,
     store_batch,
     update_classifications,
 )
@@ -51,7 +52,7 @@ def ingest(
     A document the classifier raises on, or whose row the database refuses, is recorded as
     failed; the rest of its batch is stored. Other database errors propagate, so Dramatiq
     retries the whole message with backoff. The confidences of the stored documents feed the
-    drift metrics (`LOW_CONFIDENCE_THRESHOLD`).
+    drift metrics (`LOW_CONFIDENCE_THRESHOLD`), those of a text resent unchanged only once.
     """
     queued = [QueuedDocument.model_validate(document) for document in documents]
     started = time.perf_counter()
@@ -61,6 +62,7 @@ def ingest(
         now = utcnow()
         stored, failed = build_rows(queued, outcomes, classifier.version, now)
         span.set_attribute("docingest.failed", len(failed))
+    resent = resent_unchanged(engine, stored)
     with tracing.span("store", {"docingest.documents": len(stored)}, database=True) as span:
         refused = store_isolating(engine, stored, failed)
         if refused:
@@ -81,10 +83,10 @@ def ingest(
         classification_seconds=classified - started,
         database_seconds=store_seconds,
     )
-    refused_ids = {row["id"] for row, _ in refused}
+    uncounted = resent | {row["id"] for row, _ in refused}
     worker_metrics.record_confidences(
         classifier.version,
-        [row["confidence"] for row in stored if row["id"] not in refused_ids],
+        [row["confidence"] for row in stored if row["id"] not in uncounted],
         threshold=low_confidence_threshold,
     )
     if failed:

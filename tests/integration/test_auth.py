@@ -42,6 +42,7 @@ EXPECTED: dict[tuple[str, str], Scope | tuple[Scope, ...] | PublicEndpoint] = {
     ("DELETE", "/documents/{document_id}"): Scope.ADMIN,
     ("PUT", "/documents/{document_id}/label"): Scope.LABEL,
     ("DELETE", "/documents/{document_id}/label"): Scope.LABEL,
+    ("GET", "/documents/{document_id}/label/history"): (Scope.READ, Scope.LABEL),
     ("GET", "/review/queue"): Scope.LABEL,
     ("GET", "/failures"): Scope.READ,
     ("GET", "/failures/dead-letters"): Scope.READ,

@@ -8,17 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docingest_client import ApiError
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from docingest import Client
 from docingest.api import create_app
 from docingest.connections import Connections
 from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.labels.repository import label_agreement
+from docingest.labels.repository import label_agreement, label_history
 from docingest.model import registry
 from docingest.model.classifier import Classifier
 from docingest.model.selection import Selection, count_selected
-from docingest.observe.worker_metrics import CONFIDENCE, LOW_CONFIDENCE, WorkerMetrics
+from docingest.observe.worker_metrics import (
+    CONFIDENCE,
+    LOW_CONFIDENCE,
+    WorkerMetrics,
+    worker_metrics,
+)
 from docingest.settings import Settings
 from docingest.worker.ingest import reclassify
 from tests.cooking import cooking_texts
@@ -40,8 +47,27 @@ def stored(
     return ids
 
 
-def label(client: TestClient, document_id: str, category: str, **body: Any) -> Any:
-    return client.put(f"/documents/{document_id}/label", json={"category": category, **body})
+def label(
+    client: TestClient, document_id: str, category: str, *, revision: int | None = None, **body: Any
+) -> Any:
+    return client.put(
+        f"/documents/{document_id}/label",
+        json={"category": category, **body},
+        headers=if_match(revision),
+    )
+
+
+def unlabel(client: TestClient, document_id: str, revision: int | None = None) -> Any:
+    return client.delete(f"/documents/{document_id}/label", headers=if_match(revision))
+
+
+def if_match(revision: int | None) -> dict[str, str]:
+    return {} if revision is None else {"If-Match": f'"{revision}"'}
+
+
+def revision_of(client: TestClient, document_id: str) -> int:
+    revision: int = read(client, document_id)["label"]["revision"]
+    return revision
 
 
 def read(client: TestClient, document_id: str) -> dict[str, Any]:
@@ -72,11 +98,13 @@ def test_a_label_is_stored_with_who_when_and_which_version(
     assert answered["label"]["version"] == before["version"]
     assert answered["category"] == "tech"  # the model's stays beside it
     assert read(client, document_id) == answered
+    assert response.headers["ETag"] == f'"{answered["label"]["revision"]}"'
 
-    assert label(client, document_id, "tech").json()["label"]["category"] == "tech"
-    assert client.delete(f"/documents/{document_id}/label").status_code == 204
+    replaced = label(client, document_id, "tech", revision=answered["label"]["revision"])
+    assert replaced.json()["label"]["category"] == "tech"
+    assert unlabel(client, document_id, revision_of(client, document_id)).status_code == 204
     assert read(client, document_id)["label"] is None
-    assert client.delete(f"/documents/{document_id}/label").status_code == 204
+    assert unlabel(client, document_id).status_code == 204  # no label: nothing to name
 
 
 def test_a_label_for_another_version_is_refused_with_409(
@@ -93,6 +121,96 @@ def test_a_label_for_another_version_is_refused_with_409(
     assert label(client, document_id, "tech", version=stored_version + 1).status_code == 409
     assert read(client, document_id)["label"] is None
     assert label(client, document_id, "sports", version=stored_version).status_code == 200
+
+
+def test_two_reviewers_racing_on_one_document_the_second_gets_409(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    version = read(client, document_id)["version"]  # both reviewers read it unlabelled
+
+    first = label(client, document_id, "tech", version=version)
+    second = label(client, document_id, "business", version=version)
+    assert first.status_code == 200, first.text
+    assert second.status_code == 409
+    assert 'If-Match: "' in second.json()["detail"]
+    assert read(client, document_id)["label"]["category"] == "tech"
+
+    # Both read the first label; one replaces it, the other's revision is stale now.
+    read_revision = revision_of(client, document_id)
+    assert label(client, document_id, "sport", revision=read_revision).status_code == 200
+    stale = label(client, document_id, "politics", revision=read_revision)
+    assert stale.status_code == 409
+    assert "is not the document's label" in stale.json()["detail"]
+    assert read(client, document_id)["label"]["category"] == "sport"
+    bad = client.put(
+        f"/documents/{document_id}/label", json={"category": "x"}, headers={"If-Match": "*"}
+    )
+    assert bad.status_code == 422
+
+
+def test_removing_a_label_needs_its_revision(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    old = label(client, document_id, "tech").json()["label"]["revision"]
+    new = label(client, document_id, "business", revision=old).json()["label"]["revision"]
+
+    assert unlabel(client, document_id).status_code == 409  # no precondition
+    assert unlabel(client, document_id, old).status_code == 409  # a stale one
+    assert read(client, document_id)["label"]["category"] == "business"
+    assert unlabel(client, document_id, new).status_code == 204
+    assert read(client, document_id)["label"] is None
+
+
+def test_every_label_change_leaves_a_history_row(
+    client: TestClient, connections: Connections, classifier: Classifier, engine: Engine
+) -> None:
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    first = label(client, document_id, "tech").json()["label"]["revision"]
+    second = label(client, document_id, "business", revision=first).json()["label"]["revision"]
+    assert label(client, document_id, "sport", revision=first).status_code == 409  # no row
+    assert unlabel(client, document_id, second).status_code == 204
+
+    response = client.get(f"/documents/{document_id}/label/history")
+    assert response.status_code == 200, response.text
+    changes = response.json()["items"]
+    assert [(c["action"], c["category"], c["previous"]) for c in changes] == [
+        ("removed", None, "business"),
+        ("replaced", "business", "tech"),
+        ("set", "tech", None),
+    ]
+    assert [c["revision"] for c in changes[1:]] == [second, first]
+    assert {c["by"] for c in changes} == {"(open mode)"}
+    version = read(client, document_id)["version"]
+    assert {c["version"] for c in changes} == {version}
+    # What training reads: the same rows, from the repository.
+    assert [change.action for change in label_history(engine, uuid.UUID(document_id))] == [
+        "removed",
+        "replaced",
+        "set",
+    ]
+    assert client.get(f"/documents/{uuid.uuid4()}/label/history").status_code == 404
+
+
+def test_the_python_client_labels_against_the_revision(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    # The TestClient's transport: the client's requests reach this app in this process.
+    with Client("http://testserver", transport=client._transport) as api:
+        first = api.label(document_id, "tech", version=read(client, document_id)["version"])
+        assert first.label is not None
+        assert first.label.revision is not None
+        with pytest.raises(ApiError) as refused:
+            api.label(document_id, "business")
+        assert refused.value.status == 409
+        api.label(document_id, "business", revision=first.label.revision)
+        with pytest.raises(ApiError):
+            api.unlabel(document_id, revision=first.label.revision)
+        api.unlabel(document_id, revision=revision_of(client, document_id))
+        changes = api.label_history(document_id).items
+    assert [change.action for change in changes] == ["removed", "replaced", "set"]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +334,8 @@ def test_agreement_is_measured_per_model_over_its_newest_labels(
     ids = stored(client, connections, classifier, list(UNAMBIGUOUS.values()))
     for document_id, category in zip(ids, UNAMBIGUOUS, strict=True):
         assert label(client, document_id, category).status_code == 200  # all agree
-    assert label(client, ids[0], "cooking").status_code == 200  # the newest disagrees
+    newest = label(client, ids[0], "cooking", revision=revision_of(client, ids[0]))
+    assert newest.status_code == 200  # the newest disagrees
 
     [whole] = label_agreement(engine, window=100)
     assert (whole.model_version, whole.labels, whole.agreeing) == (classifier.version, 5, 4)
@@ -229,6 +348,53 @@ def test_agreement_is_measured_per_model_over_its_newest_labels(
     assert (figures["labels"], figures["agreement"]) == (5, 0.8)
     metrics = client.get("/metrics").text
     assert f'docingest_label_agreement_ratio{{model_version="{classifier.version}"}} 0.8' in metrics
+
+
+def test_a_resent_labelled_text_keeps_the_classification_it_was_labelled_against(
+    client: TestClient,
+    connections: Connections,
+    classifier: Classifier,
+    engine: Engine,
+    nb_model_path: Path,
+) -> None:
+    """A newer model (standing for one trained on these labels) classifies the resent texts:
+    were its classification stored beside the labels, its agreement would be measured on them."""
+    texts = list(UNAMBIGUOUS.values())
+    ids = stored(client, connections, classifier, texts)
+    for document_id in ids:
+        assert label(client, document_id, "cooking").status_code == 200  # all disagree
+    newer = Classifier.load(nb_model_path)
+    post(client, [{"id": i, "content": text} for i, text in zip(ids, texts, strict=True)])
+    drain(connections, newer)
+
+    for document_id in ids:
+        document = read(client, document_id)
+        assert document["version"] > document["label"]["version"]  # the resend is stored
+        assert document["model_version"] == classifier.version
+    [agreement] = label_agreement(engine, window=100)
+    assert (agreement.model_version, agreement.labels, agreement.agreeing) == (
+        classifier.version,
+        5,
+        0,
+    )
+
+
+def test_a_text_resent_unchanged_counts_once_in_the_confidences(
+    client: TestClient, connections: Connections, classifier: Classifier
+) -> None:
+    def documents_counted() -> float:
+        worker_metrics.flush(connections.metrics)
+        return connections.metrics.read().get(f"{CONFIDENCE.name}|{classifier.version}|count", 0)
+
+    before = documents_counted()
+    [document_id] = stored(client, connections, classifier, [UNAMBIGUOUS["tech"]])
+    for _ in range(3):
+        post(client, [{"id": document_id, "content": UNAMBIGUOUS["tech"]}])
+        drain(connections, classifier)
+    assert documents_counted() == before + 1
+    post(client, [{"id": document_id, "content": UNAMBIGUOUS["sports"]}])  # another text
+    drain(connections, classifier)
+    assert documents_counted() == before + 2
 
 
 def test_confidences_are_a_histogram_per_model_and_a_share_under_the_threshold(

@@ -40,6 +40,7 @@ from docingest_client.schemas import (
     DocumentPage,
     DocumentQuery,
     DocumentStatus,
+    LabelHistory,
     ModelCard,
     ModelSummary,
     Stats,
@@ -118,6 +119,7 @@ class _Request:
     path: str
     params: dict[str, Any] | None = None
     body: bytes | None = None
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,19 @@ class _Operations:
         if response.status_code == 404 and (yield from self._status(id)).status != "deleted":
             raise NotFoundError(response)
 
+    def _label(
+        self, id: IdLike, category: str, version: int | None, revision: int | None
+    ) -> _Steps[DocumentOut]:
+        body = _json({"category": category} | ({} if version is None else {"version": version}))
+        path = f"/documents/{_id(id)}/label"
+        request = _Request("PUT", path, body=body, headers=_if_match(revision))
+        response = yield from self._call(request)
+        return DocumentOut.model_validate_json(response.content)
+
+    def _unlabel(self, id: IdLike, revision: int | None) -> _Steps[None]:
+        path = f"/documents/{_id(id)}/label"
+        yield from self._call(_Request("DELETE", path, headers=_if_match(revision)))
+
     def _models(self) -> _Steps[list[ModelSummary]]:
         response = yield from self._call(_Request("GET", "/models"))
         return _MODELS.validate_json(response.content)
@@ -237,6 +252,8 @@ class _Operations:
 
     def _request(self, step: _Request) -> dict[str, Any]:
         headers = self._headers | _JSON if step.body is not None else self._headers
+        if step.headers:
+            headers = headers | dict(step.headers)
         return {
             "method": step.method,
             "url": step.path,
@@ -325,6 +342,30 @@ class Client(_Operations):
 
     def delete(self, id: IdLike) -> None:
         self._run(self._delete(id))
+
+    def label(
+        self,
+        id: IdLike,
+        category: str,
+        *,
+        version: int | None = None,
+        revision: int | None = None,
+    ) -> DocumentOut:
+        """Set the document's true category. `version`: the document version read (`409` if
+        another is stored now); `revision`: the `label.revision` read, needed to replace a
+        label (`409` without it, or once someone else changed the label). A retry after a lost
+        answer may meet its own label: ApiError 409, read the document."""
+        return self._run(self._label(id, category, version, revision))
+
+    def unlabel(self, id: IdLike, *, revision: int | None = None) -> None:
+        """Remove the label of `revision` (the `label.revision` read); `409` if it changed."""
+        self._run(self._unlabel(id, revision))
+
+    def label_history(self, id: IdLike, limit: int = 100) -> LabelHistory:
+        """Who set, replaced or removed the document's label, newest first."""
+        return self._run(
+            self._get(f"/documents/{_id(id)}/label/history", LabelHistory, limit=limit)
+        )
 
     def models(self) -> list[ModelSummary]:
         """Every registered model, newest first, the active one marked."""
@@ -428,6 +469,23 @@ class AsyncClient(_Operations):
     async def delete(self, id: IdLike) -> None:
         await self._run(self._delete(id))
 
+    async def label(
+        self,
+        id: IdLike,
+        category: str,
+        *,
+        version: int | None = None,
+        revision: int | None = None,
+    ) -> DocumentOut:
+        return await self._run(self._label(id, category, version, revision))
+
+    async def unlabel(self, id: IdLike, *, revision: int | None = None) -> None:
+        await self._run(self._unlabel(id, revision))
+
+    async def label_history(self, id: IdLike, limit: int = 100) -> LabelHistory:
+        path = f"/documents/{_id(id)}/label/history"
+        return await self._run(self._get(path, LabelHistory, limit=limit))
+
     async def models(self) -> list[ModelSummary]:
         return await self._run(self._models())
 
@@ -463,6 +521,11 @@ def _with_id(document: DocumentLike) -> dict[str, Any]:
     if isinstance(document, DocumentIn):
         return document.model_dump(mode="json")
     return {**document, "id": str(document.get("id") or uuid.uuid4())}
+
+
+def _if_match(revision: int | None) -> dict[str, str]:
+    """The precondition of a label change: the revision of the label read, as an entity tag."""
+    return {} if revision is None else {"If-Match": f'"{revision}"'}
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

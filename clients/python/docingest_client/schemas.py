@@ -47,6 +47,8 @@ __all__ = [
     "DocumentStatus",
     "Drift",
     "FailureOut",
+    "LabelChangeOut",
+    "LabelHistory",
     "LabelIn",
     "LabelOut",
     "Lag",
@@ -180,12 +182,43 @@ class LabelIn(BaseModel):
 
 
 class LabelOut(BaseModel):
-    """Who labelled the document (the API key's name), when, and which version they saw."""
+    """Who labelled the document (the API key's name), when, and which version they saw.
+
+    `revision` names this label: send it as `If-Match` to replace or remove it (`409` once
+    someone else changed it). None only from a service older than label revisions.
+    """
 
     category: str
     by: str
     at: UTCDateTime
     version: int
+    revision: int | None = None
+
+
+class LabelChangeOut(BaseModel):
+    """One change of a document's label: `set` (none before), `replaced` or `removed`.
+
+    `revision` is the one the change gave the label (the `If-Match` that replaces it), `version`
+    the document version it was made on, `category` the new label (null when removed) and
+    `previous` the label it replaced.
+    """
+
+    # Read from a `label_history` row (its column names) and from an answer (the field names).
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    revision: int = Field(validation_alias="id")
+    version: int = Field(validation_alias="document_version")
+    action: Literal["set", "replaced", "removed"]
+    category: str | None = Field(validation_alias="label")
+    previous: str | None
+    by: str = Field(validation_alias="changed_by")
+    at: UTCDateTime = Field(validation_alias="changed_at")
+
+
+class LabelHistory(BaseModel):
+    """`GET /documents/{id}/label/history`: the document's label changes, newest first."""
+
+    items: list[LabelChangeOut]
 
 
 class DocumentOut(BaseModel):
@@ -217,6 +250,7 @@ class DocumentOut(BaseModel):
                 "by": row.label_by,
                 "at": row.labelled_at,
                 "version": row.label_version,
+                "revision": row.label_revision,
             }
         return fields | {"label": label}
 
