@@ -76,8 +76,8 @@ def check(ops: Iterable[Op], final: Final) -> list[Anomaly]:
     for op in sorted(ops, key=lambda o: (o.start, o.client)):
         by_id[op.id].append(op)
     rows: dict[str, list[Row]] = defaultdict(list)
-    for row in final.rows:
-        rows[row.id].append(row)
+    for stored in final.rows:
+        rows[stored.id].append(stored)
     found: list[Anomaly] = []
     for document_id in sorted(by_id.keys() | rows.keys()):
         id_rows = rows.get(document_id, [])
