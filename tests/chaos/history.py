@@ -16,6 +16,7 @@ OpKind = Literal["create", "delete", "label", "unlabel", "status"]
 
 NOTHING_ACCEPTED = "nothing was accepted"  # the API's words for a refusal (api/errors.py)
 MAY_OR_MAY_NOT = "may or may not"  # ... and for an unknown outcome
+NOT_CONNECTED = ("ConnectError", "ConnectTimeout")  # httpx: the request never left the client
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,14 @@ Outcome = Literal["ok", "refused", "unknown", "read"]
 
 
 def outcome(op: Op) -> Outcome:
-    """Whether the write took effect: "ok" (acknowledged), "refused" (the answer says nothing
-    was done: a 4xx, or a 503 that says "nothing was accepted"), or "unknown" (no answer, a 5xx
-    that promises nothing either way). Status reads are "read"."""
+    """Whether the write took effect: "ok" (acknowledged), "refused" (nothing was done: a 4xx,
+    a 503 that says "nothing was accepted", or no connection at all), or "unknown" (no answer
+    to a request sent, a 5xx that promises nothing either way). Status reads are "read"."""
     if op.kind == "status":
         return "read"
     if op.status is None:
-        return "unknown"
+        # No connection was made, so nothing was sent: as sure a refusal as a 4xx.
+        return "refused" if op.detail.startswith(NOT_CONNECTED) else "unknown"
     if op.kind == "create":
         ok = op.status == 202
     elif op.kind == "label":

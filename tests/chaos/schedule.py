@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+import redis
 
 from docingest.embedded import wait_until
 from tests.deployment import Deployment
 from tests.faults import Process
-from tests.hosts import Host, HostApi, RabbitCluster, RedisServer
+from tests.hosts import Host, HostApi, RedisServer
 
 FAULT_KINDS = (
     "sigkill-api",
@@ -37,8 +38,9 @@ FAULT_KINDS = (
     "cut-host",
     "restart-broker",
     "restart-postgres",
+    "broker-refuses-writes",
 )
-NOT_YET_INJECTED = ("redis-failover-to-lagging-replica", "broker-refuses-writes")
+NOT_YET_INJECTED = ("redis-failover-to-lagging-replica",)
 MAX_CONCURRENT = 2
 FIRST_AT = (2.0, 5.0)  # seconds into the workload
 GAP = (2.0, 7.0)  # between two fault starts
@@ -70,7 +72,7 @@ class Roles:
             return self.apis
         if kind.endswith("-worker"):
             return self.workers
-        if kind == "restart-broker":
+        if kind in ("restart-broker", "broker-refuses-writes"):
             return self.brokers
         if kind == "restart-postgres":
             return (self.postgres,)
@@ -123,17 +125,37 @@ class Injector:
             self.workers[host.name] = next(p for p in host.processes if p.name.endswith("worker"))
         self.injected: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.roles = roles_of(deployment)
+        self._active: list[Fault] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def play(self, schedule: list[Fault], started: float, stopping: threading.Event) -> None:
-        """Start each fault at its time (from `started`, monotonic) until `stopping` is set."""
+        """Start each fault at its time (from `started`, monotonic) until `stopping` is set.
+
+        A fault whose target (or, for a broker host, another broker host) is still being
+        healed waits for it: healing a RabbitMQ node takes longer than the schedule planned,
+        and two nodes down at once would be another fault than the one drawn."""
         for fault in schedule:
             if stopping.wait(max(0.0, started + fault.start - time.monotonic())):
                 return
+            while self._conflicts(fault):
+                if stopping.wait(0.2):
+                    return
+            with self._lock:
+                self._active.append(fault)
             thread = threading.Thread(target=self._run, args=(fault, started), daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _conflicts(self, fault: Fault) -> bool:
+        brokers = self.roles.brokers
+        with self._lock:
+            return any(
+                active.target == fault.target
+                or (active.target in brokers and fault.target in brokers)
+                for active in self._active
+            )
 
     def _run(self, fault: Fault, started: float) -> None:
         began = time.monotonic()
@@ -144,6 +166,7 @@ class Injector:
         except Exception as error:  # reported with the table; heal() restores what is left
             self.errors.append(f"{fault}: {type(error).__name__}: {error}")
         with self._lock:
+            self._active.remove(fault)
             self.injected.append(
                 fault.as_json()
                 | {
@@ -164,6 +187,8 @@ class Injector:
             return self.deployment.site.postgres.start
         if kind == "restart-broker":
             return self._restart_broker(target)
+        if kind == "broker-refuses-writes":
+            return self._refuse_writes(target)
         process = self.apis[target] if kind.endswith("-api") else self.workers[target]
         if kind.startswith("sigstop"):
             os.killpg(process.pid, signal.SIGSTOP)
@@ -188,8 +213,21 @@ class Injector:
         if isinstance(server, RedisServer):
             return server.start
         node = next(node for node in server.nodes if node.host is host)
-        assert isinstance(server, RabbitCluster)
         return lambda: node.wait(node.launch())
+
+    def _refuse_writes(self, target: str) -> Any:
+        """Redis out of memory (`maxmemory` 1 byte, no eviction: every write is refused with
+        OOM); RabbitMQ's memory alarm (a watermark no node is under: publishers are blocked
+        cluster-wide, set through `target`'s node)."""
+        server = self.deployment.site.server
+        if isinstance(server, RedisServer):
+            client = redis.Redis.from_url(server.url, socket_timeout=10)
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "1")
+            return lambda: client.config_set("maxmemory", "0")
+        node = next(node for node in server.nodes if node.host.name == target)
+        node.ctl("set_vm_memory_high_watermark", "0.000001")
+        return lambda: node.ctl("set_vm_memory_high_watermark", "0.4")
 
     def heal(self) -> None:
         """Wait for every fault's own healing, then restore whatever is still off: hosts, a

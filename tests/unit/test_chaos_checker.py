@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tests.chaos.checker import KINDS, Anomaly, check, counts
 from tests.chaos.history import Final, Op, Row
+from tests.chaos.schedule import FAULT_KINDS, Roles, make_schedule
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
@@ -88,7 +89,7 @@ def test_a_503_that_may_or_may_not_have_accepted_is_either() -> None:
 
 
 def test_a_write_without_an_answer_is_either() -> None:
-    lost_answer = create(1, None, "a", None)
+    lost_answer = create(1, None, "a", None, "ReadError: connection reset")
     assert check([lost_answer], final(live(1, "a"))) == []
     assert check([lost_answer], final()) == []
 
@@ -96,6 +97,13 @@ def test_a_write_without_an_answer_is_either() -> None:
 def test_a_4xx_that_stored_something() -> None:
     refused = create(1, None, "a", 422)
     assert kinds(check([refused], final(live(1, "a")))) == {"refused-stored"}
+
+
+def test_a_request_that_never_connected_stored_nothing() -> None:
+    never_sent = create(1, None, "a", None, "ConnectError: [Errno 111] Connection refused")
+    assert kinds(check([never_sent], final(live(1, "a")))) == {"refused-stored"}
+    read_timeout = create(1, None, "a", None, "ReadTimeout: timed out")
+    assert check([read_timeout], final(live(1, "a"))) == []
 
 
 def test_a_duplicate_row() -> None:
@@ -153,3 +161,12 @@ def test_counts_lists_every_kind() -> None:
     assert list(tally) == list(KINDS)
     assert tally["lost-202"] == 2
     assert sum(tally.values()) == 2
+
+
+def test_the_same_seed_replays_the_same_schedule() -> None:
+    roles = Roles(("api1", "api2"), ("worker1", "worker2"), ("rabbit1", "rabbit2", "rabbit3"), "pg")
+    schedule = make_schedule(7, 600, roles)
+    assert schedule == make_schedule(7, 600, roles)
+    assert schedule != make_schedule(8, 600, roles)
+    assert {fault.kind for fault in schedule} == set(FAULT_KINDS)
+    assert all(fault.start + fault.duration <= 600 for fault in schedule)
