@@ -9,8 +9,10 @@ no content), so what is checked of deletes is their order against acknowledged c
 
 Kinds of anomaly:
 - lost-202: an id had a 202 and no row at all;
-- stale-final-state: the row is older than a 202 (its version below the newest accepted), or
-  a tombstone although a create was acknowledged after every delete had been answered;
+- stale-final-state: the row is older than a 202 (its version below the newest accepted), a
+  tombstone although a create was acknowledged after every delete had been answered, or a
+  create answered with an unknown outcome (a 503 "may or may not") although a create sent
+  after that answer was acknowledged (an answered request must not take effect later);
 - resurrected-delete: the row is a create's although a delete was acknowledged (204) after
   that create's 202;
 - version-order: a create sent after another's 202 was given a version no higher;
@@ -150,6 +152,15 @@ def _check_writes(document_id: str, ops: list[Op], row: Row | None) -> list[Anom
             refusal, document_id,
             f"row v{row.version} holds the create client {writer.client} sent at "
             f"{writer.start:.3f}, answered {writer.status} {writer.detail[:80]!r}",
+        ))  # fmt: skip
+    late = [
+        op for op in accepted if writer.answered and kind == "unknown" and op.start > writer.end
+    ]
+    if late:
+        found.append(Anomaly(
+            "stale-final-state", document_id,
+            f"row v{row.version} holds a create answered {writer.status} at {writer.end:.3f}, "
+            f"though a 202 v{late[-1].version} was sent after it, at {late[-1].start:.3f}",
         ))  # fmt: skip
     if kind == "ok" and writer.version != row.version:
         found.append(Anomaly(

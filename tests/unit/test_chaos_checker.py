@@ -88,6 +88,14 @@ def test_a_503_that_may_or_may_not_have_accepted_is_either() -> None:
     assert check([uncertain], final()) == []
 
 
+def test_an_uncertain_write_must_not_win_over_a_later_202() -> None:
+    """Answered 503 "may or may not": it may take effect, but not after its answer."""
+    uncertain = create(1, None, "a", 503, "these documents may or may not have been accepted")
+    ops = [uncertain, create(2, 4, "b")]
+    assert check(ops, final(live(4, "b"))) == []
+    assert kinds(check(ops, final(live(5, "a")))) == {"stale-final-state"}
+
+
 def test_a_write_without_an_answer_is_either() -> None:
     lost_answer = create(1, None, "a", None, "ReadError: connection reset")
     assert check([lost_answer], final(live(1, "a"))) == []
