@@ -26,8 +26,8 @@ Kinds of anomaly:
   sent (or 404); status-ahead: it said stored/deleted a version the database never ends with;
 - status-final: at the end the status is not the row's (or says queued);
 - pending-not-empty: the pending set holds entries after the queue drained;
-- failure-unreplayed: failures still listed after a replay; failure-unlisted: status says
-  failed for an id GET /failures does not list.
+- failure-unreplayed: failures or dead letters still listed after a replay; failure-unlisted:
+  status says failed for an id GET /failures does not list.
 """
 
 from __future__ import annotations

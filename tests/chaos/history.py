@@ -94,8 +94,8 @@ class Final:
     rows: list[Row]
     statuses: dict[str, tuple[str, int | None]]  # id -> (state, version); "absent" for a 404
     pending: int
-    failures: list[str]  # ids GET /failures lists (after a replay, when there were any)
-    replayed: int = 0
+    failures: list[str]  # what GET /failures and /failures/dead-letters list after any replay
+    replayed: int = 0  # failures and dead letters listed before the replay
 
 
 @dataclass

@@ -158,15 +158,15 @@ def final_state(deployment: Deployment, ids: list[str]) -> Final:
         headers={"Authorization": f"Bearer {deployment.key}"},
     ) as api:  # fmt: skip
         drain(deployment)
-        failures = failed_ids(api)
+        failures, dead = failed_ids(api), dead_letters(api)
         replayed = 0
-        if failures:
-            print(f"chaos: {len(failures)} failures listed; replaying them")
+        if failures or dead:
+            print(f"chaos: {len(failures)} failures, {len(dead)} dead letters; replaying them")
             answer = api.post("/failures/replay")
             answer.raise_for_status()
-            replayed = len(failures)
+            replayed = len(failures) + len(dead)
             drain(deployment)
-            failures = failed_ids(api)
+            failures = failed_ids(api) + [f"dead letter {letter}" for letter in dead_letters(api)]
         statuses: dict[str, tuple[str, int | None]] = {}
         for document_id in ids:
             response = api.get(f"/documents/{document_id}/status")
@@ -203,6 +203,13 @@ def failed_ids(api: httpx.Client) -> list[str]:
     response = api.get("/failures", params={"limit": 1000})
     response.raise_for_status()
     return [str(failure["id"]) for failure in response.json()]
+
+
+def dead_letters(api: httpx.Client) -> list[str]:
+    """Messages Dramatiq gave up on (they carry pending entries the reconciler keeps)."""
+    response = api.get("/failures/dead-letters", params={"limit": 1000})
+    response.raise_for_status()
+    return [json.dumps(letter)[:200] for letter in response.json()]
 
 
 def pending(deployment: Deployment) -> int:
