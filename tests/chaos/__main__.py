@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import os
 import sys
 import time
 from pathlib import Path
-
-from tests import reaper
-from tests.chaos.runner import campaign, requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "chaos"
@@ -39,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="folder for logs and history")
     parser.add_argument("--keep", action="store_true", help="keep the folder without anomaly")
     args = parser.parse_args(argv)
+    if os.geteuid() != 0:  # said before importing anything heavy, which may not even load
+        print("chaos: cannot run: building test hosts needs root (network namespaces, veth)")
+        return 2
+    from tests import reaper
+    from tests.chaos.runner import campaign, requirements
+
     if (missing := requirements(args.broker)) is not None:
         print(f"chaos: cannot run: {missing}")
         return 2
