@@ -16,7 +16,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run check test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean reference
+.PHONY: run check test lint typecheck lock lock-upgrade lock-check browser rabbitmq prometheus bench clean reference chaos
 
 $(UV_INSTALLED):
 	@$(PYTHON) -c 'import sys; sys.exit("docingest needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -77,6 +77,15 @@ test: lock-check lint typecheck browser rabbitmq prometheus
 	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
 	$(PYTEST) -n $(PYTEST_WORKERS) tests/system
 	$(PYTEST) -p no:xdist tests/multihost
+
+# A randomized fault campaign on hosts in network namespaces (root), checked against its history
+# (tests/chaos, docs/reliability.md "The fault campaign"); exit status 0 only without anomaly.
+DURATION ?= 90
+SEED ?= 1
+BROKER ?= redis
+
+chaos: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.chaos --duration $(DURATION) --seed $(SEED) --broker $(BROKER)
 
 # The pages of docs/reference/, generated from the code (tests/unit/test_reference.py checks them).
 reference: $(VENV)/.dev-installed

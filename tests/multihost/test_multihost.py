@@ -19,31 +19,24 @@ clients run in the machine's own namespace and reach the hosts through the bridg
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import shutil
-import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from docingest.db import make_engine, migrate
 from docingest.embedded import wait_until
-from docingest.keys import ApiKey, Scope, digest, generate_key
-from docingest.model.registry import ensure_active
+from tests.deployment import BROKERS, Deployment, Site, build_site, deploy
 from tests.faults import (
     Figures,
-    Process,
     Sent,
     assert_nothing_lost,
     content_for,
@@ -52,22 +45,10 @@ from tests.faults import (
     not_stored,
     post_bulk,
     post_one,
-    service_env,
     stale,
     wait_for_figures,
 )
-from tests.hosts import (
-    PREFIX,
-    Broker,
-    Host,
-    HostApi,
-    Network,
-    PostgresServer,
-    RabbitCluster,
-    RedisServer,
-    missing_requirements,
-    running,
-)
+from tests.hosts import HostApi, RabbitCluster, missing_requirements
 
 if (_missing := missing_requirements()) is not None:
     pytest.skip(_missing, allow_module_level=True)
@@ -78,104 +59,25 @@ REQUEST_TIMEOUT = 10.0  # the clients' timeout: an API answer slower than this i
 CUT_WORKER_SECONDS = 30
 CUT_BROKER_SECONDS = 10
 HELD_AFTER_SECONDS = 10  # a document accepted this long before the restore must not wait for it
-RABBITMQ_NODES = 3  # a cluster, one node per host
 
 
-# --- the site: servers in their hosts, once per broker -----------------------------------------
+# --- the site and a deployment on it (tests/deployment.py) ------------------------------------
 
 
-@dataclass
-class Site:
-    broker_kind: str
-    postgres: PostgresServer
-    broker: Broker
-    api_hosts: list[Host]
-    worker_hosts: list[Host]
-
-
-@pytest.fixture(scope="module", params=["redis", "amqp"])
+@pytest.fixture(scope="module", params=BROKERS)
 def site(request: pytest.FixtureRequest) -> Iterator[Site]:
     kind: str = request.param
     if kind == "amqp" and not RabbitCluster.available():
         pytest.skip("Debian's rabbitmq-server is not installed (`make test` installs it as root)")
-    # Outside pytest's temporary root, which is private to root: PostgreSQL runs as its own user.
-    data_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{kind}-"))
-    try:
-        with Network() as network, contextlib.ExitStack() as servers:
-            postgres = servers.enter_context(
-                running(PostgresServer(network.host("pg"), data_dir / "pg"))
-            )
-            if kind == "redis":
-                server: RedisServer | RabbitCluster = RedisServer(
-                    network.host("broker"), data_dir / "redis"
-                )
-            else:
-                nodes = [network.host(f"rabbit{n}") for n in range(1, RABBITMQ_NODES + 1)]
-                server = RabbitCluster(nodes, data_dir)
-            broker: Broker = servers.enter_context(running(server))
-            if isinstance(server, RabbitCluster):
-                print(f"RabbitMQ: {len(nodes)} nodes clustered in {server.started_in:.1f} s")
-            yield Site(
-                broker_kind=kind,
-                postgres=postgres,
-                broker=broker,
-                api_hosts=[network.host("api1"), network.host("api2")],
-                worker_hosts=[network.host("worker1"), network.host("worker2")],
-            )
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-# --- a deployment: a fresh database, two API hosts and two worker hosts, per test ---------------
-
-
-@dataclass
-class Deployment:
-    site: Site
-    database_url: str
-    env: dict[str, str]
-    key: str
-    cwd: Path
-    apis: list[HostApi] = field(default_factory=list)
-
-    def start_worker(self, host: Host) -> Process:
-        args = [sys.executable, "-m", "docingest", "worker"]
-        return host.popen("worker", args, self.env, self.cwd)
+    with build_site(kind) as site:
+        yield site
 
 
 @pytest.fixture
 def deployment(site: Site, model_path: Path, tmp_path: Path) -> Iterator[Deployment]:
-    database_url = site.postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
-    migrate(database_url)
-    engine = make_engine(database_url)
-    try:
-        ensure_active(engine, model_path)  # once, before two workers would race to import it
-    finally:
-        engine.dispose()
-    key = generate_key()
-    env = service_env(
-        database_url=database_url, broker_url=site.broker.url, model_path=model_path,
-        data_dir=tmp_path, API_KEYS=ApiKey("multihost", frozenset({Scope.ADMIN}),
-                                           digest(key)).env_entry(),
-        BROKER_TIMEOUT_SECONDS="2", RETRY_AFTER_SECONDS="1", WORKER_PROCESSES="1",
-        WORKER_THREADS="2",
-    )  # fmt: skip
-    deployment = Deployment(site, database_url, env, key, tmp_path)
-    hosts = site.api_hosts + site.worker_hosts
-    try:
-        deployment.apis = [host.api(env, tmp_path) for host in site.api_hosts]
-        for api in deployment.apis:
-            api.wait_ready()
-        for host in site.worker_hosts:
-            deployment.start_worker(host)
+    """A fresh database, two API hosts and two worker hosts, per test."""
+    with deploy(site, model_path, tmp_path) as deployment:
         yield deployment
-    finally:
-        for host in hosts:
-            host.restore()
-            print(host.log_tails())
-            host.kill_all()
-        site.broker.restore()
-        site.broker.purge()
 
 
 # --- bounded client load, round-robin over the API hosts ---------------------------------------
