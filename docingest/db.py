@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, event
@@ -16,6 +16,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import create_engine
 
 from docingest.settings import get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
@@ -123,9 +126,24 @@ def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic; the API never creates tables itself."""
     from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str, *, force: bool = False) -> None:
+    """Take the schema down to `revision`; one that would drop data (labels, models, documents)
+    raises `docingest.migrations.helpers.DataLossError` unless `force`."""
+    from alembic import command
+
+    config = _alembic_config(url)
+    config.attributes["force"] = force
+    command.downgrade(config, revision)
+
+
+def _alembic_config(url: str) -> Config:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.attributes["url"] = url
-    command.upgrade(config, revision)
+    return config

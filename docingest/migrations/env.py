@@ -20,12 +20,15 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
+    """A transaction per migration: the exclusive lock one takes on `documents` (ADD COLUMN,
+    SET STORAGE) ends with it, not after the next one's full scan (0004) or index build."""
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=SQLModel.metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            transaction_per_migration=True,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from docingest.migrations import helpers
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
@@ -19,6 +21,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # First: a build that fails leaves nothing else committed (docingest.migrations.helpers).
+    helpers.create_index("ix_documents_updated_at", "documents", ["updated_at"])
     op.create_table(
         "models",
         sa.Column("version", sa.String(200), nullable=False),
@@ -30,14 +34,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("version"),
     )
     op.create_index("ix_models_activated_at", "models", ["activated_at"])
-    with op.batch_alter_table("documents") as batch:
-        batch.add_column(sa.Column("alternatives", sa.JSON(), nullable=True))
-        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
-    op.create_index("ix_documents_updated_at", "documents", ["updated_at"])
+    helpers.add_columns(
+        "documents",
+        sa.Column("alternatives", sa.JSON(), nullable=True),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_documents_updated_at", table_name="documents")
+    helpers.refuse_data_loss(
+        revision,
+        "the registered models (the models table) and the documents' deletions and "
+        "alternatives (documents.deleted_at, documents.alternatives)",
+    )
+    helpers.drop_index("ix_documents_updated_at", "documents")
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("deleted_at")
         batch.drop_column("alternatives")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from docingest.migrations import helpers
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
@@ -22,13 +24,15 @@ LABELLED = sa.text("label IS NOT NULL")
 
 def upgrade() -> None:
     # Rows stored before have no digest: the first label or new version gives them one.
-    with op.batch_alter_table("documents") as batch:
-        batch.add_column(sa.Column("content_sha256", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("label", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("label_by", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("label_version", sa.BigInteger(), nullable=True))
-    op.create_index(
+    helpers.add_columns(
+        "documents",
+        sa.Column("content_sha256", sa.String(64), nullable=True),
+        sa.Column("label", sa.String(200), nullable=True),
+        sa.Column("label_by", sa.String(64), nullable=True),
+        sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("label_version", sa.BigInteger(), nullable=True),
+    )
+    helpers.create_index(
         "ix_documents_labelled_at",
         "documents",
         ["labelled_at"],
@@ -38,7 +42,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_documents_labelled_at", table_name="documents")
+    helpers.refuse_data_loss(
+        revision, "every label (documents.label, label_by, labelled_at, label_version)"
+    )
+    helpers.drop_index("ix_documents_labelled_at", "documents")
     with op.batch_alter_table("documents") as batch:
         for column in ("label_version", "labelled_at", "label_by", "label", "content_sha256"):
             batch.drop_column(column)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from docingest.migrations.helpers import refuse_data_loss
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -43,6 +45,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(revision, "the models' activation order (models.activation)")
     op.drop_index("ix_models_activation", table_name="models")
     with op.batch_alter_table("models") as batch:
         batch.drop_column("activation")

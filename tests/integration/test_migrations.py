@@ -1,0 +1,144 @@
+"""Migrations a large `documents` table survives online, re-runs after a failed index build, and
+downgrades that refuse to drop data unless forced (issue 24 item 9)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from sqlalchemy import inspect, text
+
+from docingest.db import downgrade, make_engine, migrate
+from docingest.embedded import wait_until
+from docingest.migrations.helpers import DataLossError
+
+HEAD = "0007"
+INDEXES = ("ix_documents_updated_at", "ix_documents_labelled_at")
+ROW = (
+    "INSERT INTO documents (id, content, version, created_at, updated_at) "
+    "VALUES (gen_random_uuid(), 'written during the migration', %s, now(), now())"
+)
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg", "postgresql")
+
+
+def _revision(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar())
+    finally:
+        engine.dispose()
+
+
+def _valid_indexes(connection: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    rows = connection.execute(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = ANY(%s) AND i.indisvalid ORDER BY c.relname",
+        (list(INDEXES),),
+    )
+    return [str(name) for (name,) in rows]
+
+
+def test_documents_take_writes_while_the_migrations_build_their_indexes(postgres_url: str) -> None:
+    """A writer's open transaction holds up the index build; another writer is not held up
+    behind it (before: 0003's ALTER TABLE and CREATE INDEX queued an exclusive lock first)."""
+    downgrade(postgres_url, "0002", force=True)
+    with psycopg.connect(_plain(postgres_url), autocommit=True) as setup:
+        setup.execute(
+            "INSERT INTO documents (id, content, version, created_at, updated_at) "
+            "SELECT gen_random_uuid(), 'text ' || g, g, now(), now() "
+            "FROM generate_series(1, 1000) AS g"
+        )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate(postgres_url)
+        except BaseException as error:  # reported by the test's thread
+            errors.append(error)
+
+    with (
+        psycopg.connect(_plain(postgres_url)) as holder,
+        psycopg.connect(_plain(postgres_url), autocommit=True) as writer,
+    ):
+        holder.execute("UPDATE documents SET updated_at = now() WHERE version = 1")
+        migration = threading.Thread(target=run)
+        migration.start()
+        try:
+            wait_until(
+                lambda: (
+                    writer.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    == (1,)
+                ),
+                timeout=10,
+                what="the migration waits for the open transaction",
+            )
+            writer.execute("SET lock_timeout = '2s'")
+            started = time.monotonic()
+            writer.execute(ROW, (5000,))
+            assert time.monotonic() - started < 1.0
+        finally:
+            holder.commit()
+            migration.join(timeout=60)
+        assert not errors, errors
+        assert _revision(postgres_url) == HEAD
+        assert writer.execute("SELECT count(*) FROM documents").fetchone() == (1001,)
+        assert _valid_indexes(writer) == sorted(INDEXES)
+
+
+# What a concurrent build that failed leaves: whatever the migration committed before it, and an
+# INVALID index of its name (here: a unique build over duplicate versions).
+LABEL_COLUMNS = (
+    "ALTER TABLE documents ADD COLUMN content_sha256 varchar(64), "
+    "ADD COLUMN label varchar(200), ADD COLUMN label_by varchar(64), "
+    "ADD COLUMN labelled_at timestamptz, ADD COLUMN label_version bigint"
+)
+
+
+@pytest.mark.parametrize(
+    ("below", "index", "committed"),
+    [
+        ("0002", "ix_documents_updated_at", None),
+        ("0004", "ix_documents_labelled_at", LABEL_COLUMNS),
+    ],
+)
+def test_a_rerun_after_a_failed_concurrent_build_completes(
+    postgres_url: str, below: str, index: str, committed: str | None
+) -> None:
+    downgrade(postgres_url, below, force=True)
+    with psycopg.connect(_plain(postgres_url), autocommit=True) as connection:
+        connection.execute(ROW, (1,))
+        connection.execute(ROW, (1,))
+        if committed:
+            connection.execute(committed)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            connection.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {index} ON documents (version)")
+        assert index not in _valid_indexes(connection)
+        migrate(postgres_url)
+        assert _revision(postgres_url) == HEAD
+        assert _valid_indexes(connection) == sorted(INDEXES)
+        definition = connection.execute("SELECT pg_get_indexdef(%s::regclass)", (index,))
+        assert "UNIQUE" not in str(definition.fetchone())
+
+
+def test_a_downgrade_that_drops_labels_refuses_unless_forced(database_url: str) -> None:
+    with pytest.raises(DataLossError, match=r"activation order.*force=true"):
+        downgrade(database_url, "0004")
+    assert _revision(database_url) == HEAD
+    engine = make_engine(database_url)
+    try:
+        assert "label" in {c["name"] for c in inspect(engine).get_columns("documents")}
+        downgrade(database_url, "0004", force=True)
+        assert _revision(database_url) == "0004"
+        assert "label" not in {c["name"] for c in inspect(engine).get_columns("documents")}
+    finally:
+        engine.dispose()
+        migrate(database_url)
