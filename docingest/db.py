@@ -121,8 +121,6 @@ def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
-# docingest/ledger/ (reworked on another branch, not edited here) still imports these two
-# from this module; delete them once it imports them from docingest.documents.store.
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic; the API never creates tables itself."""
     from alembic import command
@@ -132,11 +130,31 @@ def migrate(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str, *, force: bool = False) -> None:
     """Take the schema down to `revision`; one that would drop data (labels, models, documents)
-    raises `docingest.migrations.helpers.DataLossError` unless `force`."""
+    raises `docingest.migrations.helpers.DataLossError` unless `force`, before any migration is
+    undone (each declares what undoing it deletes as `LOSES`)."""
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from docingest.migrations.helpers import DataLossError
 
     config = _alembic_config(url)
     config.attributes["force"] = force
+    if not force:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        finally:
+            engine.dispose()
+        scripts = ScriptDirectory.from_config(config).iterate_revisions(current, revision)
+        losses = [f"{s.revision}: {s.module.LOSES}" for s in scripts if hasattr(s.module, "LOSES")]
+        if losses:
+            raise DataLossError(
+                f"going down to {revision} would delete {'; '.join(losses)}: refused, nothing "
+                "was changed. Back the database up, then force it (force=True, or "
+                "`alembic -x force=true downgrade <revision>`)"
+            )
     command.downgrade(config, revision)
 
 

@@ -167,12 +167,12 @@ class VersionCounter(SQLModel, table=True):
 
 
 class PendingDocument(SQLModel, table=True):
-    """The SQL ledger's pending set: the newest accepted version of an id not yet settled."""
+    """The SQL ledger's pending set: every accepted version of an id not yet settled."""
 
     __tablename__ = "pending_documents"
 
     id: uuid.UUID = SQLField(primary_key=True)
-    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    version: int = SQLField(sa_column=Column(BigInteger, primary_key=True))
     reserved_at: datetime = SQLField(
         sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
     )

@@ -33,16 +33,36 @@ EPOCH = 2**32
 # How often a process re-reads the database's floor when nothing suggests it should.
 FLOOR_MAX_AGE_SECONDS = 30.0
 
-# Pending values are "<version>:<reserved at, ms>", so the reconciler can tell old from new.
-_VERSION_OF = (
-    "local function version_of(value) return tonumber(string.match(value, '^(%d+)')) end\n"
-)
+# A pending value lists every version of its id still waiting, "<version>:<reserved at, ms>"
+# comma-separated (the time lets the reconciler tell old from new): a refused request forgets its
+# own version only, and the versions accepted before it stay known.
+_ENTRIES = """
+local function entries(value)
+  local list = {}
+  if value then
+    for version, ms in string.gmatch(value, '(%d+):?(%d*)') do
+      list[#list + 1] = {tonumber(version), ms}
+    end
+  end
+  return list
+end
+local function joined(list)
+  local parts = {}
+  for _, entry in ipairs(list) do
+    parts[#parts + 1] = string.format('%.0f', entry[1]) .. ':' .. entry[2]
+  end
+  return table.concat(parts, ',')
+end
+local function store(key, id, list)
+  if #list == 0 then redis.call('HDEL', key, id) else redis.call('HSET', key, id, joined(list)) end
+end
+"""
 
 # KEYS: counter, pending, server. ARGV: floor (-1: unknown), now (ms), jump target (0: none), ids…
 # Returns {first version, pending count}, or {-1, 0} when the counter must jump and no target
 # above it and the floor was given (the caller records one in the database first), or when the
-# counter is gone and the floor unknown. One HSET per 1,000 ids: Lua's unpack() is bounded by
-# its stack. The server key holds the identity of the data's history (the Redis process's run
+# counter is gone and the floor unknown. Each id's new version joins those still waiting. The
+# server key holds the identity of the data's history (the Redis process's run
 # id and its replication id) when the counter was last written: a counter found under another
 # one (a restart from its file, a promoted replica) may lag behind versions other processes
 # issued, queued or held by a worker, that no floor knows of: it jumps too.
@@ -63,46 +83,43 @@ end
 local first = counter + 1
 redis.call('SET', KEYS[1], string.format('%.0f', counter + count))
 redis.call('SET', KEYS[3], server)
-local pairs = {}
 for i = 1, count do
-  pairs[#pairs + 1] = ARGV[i + 3]
-  pairs[#pairs + 1] = string.format('%.0f', first + i - 1) .. ':' .. ARGV[2]
-  if #pairs == 2000 or i == count then
-    redis.call('HSET', KEYS[2], unpack(pairs))
-    pairs = {}
-  end
+  local entry = string.format('%.0f', first + i - 1) .. ':' .. ARGV[2]
+  local waiting = redis.call('HGET', KEYS[2], ARGV[i + 3])
+  redis.call('HSET', KEYS[2], ARGV[i + 3], waiting and (waiting .. ',' .. entry) or entry)
 end
 return {string.format('%.0f', first), redis.call('HLEN', KEYS[2])}
-""".replace("EPOCH", str(EPOCH))
+"""
 
-# KEYS: pending. ARGV: id, version, id, version… Removes an entry only at that version (forget)
-# or at most that version (settle: a newer version of the id is still waiting).
+# KEYS: pending. ARGV: mode, id, version, id, version… Removes that version of each id (forget)
+# or every version up to it (settle: a newer version of the id is still waiting).
 _REMOVE = (
-    _VERSION_OF
+    _ENTRIES
     + """
 local at_most = ARGV[1] == 'at-most'
 for i = 2, #ARGV, 2 do
-  local value = redis.call('HGET', KEYS[1], ARGV[i])
-  if value then
-    local pending = version_of(value)
-    local target = tonumber(ARGV[i + 1])
-    if pending == target or (at_most and pending < target) then
-      redis.call('HDEL', KEYS[1], ARGV[i])
-    end
+  local target = tonumber(ARGV[i + 1])
+  local kept = {}
+  for _, entry in ipairs(entries(redis.call('HGET', KEYS[1], ARGV[i]))) do
+    if not (entry[1] == target or (at_most and entry[1] < target)) then kept[#kept + 1] = entry end
   end
+  store(KEYS[1], ARGV[i], kept)
 end
 return redis.call('HLEN', KEYS[1])
 """
 )
 
-# KEYS: pending. ARGV: now (ms), id, version… Sets an entry unless a newer one waits.
+# KEYS: pending. ARGV: now (ms), id, version… Adds each version unless it already waits.
 _MARK = (
-    _VERSION_OF
+    _ENTRIES
     + """
 for i = 2, #ARGV, 2 do
-  local value = redis.call('HGET', KEYS[1], ARGV[i])
-  if not value or version_of(value) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ':' .. ARGV[1])
+  local list = entries(redis.call('HGET', KEYS[1], ARGV[i]))
+  local version, present = tonumber(ARGV[i + 1]), false
+  for _, entry in ipairs(list) do present = present or entry[1] == version end
+  if not present then
+    list[#list + 1] = {version, ARGV[1]}
+    store(KEYS[1], ARGV[i], list)
   end
 end
 return redis.call('HLEN', KEYS[1])
@@ -244,7 +261,7 @@ class RedisLedger:
 
     def pending_version(self, document_id: uuid.UUID) -> int | None:
         value = self._call(self._client.hget, PENDING_KEY, str(document_id))
-        return None if value is None else _parse(value)[0]
+        return None if value is None else max(version for version, _ in _parse(value))
 
     def pending_count(self) -> int:
         return int(self._call(self._client.hlen, PENDING_KEY))
@@ -254,12 +271,12 @@ class RedisLedger:
         entries: list[PendingEntry] = []
         try:
             for key, value in self._client.hscan_iter(PENDING_KEY, count=1000):
-                version, reserved_ms = _parse(value)
-                if reserved_ms < cutoff:
-                    reserved_at = datetime.fromtimestamp(reserved_ms / 1000, UTC)
-                    entries.append(PendingEntry(uuid.UUID(key.decode()), version, reserved_at))
-                    if len(entries) >= limit:
-                        break
+                for version, reserved_ms in _parse(value):
+                    if reserved_ms < cutoff:
+                        reserved_at = datetime.fromtimestamp(reserved_ms / 1000, UTC)
+                        entries.append(PendingEntry(uuid.UUID(key.decode()), version, reserved_at))
+                if len(entries) >= limit:
+                    break
         except redis.RedisError as error:
             raise LedgerUnavailableError(str(error)) from error
         return entries
@@ -283,10 +300,14 @@ class RedisLedger:
             raise LedgerUnavailableError(str(error)) from error
 
 
-def _parse(value: bytes) -> tuple[int, float]:
-    """A pending value: its version and reservation time (0 for entries older than that)."""
-    version, _, reserved = value.decode().partition(":")
-    return int(version), float(reserved or 0)
+def _parse(value: bytes) -> list[tuple[int, float]]:
+    """A pending value: each waiting version and its reservation time (0 for entries written
+    before times were kept)."""
+    waiting = []
+    for entry in value.decode().split(","):
+        version, _, reserved = entry.partition(":")
+        waiting.append((int(version), float(reserved or 0)))
+    return waiting
 
 
 def _now_ms() -> int:

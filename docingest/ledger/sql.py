@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import BindParameter
 
-from docingest.db import dialect_insert, newest_per_id
+from docingest.db import dialect_insert
 from docingest.ledger.base import LedgerUnavailableError, PendingEntry, Versions
 from docingest.ledger.floor import stored_floor
 from docingest.schemas import as_utc, utcnow
@@ -63,7 +63,7 @@ class SqlLedger:
                 {"id": document_id, "version": first + i, "reserved_at": now}
                 for i, document_id in enumerate(ids)
             ]
-            self._upsert(connection, newest_per_id(rows), only_newer=False)
+            self._insert(connection, rows)
         return first, None
 
     def mark(self, versions: Versions) -> None:
@@ -71,18 +71,16 @@ class SqlLedger:
             now = utcnow()
             rows = [{"id": i, "version": v, "reserved_at": now} for i, v in versions]
             with self._begin() as connection:
-                self._upsert(connection, newest_per_id(rows), only_newer=True)
+                self._insert(connection, rows)
 
     @staticmethod
-    def _upsert(connection: Connection, rows: list[dict[str, Any]], *, only_newer: bool) -> None:
-        """Sorted by id: two reservations sharing ids then lock them in the same order."""
-        insert = dialect_insert(connection, PENDING)
-        statement = insert.on_conflict_do_update(
-            index_elements=[PENDING.c.id],
-            set_={"version": insert.excluded.version, "reserved_at": insert.excluded.reserved_at},
-            where=PENDING.c.version < insert.excluded.version if only_newer else None,
+    def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """One row per waiting version: the versions accepted before stay known when a later
+        one is forgotten. Sorted: two reservations sharing ids lock them in the same order."""
+        statement = dialect_insert(connection, PENDING).on_conflict_do_nothing()
+        connection.execute(
+            statement, sorted(rows, key=lambda row: (str(row["id"]), row["version"]))
         )
-        connection.execute(statement, sorted(rows, key=lambda row: str(row["id"])))
 
     def forget(self, versions: Versions) -> None:
         self._remove(versions, exact=True)
@@ -93,8 +91,9 @@ class SqlLedger:
     def _remove(self, versions: Versions, *, exact: bool) -> None:
         if not versions:
             return
-        newest = dict(sorted(versions, key=lambda pair: pair[1]))
-        pairs = sorted(newest.items(), key=lambda pair: str(pair[0]))
+        # Settling up to the newest version of an id settles the others; forgetting does not.
+        chosen = set(versions) if exact else dict(sorted(versions, key=lambda p: p[1])).items()
+        pairs = sorted(chosen, key=lambda pair: (str(pair[0]), pair[1]))
         version: BindParameter[int] = bindparam("pending_version")
         at = PENDING.c.version == version if exact else PENDING.c.version <= version
         statement = delete(PENDING).where(and_(PENDING.c.id == bindparam("pending_id"), at))
@@ -105,14 +104,15 @@ class SqlLedger:
             )
 
     def pending_version(self, document_id: uuid.UUID) -> int | None:
-        statement = select(PENDING.c.version).where(PENDING.c.id == document_id)
+        statement = select(func.max(PENDING.c.version)).where(PENDING.c.id == document_id)
         with self._connect() as connection:
             found = connection.execute(statement).scalar_one_or_none()
         return None if found is None else int(found)
 
     def pending_count(self) -> int:
         with self._connect() as connection:
-            return int(connection.execute(select(func.count()).select_from(PENDING)).scalar_one())
+            count = select(func.count(PENDING.c.id.distinct()))
+            return int(connection.execute(count).scalar_one())
 
     def older_than(self, moment: datetime, limit: int) -> list[PendingEntry]:
         statement = (
@@ -165,3 +165,7 @@ class SqlLedger:
                 yield connection
         except SQLAlchemyError as error:
             raise LedgerUnavailableError(str(error)) from error
+
+
+def _id_and_version(row: dict[str, Any]) -> tuple[str, int]:
+    return str(row["id"]), int(row["version"])

@@ -131,6 +131,25 @@ def test_pending_entries_are_removed_only_at_their_own_version(connections: Conn
     assert ledger.pending_version(document_id) is None
 
 
+@pytest.mark.parametrize("ledger_kind", ["redis", "sql"])
+def test_a_refused_version_leaves_the_one_accepted_before_it_pending(
+    connections: Connections, ledger_kind: str
+) -> None:
+    """202 for v1, then a request for the same id refused (429, 503 "nothing was accepted")
+    after its reservation: v1 is still queued, and its status must say so (chaos C1)."""
+    ledger = SqlLedger(connections.engine) if ledger_kind == "sql" else connections.ledger
+    document_id, other = uuid.uuid4(), uuid.uuid4()
+    accepted, _ = ledger.reserve([document_id])
+    refused, _ = ledger.reserve([document_id, other, document_id])
+    ledger.forget([(document_id, refused), (other, refused + 1), (document_id, refused + 2)])
+    assert ledger.pending_version(document_id) == accepted
+    assert ledger.pending_version(other) is None
+    assert [(e.id, e.version) for e in ledger.older_than(utcnow(), 10)] == [(document_id, accepted)]
+    ledger.settle([(document_id, accepted)])
+    assert ledger.pending_version(document_id) is None
+    assert ledger.pending_count() == 0
+
+
 # --- leaks: entries no worker will settle -----------------------------------------------------
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+from docingest import db
 from docingest.db import downgrade, make_engine, migrate
 from docingest.embedded import wait_until
 from docingest.migrations.helpers import DataLossError
 
-HEAD = "0007"
+HEAD = ScriptDirectory(str(Path(db.__file__).parent / "migrations")).get_current_head()
 INDEXES = ("ix_documents_updated_at", "ix_documents_labelled_at")
 ROW = (
     "INSERT INTO documents (id, content, version, created_at, updated_at) "

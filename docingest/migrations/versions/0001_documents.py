@@ -19,6 +19,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = "every document (the documents table)"
+
 
 def upgrade() -> None:
     op.create_table(
@@ -37,6 +40,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    refuse_data_loss(revision, "every document (the documents table)")
+    refuse_data_loss(revision, LOSES)
     op.drop_index("ix_documents_category", table_name="documents")
     op.drop_table("documents")

@@ -19,6 +19,9 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = "the failures kept for replay (the failures table)"
+
 
 def upgrade() -> None:
     op.create_table(
@@ -36,6 +39,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    refuse_data_loss(revision, "the failures kept for replay (the failures table)")
+    refuse_data_loss(revision, LOSES)
     op.drop_index("ix_failures_failed_at", table_name="failures")
     op.drop_table("failures")

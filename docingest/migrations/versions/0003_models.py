@@ -19,6 +19,12 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = (
+    "the registered models (the models table) and the documents' deletions and "
+    "alternatives (documents.deleted_at, documents.alternatives)"
+)
+
 
 def upgrade() -> None:
     # First: a build that fails leaves nothing else committed (docingest.migrations.helpers).
@@ -42,11 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    helpers.refuse_data_loss(
-        revision,
-        "the registered models (the models table) and the documents' deletions and "
-        "alternatives (documents.deleted_at, documents.alternatives)",
-    )
+    helpers.refuse_data_loss(revision, LOSES)
     helpers.drop_index("ix_documents_updated_at", "documents")
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("deleted_at")

@@ -21,6 +21,9 @@ depends_on: str | Sequence[str] | None = None
 
 LABELLED = sa.text("label IS NOT NULL")
 
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = "every label (documents.label, label_by, labelled_at, label_version)"
+
 
 def upgrade() -> None:
     # Rows stored before have no digest: the first label or new version gives them one.
@@ -42,9 +45,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    helpers.refuse_data_loss(
-        revision, "every label (documents.label, label_by, labelled_at, label_version)"
-    )
+    helpers.refuse_data_loss(revision, LOSES)
     helpers.drop_index("ix_documents_labelled_at", "documents")
     with op.batch_alter_table("documents") as batch:
         for column in ("label_version", "labelled_at", "label_by", "label", "content_sha256"):

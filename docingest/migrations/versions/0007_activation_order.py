@@ -23,6 +23,9 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = "the models' activation order (models.activation)"
+
 
 def upgrade() -> None:
     with op.batch_alter_table("models") as batch:
@@ -45,7 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    refuse_data_loss(revision, "the models' activation order (models.activation)")
+    refuse_data_loss(revision, LOSES)
     op.drop_index("ix_models_activation", table_name="models")
     with op.batch_alter_table("models") as batch:
         batch.drop_column("activation")

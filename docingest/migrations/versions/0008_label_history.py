@@ -16,10 +16,15 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from docingest.migrations.helpers import refuse_data_loss
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = "every label's history (the label_history table, documents.label_revision)"
 
 
 def upgrade() -> None:
@@ -56,6 +61,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(revision, LOSES)
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("label_revision")
     op.drop_index("ix_label_history_document_id", table_name="label_history")
