@@ -121,6 +121,10 @@ def newest_per_id(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
+class DataLossError(RuntimeError):
+    """A downgrade would drop data and was not forced."""
+
+
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic; the API never creates tables itself."""
     from alembic import command
@@ -130,13 +134,11 @@ def migrate(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str, *, force: bool = False) -> None:
     """Take the schema down to `revision`; one that would drop data (labels, models, documents)
-    raises `docingest.migrations.helpers.DataLossError` unless `force`, before any migration is
+    raises `DataLossError` unless `force`, before any migration is
     undone (each declares what undoing it deletes as `LOSES`)."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-
-    from docingest.migrations.helpers import DataLossError
 
     config = _alembic_config(url)
     config.attributes["force"] = force

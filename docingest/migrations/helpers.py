@@ -14,9 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context, op
 
-
-class DataLossError(RuntimeError):
-    """A downgrade would drop data and was not forced."""
+from docingest.db import DataLossError
 
 
 def _postgresql() -> bool:

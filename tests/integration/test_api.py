@@ -180,6 +180,7 @@ def test_ready_when_broker_and_database_answer(client: TestClient) -> None:
         "ledger": "ok",
         "database": "ok",
         "broker_durability": "append-only file, fsync always",
+        "model": "none active yet",  # no worker has seeded the registry
     }
 
 

@@ -13,9 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from docingest import db
-from docingest.db import downgrade, make_engine, migrate
+from docingest.db import DataLossError, downgrade, make_engine, migrate
 from docingest.embedded import wait_until
-from docingest.migrations.helpers import DataLossError
 
 HEAD = ScriptDirectory(str(Path(db.__file__).parent / "migrations")).get_current_head()
 INDEXES = ("ix_documents_updated_at", "ix_documents_labelled_at")
