@@ -70,7 +70,7 @@ FAST_TESTS := tests/unit tests/integration
 PYTEST_WORKERS ?= 2
 # The slow tiers wait more than they compute (servers stopped, hosts cut off, faults timed): one
 # more worker than cores. The multi-host tests, which share one test network, form one xdist
-# group (tests/multihost/conftest.py) that a single worker runs in order beside the others.
+# group (their `pytestmark`) that a single worker runs in order beside the others.
 SLOW_WORKERS ?= 3
 PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
 
