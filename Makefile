@@ -61,17 +61,17 @@ typecheck: $(VENV)/.dev-installed
 #   tests/unit         no server at all
 #   tests/integration  the in-process app over the suite's real Redis, PostgreSQL, SQLite, RabbitMQ
 #   tests/system       API and worker processes of the test's own, servers stopped or cut off
-#   tests/multihost    hosts in network namespaces (root), one after another in one worker:
-#                      they share one test network, which each test's module holds per broker
+#   tests/multihost    hosts in network namespaces (root), on a test network per xdist worker,
+#                      which each test's module holds per broker
 # `make check` is the fast loop: lint, types and the first two tiers. `make test` (CI) is all.
 # PYTEST_WORKERS: pytest-xdist workers for the fast tiers, each with servers of its own;
 # PYTEST_ARGS: any more options.
 FAST_TESTS := tests/unit tests/integration
 PYTEST_WORKERS ?= 2
-# The slow tiers wait more than they compute (servers stopped, hosts cut off, faults timed): one
-# more worker than cores. The multi-host tests, which share one test network, form one xdist
-# group (their `pytestmark`) that a single worker runs in order beside the others.
-SLOW_WORKERS ?= 3
+# The slow tiers wait more than they compute (servers stopped, hosts cut off, faults timed): two
+# workers per core. Each worker builds its multi-host tests a network of its own
+# (tests/hosts.py), so those run beside the system tests.
+SLOW_WORKERS ?= 4
 PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck
@@ -79,7 +79,7 @@ check: lint typecheck
 
 test: lock-check lint typecheck browser rabbitmq prometheus
 	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
-	$(PYTEST) -n $(SLOW_WORKERS) --dist loadgroup tests/system tests/multihost
+	$(PYTEST) -n $(SLOW_WORKERS) tests/system tests/multihost
 
 # A randomized fault campaign on hosts in network namespaces (root), checked against its history
 # (tests/chaos, docs/reliability.md "The fault campaign"); exit status 0 only without anomaly.

@@ -47,8 +47,12 @@ from tests.faults import (
     unacked_messages,
 )
 
-PREFIX = "dih"  # every namespace, link and /etc/netns folder this module makes starts with it
-SUBNET = "10.231.77"  # a /24 nothing else on this machine routes (checked at start)
+# Each pytest-xdist worker builds a network of its own (gw2: prefix dih2, 10.231.79.0/24), so
+# the multi-host tests run beside each other; outside xdist, `dih` and 10.231.77.0/24.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_INDEX = int(_WORKER[2:]) + 1 if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0
+PREFIX = f"dih{_INDEX or ''}"  # every namespace, link and /etc/netns folder made here starts so
+SUBNET = f"10.231.{77 + _INDEX}"  # a /24 nothing else on this machine routes (checked at start)
 BRIDGE = f"{PREFIX}-br"
 NETNS_ETC = Path("/etc/netns")
 LOCK_PATH = Path("/tmp") / f"{PREFIX}-network.lock"

@@ -19,9 +19,7 @@ from tests.hosts import missing_requirements
 if (_missing := missing_requirements()) is not None:
     pytest.skip(_missing, allow_module_level=True)
 
-# One xdist group: these tests share the one test network, so one worker runs them in order
-# while the others run the system tier beside them (`make test`: --dist loadgroup).
-pytestmark = [pytest.mark.multihost, pytest.mark.xdist_group("test-network")]
+pytestmark = pytest.mark.multihost
 
 # A failing run's history, schedule and logs stay here: pytest's temporary folders are rotated
 # away by the next runs (other worktrees' included) before anyone reads them.

@@ -53,9 +53,7 @@ from tests.hosts import HostApi, RabbitCluster, missing_requirements
 if (_missing := missing_requirements()) is not None:
     pytest.skip(_missing, allow_module_level=True)
 
-# One xdist group: these tests share the one test network, so one worker runs them in order
-# while the others run the system tier beside them (`make test`: --dist loadgroup).
-pytestmark = [pytest.mark.multihost, pytest.mark.xdist_group("test-network")]
+pytestmark = pytest.mark.multihost
 
 REQUEST_TIMEOUT = 10.0  # the clients' timeout: an API answer slower than this is a hang
 CUT_WORKER_SECONDS = 30
