@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 
+from docingest.changes.record import RETURNED, record_documents, record_written
 from docingest.db import insert_for, newest_per_id
 from docingest.ledger.floor import raise_floor
 from docingest.schemas import DocumentQuery, as_utc, utcnow
@@ -57,15 +58,21 @@ def store_batch(
     Rows are column dicts of `Document` and `Failure`. Redelivered messages and out-of-order
     versions are harmless: each upsert only replaces a row with a *newer* version
     (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
+
+    The document rows the upsert wrote (its RETURNING: a row the condition refused returns
+    nothing) each get a change (`changes.record`), in one more statement of the transaction.
     """
     rows = [*documents, *failures]
     if not rows:
         return
     with engine.begin() as connection:
-        for table, table_rows in ((DOCUMENTS, documents), (FAILURES, failures)):
-            if table_rows:
-                statement = _upsert_statement(connection.dialect.name, table)
-                connection.execute(statement, _sorted_newest(table_rows))
+        if documents:
+            statement = _upsert_statement(connection.dialect.name, DOCUMENTS)
+            written = connection.execute(statement, _sorted_newest(documents)).all()
+            record_written(connection, written, utcnow())
+        if failures:
+            statement = _upsert_statement(connection.dialect.name, FAILURES)
+            connection.execute(statement, _sorted_newest(failures))
         raise_floor(connection, max(row["version"] for row in rows))
 
 
@@ -108,7 +115,8 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     statement: Insert = insert.on_conflict_do_update(
         index_elements=[table.c.id], set_=updates, where=where
     )
-    return statement
+    # The rows written, for their changes: a row the condition refused returns nothing.
+    return statement.returning(*RETURNED) if table is DOCUMENTS else statement
 
 
 def store_tombstone(engine: Engine, document_id: uuid.UUID, version: int) -> None:
@@ -134,7 +142,10 @@ def update_classifications(
     unlabelled (a person's label was given against the classification it has) and still
     `replaceable` (classified by an older model: a newer one may have been activated meanwhile).
 
-    Rows are `Document` column dicts with `id` and `version`; returns how many were updated.
+    Rows are `Document` column dicts with `id` and `version` (and the `updated_at` they set);
+    returns how many were updated. Each row updated gets a `reclassified` change: those of `ids`
+    whose `updated_at` is one this call set (a redelivered call sets another, and the rows it
+    leaves alone get none).
     """
     if not updates:
         return 0
@@ -153,8 +164,15 @@ def update_classifications(
         {name: row[name] for name in fields} | {"_id": row["id"], "_version": row["version"]}
         for row in updates
     ]
+    changed = and_(
+        DOCUMENTS.c.id.in_([row["id"] for row in updates]),
+        DOCUMENTS.c.updated_at.in_({as_utc(row["updated_at"]) for row in updates}),
+    )
     with engine.begin() as connection:
-        return connection.execute(statement, rows).rowcount
+        count = int(connection.execute(statement, rows).rowcount)
+        if count:
+            record_documents(connection, "reclassified", changed, utcnow())
+        return count
 
 
 def resent_unchanged(engine: Engine, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
