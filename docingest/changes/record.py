@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, Connection, DateTime, insert, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    DateTime,
+    Insert,
+    bindparam,
+    case,
+    insert,
+    literal,
+    select,
+)
 
 from docingest.tables import CHANGES, DOCUMENTS
 
@@ -29,9 +39,33 @@ RETURNED: Final = (
 )
 
 
+# The bound parameter that carries a change's time in `with_changes`' statement.
+CHANGED_AT: Final = "changed_at"
+
+
+def with_changes(upsert: Insert) -> Insert:
+    """PostgreSQL: `upsert` (explicit values, run with executemany) and the changes of the rows
+    it wrote as one statement, `WITH written AS (INSERT … RETURNING …) INSERT INTO changes
+    SELECT … FROM written`: a row the upsert's condition refused returns nothing, so makes no
+    change. One statement per batch as before the feed; each row passes its CHANGED_AT."""
+    written = upsert.returning(*RETURNED).cte("written")
+    kind = case((written.c.deleted_at.is_not(None), literal("deleted")), else_=literal("stored"))
+    rows = select(
+        written.c.id,
+        written.c.version,
+        kind,
+        *(written.c[name] for name in DOCUMENT_FIELDS),
+        bindparam(CHANGED_AT, type_=DateTime(timezone=True)),
+    )
+    names = ("document_id", "version", "kind", *DOCUMENT_FIELDS, "at")
+    statement: Insert = insert(CHANGES).from_select(names, rows).add_cte(written)
+    return statement
+
+
 def record_written(connection: Connection, written: Sequence[Any], at: datetime) -> None:
     """One change per row an upsert wrote (its RETURNING rows, `RETURNED`): `deleted` for a
-    tombstone, `stored` for a new document or version. One statement, none if nothing won."""
+    tombstone, `stored` for a new document or version. One statement, none if nothing won.
+    Where DML cannot sit in a CTE (SQLite); PostgreSQL runs `with_changes`."""
     if not written:
         return
     rows = [

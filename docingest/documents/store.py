@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Engine,
     Insert,
     Row,
@@ -29,7 +30,13 @@ from sqlalchemy import (
     update,
 )
 
-from docingest.changes.record import RETURNED, record_documents, record_written
+from docingest.changes.record import (
+    CHANGED_AT,
+    RETURNED,
+    record_documents,
+    record_written,
+    with_changes,
+)
 from docingest.db import insert_for, newest_per_id
 from docingest.ledger.floor import raise_floor
 from docingest.schemas import DocumentQuery, as_utc, utcnow
@@ -59,21 +66,48 @@ def store_batch(
     versions are harmless: each upsert only replaces a row with a *newer* version
     (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
 
-    The document rows the upsert wrote (its RETURNING: a row the condition refused returns
-    nothing) each get a change (`changes.record`), in one more statement of the transaction.
+    The document rows the upsert wrote (a row the condition refused is not written) each get a
+    change (`changes.record`): on PostgreSQL in the upsert's own statement (a CTE), on SQLite
+    from its RETURNING rows, in one more statement.
     """
     rows = [*documents, *failures]
     if not rows:
         return
     with engine.begin() as connection:
         if documents:
-            statement = _upsert_statement(connection.dialect.name, DOCUMENTS)
-            written = connection.execute(statement, _sorted_newest(documents)).all()
-            record_written(connection, written, utcnow())
+            _store_documents(connection, _sorted_newest(documents))
         if failures:
             statement = _upsert_statement(connection.dialect.name, FAILURES)
             connection.execute(statement, _sorted_newest(failures))
         raise_floor(connection, max(row["version"] for row in rows))
+
+
+def _store_documents(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    now = utcnow()
+    if connection.dialect.name == "postgresql":
+        names = DOCUMENTS.columns.keys()
+        params = [{name: row.get(name) for name in names} | {CHANGED_AT: now} for row in rows]
+        connection.execute(_documents_with_changes(), params)
+    else:
+        written = connection.execute(_documents_returning(connection.dialect.name), rows).all()
+        record_written(connection, written, now)
+
+
+@cache
+def _documents_returning(dialect_name: str) -> Insert:
+    """The upsert of documents returning the rows it wrote (a row refused returns nothing)."""
+    statement: Insert = _upsert_statement(dialect_name, DOCUMENTS).returning(*RETURNED)
+    return statement
+
+
+@cache
+def _documents_with_changes() -> Insert:
+    """PostgreSQL's upsert of documents, each column a bound parameter (a row leaves none out:
+    the statement is no plain INSERT that SQLAlchemy would complete), with its changes."""
+    upsert = _upsert_statement("postgresql", DOCUMENTS).values(
+        {column.name: bindparam(column.name, type_=column.type) for column in DOCUMENTS.columns}
+    )
+    return with_changes(upsert)
 
 
 def _sorted_newest(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,8 +149,7 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     statement: Insert = insert.on_conflict_do_update(
         index_elements=[table.c.id], set_=updates, where=where
     )
-    # The rows written, for their changes: a row the condition refused returns nothing.
-    return statement.returning(*RETURNED) if table is DOCUMENTS else statement
+    return statement
 
 
 def store_tombstone(engine: Engine, document_id: uuid.UUID, version: int) -> None:

@@ -17,17 +17,15 @@ from sqlalchemy import Engine, text
 
 from docingest.api import create_app
 from docingest.changes.feed import read_changes
-from docingest.changes.record import record_written
 from docingest.changes.relay import relay, relay_lag
 from docingest.connections import Connections
 from docingest.db import make_engine
-from docingest.documents.store import _upsert_statement, content_digest, store_batch
+from docingest.documents.store import _store_documents, content_digest, store_batch
 from docingest.keys import ApiKey, Scope, digest, generate_key
 from docingest.model import registry
 from docingest.model.classifier import Classifier
 from docingest.schemas import utcnow
 from docingest.settings import Settings
-from docingest.tables import DOCUMENTS
 from docingest.worker.ingest import reclassify
 from tests.helpers import UNAMBIGUOUS, drain
 
@@ -249,8 +247,7 @@ def test_a_change_committed_late_is_read_after_the_reader_went_past(postgres_url
         late, early = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
         with engine.connect() as held:
             transaction = held.begin()
-            written = held.execute(_upsert_statement("postgresql", DOCUMENTS), [row(late, 1)])
-            record_written(held, written.all(), utcnow())
+            _store_documents(held, [row(late, 1)])  # store_batch's statement, not committed
             for document_id in early:
                 store_batch(engine, [row(document_id, 1)])
             assert relay(engine) is not None
