@@ -12,6 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
@@ -169,8 +172,6 @@ def test_a_long_poll_answers_as_soon_as_a_change_arrives(
 
 
 def events(client: TestClient, **headers: str) -> list[tuple[str, dict[str, Any]]]:
-    import orjson
-
     found = []
     with client.stream(
         "GET", "/changes", params={"wait": 0}, headers={"Accept": "text/event-stream", **headers}
@@ -351,3 +352,67 @@ def test_the_relay_lag_is_in_the_metrics(client: TestClient, connections: Connec
     relayed = samples(client.get("/metrics").text)
     assert value(relayed, "docingest_changes_unrelayed") == 0
     assert value(relayed, "docingest_changes_relay_lag_seconds") == 0
+
+
+class FlakyTransport(httpx.BaseTransport):
+    """The test app's transport, except that its first `failures` requests cannot connect."""
+
+    def __init__(self, inner: httpx.BaseTransport, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.failures:
+            self.failures -= 1
+            raise httpx.ConnectError("refused", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_the_client_follows_the_feed_and_resumes_after_connection_errors(
+    client: TestClient, connections: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import docingest_client.client as client_module
+    from docingest_client import Client
+
+    monkeypatch.setattr(client_module.time, "sleep", lambda _: None)  # the retries' pauses
+    ids = sorted(uuid.uuid4() for _ in range(5))
+    store_batch(
+        connections.engine, [row(i, 1, "tech" if n < 2 else "sports") for n, i in enumerate(ids)]
+    )
+    relay(connections.engine)
+    # Four failed connections: the client's own retries give up, changes() waits and resumes.
+    transport = FlakyTransport(client._transport, failures=client_module.CONNECTION_ATTEMPTS + 1)
+    with Client("http://testserver", transport=transport) as api:
+        followed = api.changes(wait=1)
+        first = [next(followed) for _ in range(5)]
+        assert [c.document_id for c in first] == ids
+        assert first[0].position == "1"
+        assert first[0].alternatives is not None
+        assert transport.failures == 0
+        tech = list(api.changes(categories=["tech"], follow=False))
+        assert [c.document_id for c in tech] == ids[:2]
+        after = list(api.changes(after=first[2].position, kinds=["stored"], follow=False))
+        assert [c.document_id for c in after] == ids[3:]
+
+
+def test_the_cli_prints_the_feed_as_json_lines(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine, database_url: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from docingest.cli import app
+    from docingest.settings import get_settings
+
+    ids = sorted(uuid.uuid4() for _ in range(3))
+    store_batch(engine, [row(i, 1) for i in ids])
+    relay(engine)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["changes", "--after", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [line["document_id"] for line in lines] == [str(i) for i in ids[1:]]
+    assert [line["position"] for line in lines] == ["2", "3"]
