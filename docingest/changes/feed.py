@@ -18,12 +18,20 @@ from docingest.tables import CHANGES, Change
 
 
 class ChangesGoneError(Exception):
-    """The cursor is older than the oldest change kept: changes after it were pruned."""
+    """The cursor is older than the oldest change kept (changes after it were pruned), or newer
+    than the head: no position this database handed out (a database restored from a backup
+    gives positions again to other changes), so what it missed is unknown."""
 
-    def __init__(self, after: int, pruned: int) -> None:
-        super().__init__(f"changes up to position {pruned} were pruned; the cursor is {after}")
+    def __init__(self, after: int, pruned: int, head: int) -> None:
+        reason = (
+            f"changes up to position {pruned} were pruned"
+            if after < pruned
+            else f"the newest position is {head}"
+        )
+        super().__init__(f"{reason}; the cursor is {after}")
         self.after = after
         self.pruned = pruned
+        self.head = head
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +52,9 @@ def read_changes(
     """Up to `limit` changes after `after` (None: after the newest pruned, the oldest kept),
     oldest first, of the given kinds and categories (empty: any).
 
-    `ChangesGoneError` when `after` is below the newest pruned position. `next` is the last
-    item's position when the page is full, else the head read before the page (every position
-    up to it was scanned), and never less than `after`.
+    `ChangesGoneError` when `after` is below the newest pruned position or above the head.
+    `next` is the last item's position when the page is full, else the head read before the
+    page (every position up to it was scanned).
     """
     with engine.connect() as connection:
         head = head_position(connection)
@@ -64,13 +72,13 @@ def read_changes(
         # Read after the page: pruning only moves forward, so a cursor not below it now was not
         # below it when the page was read, and the page missed nothing.
         pruned = pruned_position(connection)
-    if after is not None and after < pruned:
-        raise ChangesGoneError(after, pruned)
+    if after is not None and not pruned <= after <= head:
+        raise ChangesGoneError(after, pruned, head)
     if len(items) == limit:
         last = items[-1].position
         assert last is not None
         return ChangePage(items, last)
-    return ChangePage(items, max(start, head))
+    return ChangePage(items, max(start, head))  # start > head: no `after`, all pruned
 
 
 def head(engine: Engine) -> int:

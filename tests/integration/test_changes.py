@@ -132,6 +132,8 @@ def test_next_the_head_filters_and_limits(client: TestClient, connections: Conne
     seen = [item["document_id"] for item in first["items"] + rest["items"]]
     assert seen == [str(i) for i in sorted(ids)]  # one batch: in id order
     assert changes(client, after=head) == {"items": [], "next": head}
+    # A position newer than the head was never handed out (a restored database): 410.
+    assert client.get("/changes", params={"after": str(int(head) + 1)}).status_code == 410
 
     tech = changes(client, category="tech")
     assert len(tech["items"]) == 2

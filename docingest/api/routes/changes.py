@@ -42,12 +42,15 @@ HEARTBEAT_SECONDS: Final = 15.0
 MAX_WAIT: Final = 60.0
 
 GONE_DETAIL: Final = (
-    "Changes after this position were pruned (they are kept CHANGES_RETENTION). To catch up: "
+    "Changes after this position were pruned (they are kept CHANGES_RETENTION), or it is no "
+    "position this service handed out (newer than its head). To catch up: "
     "take GET /changes/head, read the documents again with GET /documents, then follow the "
     "feed from that head; changes made during the re-read come again, which their versions "
     "make harmless."
 )
-_GONE = error_response("The position is older than the oldest change kept: " + GONE_DETAIL)
+_GONE = error_response(
+    "The position is older than the oldest change kept, or newer than the head: " + GONE_DETAIL
+)
 _EVENTS = {
     "schema": {"type": "string"},
     "description": "One event a change: `id:` its position, `data:` the change as in `items`",
@@ -103,7 +106,8 @@ async def read_changes_page(
     document's versions; `next` is the position to pass next (the same as `after` when nothing
     came). Each change is seen once by a reader following `next`, whatever order the writers'
     transactions commit in. `kind` and `category` filter (repeatable); `next` still moves past
-    the changes they leave out. `410` once `after` is older than the oldest change kept.
+    the changes they leave out. `410` once `after` is older than the oldest change kept (or newer
+    than the head: not a position this service handed out).
     """
     streaming = EVENT_STREAM in request.headers.get("accept", "")
     start = last_event_id if streaming and last_event_id is not None else after
