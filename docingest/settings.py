@@ -287,6 +287,17 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value.removeprefix(prefix)
         return value
 
+    @field_validator("changes_retention", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        """`604800` in the environment is seconds (pydantic reads only numbers so, not text)."""
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
     @field_validator("public_endpoints", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -418,3 +418,26 @@ def test_the_cli_prints_the_feed_as_json_lines(
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [line["document_id"] for line in lines] == [str(i) for i in ids[1:]]
     assert [line["position"] for line in lines] == ["2", "3"]
+
+
+def test_the_worker_relay_numbers_and_prunes_with_the_settings(
+    settings: Settings, connections: Connections
+) -> None:
+    """What each worker process's relay thread runs every CHANGES_RELAY_SECONDS."""
+    from types import SimpleNamespace
+
+    from docingest.worker.middleware import WorkerMiddleware
+
+    engine = connections.engine
+    store_batch(engine, [row(uuid.uuid4(), 1) for _ in range(2)])
+    resources: Any = SimpleNamespace(connections=connections)
+    short = settings.model_copy(update={"changes_retention": timedelta(seconds=30)})
+    middleware = WorkerMiddleware(short, lambda: resources)
+    middleware._relay()
+    assert relay_lag(engine).waiting == 0
+    assert [c.position for c in read_changes(engine, after=None, limit=10).items] == [1, 2]
+    with engine.begin() as connection:
+        old = utcnow() - timedelta(minutes=1)
+        connection.execute(text("UPDATE changes SET at = :old WHERE position = 1"), {"old": old})
+    middleware._relay()
+    assert [c.position for c in read_changes(engine, after=None, limit=10).items] == [2]
