@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, case, delete, func, select, text, update
 
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import CHANGE_RELAY, CHANGES
@@ -48,7 +48,8 @@ def relay(engine: Engine, *, retention: timedelta | None = None) -> Relayed | No
 
 def _lock(connection: Connection) -> bool:
     """PostgreSQL: a transaction-level advisory lock, released at commit, not waited for.
-    SQLite: the first write of the pass takes the database's only write lock (and waits)."""
+    SQLite: none; each write statement holds the database's only write lock, and the numbering
+    is one statement (`_number`)."""
     if connection.dialect.name != "postgresql":
         return True
     statement = text("SELECT pg_try_advisory_xact_lock(:key)")
@@ -61,7 +62,15 @@ def _number(connection: Connection) -> int:
     By id: a document's later write takes its change row's id while it holds that document's
     row lock, which the earlier write released only at its commit, so for one document id
     order is version order (docs/architecture.md)."""
-    start = head_position(connection)
+    unnumbered = select(CHANGES.c.id).where(CHANGES.c.position.is_(None)).limit(1)
+    if connection.execute(unnumbered).first() is None:
+        return 0  # an idle pass reads one index entry and writes nothing (SQLite: no write lock)
+    # The head, read by the UPDATE itself (an alias: not correlated to the row updated), so
+    # that reading it and numbering are one statement: on SQLite, whose driver runs a SELECT
+    # outside the transaction, two processes' passes still cannot give a position twice.
+    numbered = CHANGES.alias("numbered")
+    newest = select(func.max(numbered.c.position)).scalar_subquery()
+    start = select(func.coalesce(newest, pruned_position_query())).scalar_subquery()
     waiting = (
         select(
             CHANGES.c.id,
@@ -101,6 +110,10 @@ def _prune(connection: Connection, cutoff: datetime) -> int:
     (stopping at the first one that is not, so that every position up to the newest pruned is
     gone and every one after it kept), and remember the newest pruned."""
     pruned = pruned_position(connection)
+    first = select(CHANGES.c.at).where(CHANGES.c.position > pruned).order_by(CHANGES.c.position)
+    at = connection.execute(first.limit(1)).scalar()
+    if at is None or as_utc(at) >= cutoff:
+        return 0  # the usual pass: the oldest change kept is not old enough
     oldest = connection.execute(
         select(CHANGES.c.position, CHANGES.c.at)
         .where(CHANGES.c.position > pruned)
@@ -117,7 +130,9 @@ def _prune(connection: Connection, cutoff: datetime) -> int:
     deleted = connection.execute(
         delete(CHANGES).where(CHANGES.c.position > pruned, CHANGES.c.position <= last)
     ).rowcount
-    connection.execute(update(CHANGE_RELAY).where(CHANGE_RELAY.c.id == 1).values(pruned=last))
+    # Never back: another process's pass may have pruned further meanwhile (SQLite).
+    newer = case((CHANGE_RELAY.c.pruned < last, last), else_=CHANGE_RELAY.c.pruned)
+    connection.execute(update(CHANGE_RELAY).where(CHANGE_RELAY.c.id == 1).values(pruned=newer))
     return int(deleted)
 
 
