@@ -98,9 +98,12 @@ async def read_changes_page(
         list[str] | None, Query(max_length=200, description="Only these categories")
     ] = None,
     last_event_id: Annotated[
-        str | None,
-        Header(pattern=POSITION_PATTERN, description="An event stream resumes after it"),
-    ] = None,
+        str,
+        Header(
+            pattern=r"^[0-9]{0,19}$",
+            description="An event stream resumes after this position (empty: after `after`)",
+        ),
+    ] = "",
 ) -> Any:
     """The changes committed after `after`, oldest first, in one order that agrees with each
     document's versions; `next` is the position to pass next (the same as `after` when nothing
@@ -110,7 +113,7 @@ async def read_changes_page(
     than the head: not a position this service handed out).
     """
     streaming = EVENT_STREAM in request.headers.get("accept", "")
-    start = last_event_id if streaming and last_event_id is not None else after
+    start = last_event_id if streaming and last_event_id else after
     query = _Query(engine, limit, kind or [], category or [])
     position = int(start) if start is not None else None
     if not streaming:
