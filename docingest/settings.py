@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -221,6 +222,19 @@ class Settings(BaseSettings):
         "(RabbitMQ), how old a pending entry whose version is not stored must be to be dropped "
         "anyway: longer than any message waits before it is stored or dead-lettered.",
     )
+    changes_relay_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="How often each worker process runs the change feed's relay (one process "
+        "at a time numbers the committed changes: docs/changes.md); a change reaches `GET "
+        "/changes` within about this long of its commit.",
+    )
+    changes_retention: timedelta = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="How long changes stay in the feed (seconds, or ISO 8601 such as `P7D`); a "
+        "cursor older than the oldest change kept is answered 410 (docs/changes.md).",
+    )
     max_queued_bytes: int = Field(
         default=1024**3,
         gt=0,
@@ -271,6 +285,17 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value.removeprefix(prefix)
+        return value
+
+    @field_validator("changes_retention", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        """`604800` in the environment is seconds (pydantic reads only numbers so, not text)."""
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
         return value
 
     @field_validator("public_endpoints", "cors_origins", mode="before")

@@ -187,6 +187,54 @@ class WorkerMetric(SQLModel, table=True):
     value: float = SQLField(sa_column=Column(Float, nullable=False))
 
 
+class Change(SQLModel, table=True):
+    """One change of a document, written in the transaction of the write that made it: what
+    `GET /changes` serves (docingest/changes/).
+
+    `id` is taken at insert and only orders the rows not yet numbered; `position`, the order of
+    the feed, is given by the relay (`changes.relay`) to committed rows only, so a reader that saw
+    a position has seen every smaller one (docs/architecture.md, The change feed).
+    """
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        # The relay's work: the few rows not numbered yet, by id; numbered rows cost it nothing.
+        Index(
+            "ix_changes_unnumbered",
+            "id",
+            postgresql_where=text("position IS NULL"),
+            sqlite_where=text("position IS NULL"),
+        ),
+    )
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(_ROW_NUMBER, primary_key=True, autoincrement=True)
+    )
+    position: int | None = SQLField(
+        default=None, sa_column=Column(BigInteger, nullable=True, unique=True)
+    )
+    document_id: uuid.UUID = SQLField(nullable=False)
+    version: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    # stored | deleted | labelled | unlabelled | reclassified
+    kind: str = SQLField(sa_column=Column(String(12), nullable=False))
+    category: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    confidence: float | None = None
+    alternatives: list[dict[str, Any]] | None = SQLField(default=None, sa_column=Column(JSON))
+    model_version: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    label: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ChangeRelay(SQLModel, table=True):
+    """The relay's one row: the newest position pruned (0: none), so that a cursor older than
+    the oldest change kept is told so (410) exactly."""
+
+    __tablename__ = "change_relay"
+
+    id: int = SQLField(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    pruned: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+
+
 def _handle(model: type[SQLModel]) -> Table:
     """The model's table, typed: SQLModel leaves `__table__` untyped, its metadata does not."""
     return SQLModel.metadata.tables[str(model.__tablename__)]
@@ -201,3 +249,5 @@ VERSION_COUNTER = _handle(VersionCounter)
 PENDING = _handle(PendingDocument)
 WORKER_METRICS = _handle(WorkerMetric)
 LABEL_HISTORY = _handle(LabelChange)
+CHANGES = _handle(Change)
+CHANGE_RELAY = _handle(ChangeRelay)

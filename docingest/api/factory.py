@@ -19,6 +19,7 @@ from docingest.api.hotpath import Endpoint, HotRoute, direct_call, find_route
 from docingest.api.limits import BodySizeLimit
 from docingest.api.openapi import describe_common_answers, extend_openapi
 from docingest.api.routes import (
+    changes,
     dashboard,
     documents,
     failures,
@@ -41,6 +42,7 @@ from docingest.settings import Settings, get_settings
 ROUTERS = (
     documents.router,
     labels.router,
+    changes.router,
     failures.router,
     models.router,
     health.router,

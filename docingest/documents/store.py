@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Engine,
     Insert,
     Row,
@@ -29,6 +30,13 @@ from sqlalchemy import (
     update,
 )
 
+from docingest.changes.record import (
+    CHANGED_AT,
+    RETURNED,
+    record_documents,
+    record_written,
+    with_changes,
+)
 from docingest.db import insert_for, newest_per_id
 from docingest.ledger.floor import raise_floor
 from docingest.schemas import DocumentQuery, as_utc, utcnow
@@ -57,16 +65,49 @@ def store_batch(
     Rows are column dicts of `Document` and `Failure`. Redelivered messages and out-of-order
     versions are harmless: each upsert only replaces a row with a *newer* version
     (`DO UPDATE … WHERE version < excluded.version`), so the newest always wins.
+
+    The document rows the upsert wrote (a row the condition refused is not written) each get a
+    change (`changes.record`): on PostgreSQL in the upsert's own statement (a CTE), on SQLite
+    from its RETURNING rows, in one more statement.
     """
     rows = [*documents, *failures]
     if not rows:
         return
     with engine.begin() as connection:
-        for table, table_rows in ((DOCUMENTS, documents), (FAILURES, failures)):
-            if table_rows:
-                statement = _upsert_statement(connection.dialect.name, table)
-                connection.execute(statement, _sorted_newest(table_rows))
+        if documents:
+            _store_documents(connection, _sorted_newest(documents))
+        if failures:
+            statement = _upsert_statement(connection.dialect.name, FAILURES)
+            connection.execute(statement, _sorted_newest(failures))
         raise_floor(connection, max(row["version"] for row in rows))
+
+
+def _store_documents(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    now = utcnow()
+    if connection.dialect.name == "postgresql":
+        names = DOCUMENTS.columns.keys()
+        params = [{name: row.get(name) for name in names} | {CHANGED_AT: now} for row in rows]
+        connection.execute(_documents_with_changes(), params)
+    else:
+        written = connection.execute(_documents_returning(connection.dialect.name), rows).all()
+        record_written(connection, written, now)
+
+
+@cache
+def _documents_returning(dialect_name: str) -> Insert:
+    """The upsert of documents returning the rows it wrote (a row refused returns nothing)."""
+    statement: Insert = _upsert_statement(dialect_name, DOCUMENTS).returning(*RETURNED)
+    return statement
+
+
+@cache
+def _documents_with_changes() -> Insert:
+    """PostgreSQL's upsert of documents, each column a bound parameter (a row leaves none out:
+    the statement is no plain INSERT that SQLAlchemy would complete), with its changes."""
+    upsert = _upsert_statement("postgresql", DOCUMENTS).values(
+        {column.name: bindparam(column.name, type_=column.type) for column in DOCUMENTS.columns}
+    )
+    return with_changes(upsert)
 
 
 def _sorted_newest(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,7 +175,10 @@ def update_classifications(
     unlabelled (a person's label was given against the classification it has) and still
     `replaceable` (classified by an older model: a newer one may have been activated meanwhile).
 
-    Rows are `Document` column dicts with `id` and `version`; returns how many were updated.
+    Rows are `Document` column dicts with `id` and `version` (and the `updated_at` they set);
+    returns how many were updated. Each row updated gets a `reclassified` change: those of `ids`
+    whose `updated_at` is one this call set (a redelivered call sets another, and the rows it
+    leaves alone get none).
     """
     if not updates:
         return 0
@@ -153,8 +197,15 @@ def update_classifications(
         {name: row[name] for name in fields} | {"_id": row["id"], "_version": row["version"]}
         for row in updates
     ]
+    changed = and_(
+        DOCUMENTS.c.id.in_([row["id"] for row in updates]),
+        DOCUMENTS.c.updated_at.in_({as_utc(row["updated_at"]) for row in updates}),
+    )
     with engine.begin() as connection:
-        return connection.execute(statement, rows).rowcount
+        count = int(connection.execute(statement, rows).rowcount)
+        if count:
+            record_documents(connection, "reclassified", changed, utcnow())
+        return count
 
 
 def resent_unchanged(engine: Engine, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:

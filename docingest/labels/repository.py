@@ -22,6 +22,7 @@ from sqlalchemy import (
     update,
 )
 
+from docingest.changes.record import Kind, record_documents
 from docingest.documents.store import LABEL_COLUMNS, stream_documents
 from docingest.tables import DOCUMENTS, LABEL_HISTORY, Document, LabelChange
 
@@ -69,6 +70,8 @@ def change_label(
             )
             if not connection.execute(statement).rowcount:
                 raise _ChangedError
+            kind: Kind = "unlabelled" if columns is None else "labelled"
+            record_documents(connection, kind, DOCUMENTS.c.id == document_id, history["changed_at"])
     except _ChangedError:
         return None
     return new_revision

@@ -1,6 +1,7 @@
 """What the API reads at each scrape besides its own metrics: the workers' totals from the
-metrics store, which workers were seen, the queues' depths, the pending documents (the ledger)
-and the agreement of people's labels with the model's categories (the database).
+metrics store, which workers were seen, the queues' depths, the pending documents (the ledger),
+the agreement of people's labels with the model's categories and the change relay's lag (the
+database).
 
 A part that cannot be read now is left out of the scrape (and logged), not reported as 0.
 """
@@ -18,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from docingest.changes.relay import Lag, relay_lag
 from docingest.labels.repository import Agreement, label_agreement
 from docingest.ledger import Ledger, LedgerUnavailableError
 from docingest.observe.metrics_store import MetricsStore, MetricsStoreUnavailableError
@@ -71,6 +73,8 @@ class DeploymentCollector(Collector):
             )
         with _logged("label agreement"):
             yield from agreement_families(label_agreement(self._engine, self._agreement_window))
+        with _logged("change relay"):
+            yield from relay_families(relay_lag(self._engine))
 
     def _workers_seen(self) -> GaugeMetricFamily:
         """Workers seen within WORKER_SEEN_RETENTION_SECONDS; older ones are forgotten here."""
@@ -101,6 +105,20 @@ def _logged(part: str) -> Iterator[None]:
         SQLAlchemyError,
     ) as error:
         logger.warning("metrics: part of the scrape unreadable", part=part, error=str(error))
+
+
+def relay_families(lag: Lag) -> Iterator[GaugeMetricFamily]:
+    """The change feed's relay behind the writers: what it has not numbered yet."""
+    yield GaugeMetricFamily(
+        "docingest_changes_unrelayed",
+        "Committed changes the relay has not numbered yet (not in GET /changes yet).",
+        value=lag.waiting,
+    )
+    yield GaugeMetricFamily(
+        "docingest_changes_relay_lag_seconds",
+        "Age of the oldest change the relay has not numbered (0 when none waits).",
+        value=lag.oldest_seconds,
+    )
 
 
 def queue_family(depths: dict[str, int]) -> GaugeMetricFamily:

@@ -44,6 +44,8 @@ EXPECTED: dict[tuple[str, str], Scope | tuple[Scope, ...] | PublicEndpoint] = {
     ("DELETE", "/documents/{document_id}/label"): Scope.LABEL,
     ("GET", "/documents/{document_id}/label/history"): (Scope.READ, Scope.LABEL),
     ("GET", "/review/queue"): Scope.LABEL,
+    ("GET", "/changes"): Scope.READ,
+    ("GET", "/changes/head"): Scope.READ,
     ("GET", "/failures"): Scope.READ,
     ("GET", "/failures/dead-letters"): Scope.READ,
     ("POST", "/failures/replay"): Scope.ADMIN,

@@ -101,7 +101,17 @@ def package_of(module: str) -> str:
 # What every part shares: the whole top level of docingest/, besides __init__ and __main__.
 SHARED = {"settings", "db", "tables", "schemas", "connections", "embedded", "keys"}
 ENTRY_POINTS = {"api", "cli", "worker"}
-DOMAINS = {"queue", "ledger", "documents", "failures", "labels", "model", "observe", "client"}
+DOMAINS = {
+    "queue",
+    "ledger",
+    "documents",
+    "changes",
+    "failures",
+    "labels",
+    "model",
+    "observe",
+    "client",
+}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

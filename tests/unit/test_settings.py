@@ -55,3 +55,15 @@ def test_invalid_values_are_refused() -> None:
         Settings(_env_file=None, max_body_bytes=0)
     with pytest.raises(ValueError, match="redis_appendfsync"):
         Settings(_env_file=None, redis_appendfsync="sometimes")
+
+
+def test_changes_retention_reads_seconds_or_iso_8601(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    assert Settings(_env_file=None).changes_retention == timedelta(days=7)
+    for text, expected in (("3600", timedelta(hours=1)), ("P30D", timedelta(days=30))):
+        monkeypatch.setenv("CHANGES_RETENTION", text)
+        assert Settings(_env_file=None).changes_retention == expected
+    monkeypatch.setenv("CHANGES_RETENTION", "0")
+    with pytest.raises(ValueError, match="changes_retention"):
+        Settings(_env_file=None)

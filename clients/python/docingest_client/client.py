@@ -34,6 +34,8 @@ from pydantic import BaseModel, TypeAdapter
 from docingest_client.schemas import (
     BulkAccepted,
     BulkItemResult,
+    Change,
+    ChangesPage,
     DocumentAccepted,
     DocumentIn,
     DocumentOut,
@@ -120,6 +122,8 @@ class _Request:
     params: dict[str, Any] | None = None
     body: bytes | None = None
     headers: Mapping[str, str] | None = None
+    # Seconds to wait for the answer, when longer than the client's (a long poll).
+    read_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,7 @@ class _Operations:
         self.url = (url or os.environ.get(URL_VARIABLE) or DEFAULT_URL).rstrip("/")
         self.max_wait = max_wait
         self.retries = 0  # requests sent again after a "later" or no answer, since created
+        self._timeout = DEFAULT_TIMEOUT
         key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -250,17 +255,33 @@ class _Operations:
         path = "/model" if version is None else f"/models/{version}"
         return (yield from self._get(path, ModelCard))
 
+    def _changes_page(
+        self, after: str | None, kinds: Sequence[str], categories: Sequence[str], wait: float
+    ) -> _Steps[ChangesPage]:
+        params: dict[str, Any] = {"wait": wait, "kind": list(kinds), "category": list(categories)}
+        if after is not None:
+            params["after"] = after
+        request = _Request("GET", "/changes", params, read_timeout=wait + 30.0)
+        response = yield from self._call(request)
+        return ChangesPage.model_validate_json(response.content)
+
     def _request(self, step: _Request) -> dict[str, Any]:
         headers = self._headers | _JSON if step.body is not None else self._headers
         if step.headers:
             headers = headers | dict(step.headers)
-        return {
+        request: dict[str, Any] = {
             "method": step.method,
             "url": step.path,
             "params": step.params,
             "content": step.body,
             "headers": headers,
         }
+        if step.read_timeout is not None:
+            timeout = self._timeout
+            request["timeout"] = httpx.Timeout(
+                timeout.connect, read=max(timeout.read or 0, step.read_timeout)
+            )
+        return request
 
 
 class Client(_Operations):
@@ -278,6 +299,7 @@ class Client(_Operations):
     ) -> None:
         super().__init__(url, api_key, max_wait)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._timeout = self._http.timeout
 
     def _run(self, steps: _Steps[T]) -> T:
         reply: httpx.Response | None = None
@@ -378,6 +400,37 @@ class Client(_Operations):
     def stats(self) -> Stats:
         return self._run(self._get("/stats", Stats))
 
+    def changes(
+        self,
+        after: str | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        wait: float = 30.0,
+        follow: bool = True,
+    ) -> Iterator[Change]:
+        """The changes after the position `after` (None: from the oldest kept), oldest first,
+        each once: follows `next` with long polls of `wait` seconds, forever, resuming by
+        itself when the service is unreachable. Save a change's `position` to start after it
+        again. `follow=False` stops at the newest change. ApiError 410: the position was
+        pruned (docs/changes.md says how to catch up)."""
+        pause = 1.0
+        while True:
+            steps = self._changes_page(after, kinds or (), categories or (), wait if follow else 0)
+            try:
+                page = self._run(steps)
+            except UnavailableError:
+                if not follow:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                continue
+            pause = 1.0
+            yield from page.items
+            after = page.next
+            if not follow and not page.items:
+                return
+
     def close(self) -> None:
         self._http.close()
 
@@ -414,6 +467,7 @@ class AsyncClient(_Operations):
             limits=limits or DEFAULT_LIMITS,
             transport=transport,
         )
+        self._timeout = self._http.timeout
 
     async def _run(self, steps: _Steps[T]) -> T:
         reply: httpx.Response | None = None
@@ -494,6 +548,34 @@ class AsyncClient(_Operations):
 
     async def stats(self) -> Stats:
         return await self._run(self._get("/stats", Stats))
+
+    async def changes(
+        self,
+        after: str | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        wait: float = 30.0,
+        follow: bool = True,
+    ) -> AsyncIterator[Change]:
+        """`Client.changes`, as an async iterator."""
+        pause = 1.0
+        while True:
+            steps = self._changes_page(after, kinds or (), categories or (), wait if follow else 0)
+            try:
+                page = await self._run(steps)
+            except UnavailableError:
+                if not follow:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                continue
+            pause = 1.0
+            for change in page.items:
+                yield change
+            after = page.next
+            if not follow and not page.items:
+                return
 
     async def aclose(self) -> None:
         await self._http.aclose()

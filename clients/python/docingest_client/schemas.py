@@ -321,6 +321,44 @@ class DocumentStatus(BaseModel):
     error: str | None = None
 
 
+# A position of the change feed: opaque, safe in a URL (today a number's decimal digits).
+POSITION_PATTERN = "^[0-9]{1,19}$"
+ChangeKind = Literal["stored", "deleted", "labelled", "unlabelled", "reclassified"]
+
+
+class Change(BaseModel):
+    """One change of a document in `GET /changes`: `stored` (a new document or version),
+    `deleted`, `labelled`, `unlabelled` or `reclassified` (by a newer model), with the document's
+    classification and label as that change left them."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    position: str = Field(description="Opaque; pass it as `after` to read what follows")
+    document_id: uuid.UUID
+    version: int
+    kind: ChangeKind
+    category: str | None = None
+    confidence: float | None = None
+    alternatives: list[Alternative] | None = None
+    model_version: str | None = None
+    label: str | None = None
+    at: UTCDateTime
+
+
+class ChangesPage(BaseModel):
+    """Changes after the position asked, oldest first; `next` is the position to ask next (the
+    same when nothing came), past every change scanned, filtered out or not."""
+
+    items: list[Change]
+    next: str
+
+
+class ChangesHead(BaseModel):
+    """The newest position of the feed ("0" before the first change)."""
+
+    position: str
+
+
 class FailureOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

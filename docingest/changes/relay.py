@@ -1,0 +1,152 @@
+"""The relay: the one writer of positions. It numbers committed changes, in one transaction at a
+time, and prunes those older than the retention.
+
+Why this makes the feed exact (docs/architecture.md, The change feed): a change row is inserted
+in its document's transaction without a position; only committed rows are visible to the relay,
+and one relay at a time (PostgreSQL: a transaction-level advisory lock; SQLite: one writer
+anyway) gives them the positions after the highest one, in one commit. So a reader that saw
+position P has seen every position up to P, and a change that commits late gets a later
+position, never one a reader already went past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, case, delete, func, select, text, update
+
+from docingest.schemas import as_utc, utcnow
+from docingest.tables import CHANGE_RELAY, CHANGES
+
+# The advisory lock's key ("docchang" in ASCII): any other docingest lock uses another.
+RELAY_LOCK: Final = 0x646F636368616E67
+# Changes numbered by one pass at most: a backlog is numbered over several short transactions.
+RELAY_BATCH: Final = 10_000
+# Changes pruned by one pass at most.
+PRUNE_BATCH: Final = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    numbered: int
+    pruned: int
+
+
+def relay(engine: Engine, *, retention: timedelta | None = None) -> Relayed | None:
+    """One pass: number the committed changes without a position, oldest id first, after the
+    highest position; then prune up to PRUNE_BATCH changes older than `retention` (None: none).
+    None when another process holds the relay's lock (its pass does the work)."""
+    with engine.begin() as connection:
+        if not _lock(connection):
+            return None
+        numbered = _number(connection)
+        pruned = _prune(connection, utcnow() - retention) if retention is not None else 0
+    return Relayed(numbered, pruned)
+
+
+def _lock(connection: Connection) -> bool:
+    """PostgreSQL: a transaction-level advisory lock, released at commit, not waited for.
+    SQLite: none; each write statement holds the database's only write lock, and the numbering
+    is one statement (`_number`)."""
+    if connection.dialect.name != "postgresql":
+        return True
+    statement = text("SELECT pg_try_advisory_xact_lock(:key)")
+    return bool(connection.execute(statement, {"key": RELAY_LOCK}).scalar_one())
+
+
+def _number(connection: Connection) -> int:
+    """Give positions head+1, head+2, … to the first RELAY_BATCH unnumbered rows by id.
+
+    By id: a document's later write takes its change row's id while it holds that document's
+    row lock, which the earlier write released only at its commit, so for one document id
+    order is version order (docs/architecture.md)."""
+    unnumbered = select(CHANGES.c.id).where(CHANGES.c.position.is_(None)).limit(1)
+    if connection.execute(unnumbered).first() is None:
+        return 0  # an idle pass reads one index entry and writes nothing (SQLite: no write lock)
+    # The head, read by the UPDATE itself (an alias: not correlated to the row updated), so
+    # that reading it and numbering are one statement: on SQLite, whose driver runs a SELECT
+    # outside the transaction, two processes' passes still cannot give a position twice.
+    numbered = CHANGES.alias("numbered")
+    newest = select(func.max(numbered.c.position)).scalar_subquery()
+    start = select(func.coalesce(newest, pruned_position_query())).scalar_subquery()
+    waiting = (
+        select(
+            CHANGES.c.id,
+            func.row_number().over(order_by=CHANGES.c.id).label("number"),
+        )
+        .where(CHANGES.c.position.is_(None))
+        .order_by(CHANGES.c.id)
+        .limit(RELAY_BATCH)
+        .subquery()
+    )
+    statement = (
+        update(CHANGES)
+        .where(CHANGES.c.id == waiting.c.id)
+        .values(position=start + waiting.c.number)
+    )
+    return int(connection.execute(statement).rowcount)
+
+
+def head_position(connection: Connection) -> int:
+    """The newest position given; the newest pruned if none is kept (0: none ever)."""
+    newest = select(func.max(CHANGES.c.position)).scalar_subquery()
+    statement = select(func.coalesce(newest, pruned_position_query()))
+    return int(connection.execute(statement).scalar_one())
+
+
+def pruned_position_query() -> Any:
+    return select(CHANGE_RELAY.c.pruned).where(CHANGE_RELAY.c.id == 1).scalar_subquery()
+
+
+def pruned_position(connection: Connection) -> int:
+    """The newest position pruned (0: none): a cursor below it missed changes (410)."""
+    return int(connection.execute(select(pruned_position_query())).scalar_one())
+
+
+def _prune(connection: Connection, cutoff: datetime) -> int:
+    """Delete the oldest positions whose change is older than `cutoff`, a prefix of the feed
+    (stopping at the first one that is not, so that every position up to the newest pruned is
+    gone and every one after it kept), and remember the newest pruned."""
+    pruned = pruned_position(connection)
+    first = select(CHANGES.c.at).where(CHANGES.c.position > pruned).order_by(CHANGES.c.position)
+    at = connection.execute(first.limit(1)).scalar()
+    if at is None or as_utc(at) >= cutoff:
+        return 0  # the usual pass: the oldest change kept is not old enough
+    oldest = connection.execute(
+        select(CHANGES.c.position, CHANGES.c.at)
+        .where(CHANGES.c.position > pruned)
+        .order_by(CHANGES.c.position)
+        .limit(PRUNE_BATCH)
+    ).all()
+    last = None
+    for position, at in oldest:
+        if as_utc(at) >= cutoff:
+            break
+        last = int(position)
+    if last is None:
+        return 0
+    deleted = connection.execute(
+        delete(CHANGES).where(CHANGES.c.position > pruned, CHANGES.c.position <= last)
+    ).rowcount
+    # Never back: another process's pass may have pruned further meanwhile (SQLite).
+    newer = case((CHANGE_RELAY.c.pruned < last, last), else_=CHANGE_RELAY.c.pruned)
+    connection.execute(update(CHANGE_RELAY).where(CHANGE_RELAY.c.id == 1).values(pruned=newer))
+    return int(deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """What the relay has not numbered yet: how many changes, the oldest one's age."""
+
+    waiting: int
+    oldest_seconds: float
+
+
+def relay_lag(engine: Engine) -> Lag:
+    statement = select(func.count(), func.min(CHANGES.c.at)).where(CHANGES.c.position.is_(None))
+    with engine.connect() as connection:
+        waiting, oldest = connection.execute(statement).one()
+    age = (utcnow() - as_utc(oldest)).total_seconds() if oldest is not None else 0.0
+    return Lag(int(waiting), max(age, 0.0))
