@@ -6,8 +6,8 @@ their `position`. `change_relay` keeps the newest position pruned, so that a cur
 the changes kept is answered 410. Documents stored before get no change: a consumer starts from
 `GET /documents` and the head (docs/changes.md).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06
 """
 
@@ -18,10 +18,15 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+from docingest.migrations.helpers import refuse_data_loss
+
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# What undoing it deletes: refused unless forced (docingest.migrations.helpers).
+LOSES = "the change feed (changes, change_relay): every position consumers hold"
 
 
 def upgrade() -> None:
@@ -60,6 +65,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(revision, LOSES)
     op.drop_table("change_relay")
     op.drop_index("ix_changes_unnumbered", table_name="changes")
     op.drop_table("changes")
