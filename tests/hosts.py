@@ -588,10 +588,12 @@ class PostgresServer(Server):
 
     def wait_for_uncommitted_write(self, client: str, timeout: float) -> None:
         """Return as soon as `client` (an address) has written in a transaction it has not
-        committed yet (its rows locked), to cut it off right there."""
+        committed yet (its rows locked), to cut it off right there. On PostgreSQL a batch and
+        its changes are one statement, `WITH written AS (INSERT …) INSERT INTO changes …`."""
         query = (
             "SELECT count(*) FROM pg_stat_activity WHERE client_addr = %s"
-            " AND state = 'idle in transaction' AND query ILIKE 'INSERT%%'"
+            " AND state = 'idle in transaction'"
+            " AND (query ILIKE 'INSERT%%' OR query ILIKE 'WITH%%INSERT%%')"
         )
         with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as connection:
 

@@ -375,7 +375,7 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         wait_until(lambda: count_rows(database_url) > 1000, 90, "rows arriving")
         backlog("before-cut")
         # The worst moment: after its upsert and before its commit, the rows locked.
-        site.postgres.wait_for_uncommitted_write(cut_host.address, 30)
+        site.postgres.wait_for_uncommitted_write(cut_host.address, 60)
         cut_host.cut()
         cut_at = time.monotonic()
         in_flight_at_cut = site.broker.in_flight()
