@@ -112,6 +112,9 @@ CHECKS = [
 ]
 
 
+FEED_EXCEPTIONS = (checks.positive_data_acceptance, checks.negative_data_rejection)
+
+
 @SCHEMA.parametrize()
 @settings(
     max_examples=50,
@@ -132,8 +135,10 @@ def test_generated_requests_get_no_server_error(case: schemathesis.Case, fuzz_ap
         check
         for check in CHECKS
         if not (check is checks.negative_data_rejection and case.path == "/documents/bulk")
-        # A valid position the feed never handed out is a 410 by design (its schema says so).
-        and not (check is checks.positive_data_acceptance and case.path == "/changes")
+        # A valid position the feed never handed out is a 410 by design (its schema says so);
+        # and `?category=x` is how a one-item list is sent, which schemathesis counts as a
+        # string violating the list's schema (the feed's own tests: test_changes.py).
+        and not (case.path == "/changes" and check in FEED_EXCEPTIONS)
     ]
     case.call_and_validate(app=fuzz_app, checks=selected, headers=ADMIN)
 
