@@ -49,8 +49,10 @@ from tests.faults import (
 
 # Each pytest-xdist worker builds a network of its own (gw2: prefix dih2, 10.231.79.0/24), so
 # the multi-host tests run beside each other; outside xdist, `dih` and 10.231.77.0/24.
+# TEST_NETWORK_BASE=N moves a whole run N networks up, beside another run (a campaign).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-_INDEX = int(_WORKER[2:]) + 1 if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0
+_XDIST = int(_WORKER[2:]) + 1 if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0
+_INDEX = int(os.environ.get("TEST_NETWORK_BASE", "0")) + _XDIST
 PREFIX = f"dih{_INDEX or ''}"  # every namespace, link and /etc/netns folder made here starts so
 SUBNET = f"10.231.{77 + _INDEX}"  # a /24 nothing else on this machine routes (checked at start)
 BRIDGE = f"{PREFIX}-br"
