@@ -192,6 +192,16 @@ class Settings(BaseSettings):
         "the queue.",
     )
 
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas of the broker's Redis that must hold each message in their "
+        "append-only file (WAITAOF; WAIT, in memory, on a Redis older than 7.2) before the API "
+        "answers 202. Replication is otherwise asynchronous: a failover to a replica that lags "
+        "loses the 202s it had not received. Set it to 1 with a replica you fail over to; a "
+        'replica that does not confirm within BROKER_TIMEOUT_SECONDS gets a 503 "may or may '
+        'not" (the messages are queued on the primary).',
+    )
     redis_appendfsync: str = Field(
         default="always",
         pattern="^(always|everysec|no)$",

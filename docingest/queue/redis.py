@@ -157,7 +157,7 @@ class RedisQueue:
         )
         self._carried = self._client.register_script(_CARRIED)
         self._broker: RecoveringRedisBroker | None = None
-        self._durability: tuple[str, bool] | None = None
+        self._durability: Durability | None = None
         self._durability_checked = 0.0
 
     @property
@@ -182,7 +182,11 @@ class RedisQueue:
 
     @property
     def durability(self) -> str:
-        return self._check_durability()[0]
+        text = self._check_durability().text
+        replicas = self._settings.redis_min_replicas
+        return (
+            f"{text}; {replicas} replica(s) hold each message before its 202" if replicas else text
+        )
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
         """`MULTI`, the messages, `EXEC`, then `WAITAOF`, on one connection held throughout.
@@ -224,13 +228,14 @@ class RedisQueue:
         check refuses WAITAOF: the messages are queued (in memory only, as with any Redis
         without persistence), the durability is read again and the answer is a 202.
         """
-        _, wait = self._check_durability()
-        if not wait:
+        wait = self._check_durability().wait
+        replicas = self._settings.redis_min_replicas
+        if not (wait or replicas):
             return
-        timeout_ms = int(self._settings.broker_timeout_seconds * 1000)
+        # Within the socket's own timeout, so that Redis says how many confirmed.
+        timeout_ms = int(self._settings.broker_timeout_seconds * 800)
         try:
-            connection.send_command("WAITAOF", 1, 0, timeout_ms)
-            local, _ = connection.read_response()
+            local, copies = self._wait(connection, wait, replicas, timeout_ms)
         except redis.ResponseError as error:
             if not _aof_disabled(error):
                 raise PublishUncertainError(str(error)) from error
@@ -239,19 +244,38 @@ class RedisQueue:
             return
         except redis.RedisError as error:
             raise PublishUncertainError(str(error)) from error
-        if int(local) < 1:
+        if local < int(wait):
             raise PublishUncertainError(f"Redis did not fsync the messages within {timeout_ms} ms")
+        if copies < replicas:
+            raise PublishUncertainError(
+                f"{copies} of the {replicas} replicas REDIS_MIN_REPLICAS asks for held the "
+                f"messages within {timeout_ms} ms (they are queued on the primary)"
+            )
 
-    def _check_durability(self) -> tuple[str, bool]:
+    def _wait(
+        self, connection: Any, local: bool, replicas: int, timeout_ms: int
+    ) -> tuple[int, int]:
+        """(local fsyncs, replicas holding the write): WAITAOF where the server has it, else
+        WAIT (replicas only, in their memory)."""
+        if local or self._check_durability().waitaof:
+            connection.send_command("WAITAOF", int(local), replicas, timeout_ms)
+            fsynced, copies = connection.read_response()
+            return int(fsynced), int(copies)
+        connection.send_command("WAIT", replicas, timeout_ms)
+        return 0, int(connection.read_response())
+
+    def _check_durability(self) -> Durability:
         """(what a crash of Redis does to a 202, whether to WAITAOF), read again every
         DURABILITY_CHECK_SECONDS (a configuration change or a failover changes it); a Redis that
         can lose accepted documents is logged as an error."""
         now = time.monotonic()
         if self._durability is None or now >= self._durability_checked + DURABILITY_CHECK_SECONDS:
-            text, wait = _call(_durability, self._client)
-            if (text, wait) != self._durability and not wait and not text.endswith("always"):
-                logger.error("the broker's Redis can lose accepted documents", durability=text)
-            self._durability, self._durability_checked = (text, wait), now
+            found: Durability = _call(_durability, self._client)
+            if found != self._durability and not found.wait and not found.text.endswith("always"):
+                logger.error(
+                    "the broker's Redis can lose accepted documents", durability=found.text
+                )
+            self._durability, self._durability_checked = found, now
         return self._durability
 
     def depths(self) -> dict[str, int]:
@@ -396,7 +420,13 @@ def _dead_letter(queue: str, message_id: bytes, score: float, body: bytes) -> De
     )
 
 
-def _durability(client: redis.Redis) -> tuple[str, bool]:
+class Durability(NamedTuple):
+    text: str  # what a crash of Redis does to a 202
+    wait: bool  # WAITAOF for the local append-only file before each 202
+    waitaof: bool  # the server has WAITAOF (Redis >= 7.2)
+
+
+def _durability(client: redis.Redis) -> Durability:
     """Ask the server how it persists writes. Managed services may hide CONFIG: then ask
     WAITAOF itself, which a server without an append-only file refuses."""
     waitaof = _supports_waitaof(client)
@@ -407,14 +437,24 @@ def _durability(client: redis.Redis) -> tuple[str, bool]:
     appendonly = config.get("appendonly")
     fsync = config.get("appendfsync")
     if appendonly == "yes" and fsync == "always":
-        return "append-only file, fsync always", False
+        return Durability("append-only file, fsync always", False, waitaof)
     if waitaof and appendonly != "no":
-        return f"append-only file, fsync {fsync or 'unknown'}, WAITAOF before each 202", True
+        return Durability(
+            f"append-only file, fsync {fsync or 'unknown'}, WAITAOF before each 202", True, waitaof
+        )
     if appendonly == "no":
-        return "none: appendonly is off, a Redis crash loses accepted documents", False
+        return Durability(
+            "none: appendonly is off, a Redis crash loses accepted documents", False, waitaof
+        )
     if appendonly is None:
-        return "unknown: CONFIG is hidden and WAITAOF is missing (Redis < 7.2)", False
-    return f"append-only file, fsync {fsync}, no WAITAOF: a crash can lose ~2 s of 202s", False
+        return Durability(
+            "unknown: CONFIG is hidden and WAITAOF is missing (Redis < 7.2)", False, waitaof
+        )
+    return Durability(
+        f"append-only file, fsync {fsync}, no WAITAOF: a crash can lose ~2 s of 202s",
+        False,
+        waitaof,
+    )
 
 
 def _supports_waitaof(client: redis.Redis) -> bool:

@@ -15,8 +15,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from docingest.api import create_app
-from docingest.embedded import EmbeddedRedis
+from docingest.embedded import EmbeddedRedis, wait_until
 from docingest.queue import redis as queue_redis
+from docingest.queue.base import PublishUncertainError
 from docingest.queue.messages import ingest_message
 from docingest.queue.names import DOCUMENTS_QUEUE
 from docingest.queue.redis import RedisQueue
@@ -146,3 +147,34 @@ def test_the_durability_is_read_again_after_its_interval(
     assert "WAITAOF" in queue.durability  # within the interval: the reading is kept
     monkeypatch.setattr(queue_redis, "DURABILITY_CHECK_SECONDS", 0.0)
     assert queue.durability == "append-only file, fsync always"
+
+
+def test_redis_min_replicas_waits_for_the_replica_and_says_when_it_did_not_confirm(
+    tmp_path: Path,
+) -> None:
+    """REDIS_MIN_REPLICAS=1: a 202 means the replica's append-only file holds the messages, so
+    a failover to it loses none; a replica that does not confirm in time is "may or may not"
+    (queued on the primary), never "nothing was accepted" and never a silent 202."""
+    with (
+        EmbeddedRedis(tmp_path / "primary") as primary,
+        EmbeddedRedis(tmp_path / "replica") as replica,
+    ):
+        replica_client = redis.Redis.from_url(replica.url)
+        replica_client.replicaof("127.0.0.1", primary.port)
+        wait_until(
+            lambda: replica_client.info("replication")["master_link_status"] == "up",
+            20,
+            "the replica in sync",
+        )
+        settings = make_settings(
+            "sqlite://", primary.url, tmp_path / "m.skops", tmp_path,
+            redis_min_replicas=1, broker_timeout_seconds=1.0,
+        )  # fmt: skip
+        queue = RedisQueue(settings)
+        assert queue.durability.endswith("1 replica(s) hold each message before its 202")
+        queue.publish(_one_message())
+        assert replica_client.llen(f"dramatiq:{DOCUMENTS_QUEUE}") == 1  # already, not eventually
+        replica_client.replicaof("NO", "ONE")  # a replica gone: nobody confirms
+        with pytest.raises(PublishUncertainError, match="0 of the 1 replicas"):
+            queue.publish(_one_message())
+        assert redis.Redis.from_url(primary.url).llen(f"dramatiq:{DOCUMENTS_QUEUE}") == 2
