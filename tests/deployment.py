@@ -19,6 +19,7 @@ from docingest.model.registry import ensure_active
 from tests.faults import Process, service_env
 from tests.hosts import (
     PREFIX,
+    SUBNET,
     Broker,
     Host,
     HostApi,
@@ -26,6 +27,7 @@ from tests.hosts import (
     PostgresServer,
     RabbitCluster,
     RedisServer,
+    ReplicatedRedis,
     running,
 )
 
@@ -47,8 +49,9 @@ class Site:
 
 
 @contextlib.contextmanager
-def build_site(kind: str) -> Iterator[Site]:
-    """Network, PostgreSQL and the broker of `kind` ("redis" or "amqp"), torn down on exit."""
+def build_site(kind: str, *, redis_replica: bool = False) -> Iterator[Site]:
+    """Network, PostgreSQL and the broker of `kind` ("redis" or "amqp"), torn down on exit;
+    `redis_replica`: Redis with a replica to fail over to, behind a floating address."""
     if kind not in BROKERS:
         raise ValueError(f"unknown broker {kind!r}, expected one of {BROKERS}")
     # Outside pytest's temporary root, which is private to root: PostgreSQL runs as its own user.
@@ -58,10 +61,12 @@ def build_site(kind: str) -> Iterator[Site]:
             postgres = servers.enter_context(
                 running(PostgresServer(network.host("pg"), data_dir / "pg"))
             )
-            if kind == "redis":
-                server: RedisServer | RabbitCluster = RedisServer(
-                    network.host("broker"), data_dir / "redis"
-                )
+            server: RedisServer | RabbitCluster
+            if kind == "redis" and redis_replica:
+                pair = [network.host("broker"), network.host("replica")]
+                server = ReplicatedRedis(pair, data_dir / "redis", f"{SUBNET}.200")
+            elif kind == "redis":
+                server = RedisServer(network.host("broker"), data_dir / "redis")
             else:
                 nodes = [network.host(f"rabbit{n}") for n in range(1, RABBITMQ_NODES + 1)]
                 server = RabbitCluster(nodes, data_dir)

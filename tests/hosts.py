@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self, TypeVar
@@ -350,22 +351,28 @@ class RedisServer(Server):
         return str(get_binary_path())
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.launch(self.host, self.data_dir)
+
+    def launch(self, host: Host, data_dir: Path, *options: str) -> Process:
+        """redis-server in `host`, its files in `data_dir`; back once it answers."""
+        data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary(), "--bind", "0.0.0.0", "--port", str(self.PORT),
-            "--protected-mode", "no", "--dir", str(self.data_dir), "--appendonly", "yes",
-            "--appendfsync", "always", "--save", "", "--daemonize", "no",
+            "--protected-mode", "no", "--dir", str(data_dir), "--appendonly", "yes",
+            "--appendfsync", "always", "--save", "", "--daemonize", "no", *options,
         ]  # fmt: skip
-        process = self.host.popen("redis", args, {"PATH": os.environ["PATH"]}, self.data_dir)
+        process = host.popen("redis", args, {"PATH": os.environ["PATH"]}, data_dir)
+        url = f"redis://{host.address}:{self.PORT}/0"
 
         def answers() -> bool:
             if not process.alive():
                 raise RuntimeError(f"redis exited:\n{process.log_tail()}")
             with contextlib.suppress(redis.RedisError):
-                return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
+                return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
             return False
 
-        wait_until(answers, 20, f"redis on {self.host.name}")
+        wait_until(answers, 20, f"redis on {host.name}")
+        return process
 
     def in_flight(self) -> int:
         return unacked_messages(self.url)
@@ -384,6 +391,91 @@ class RedisServer(Server):
             f", dead-lettered {dead_letters(self.url)}, unacknowledged {acks}, pending "
             f"documents {pending_documents(self.url)}"
         )
+
+
+_PROMOTE = "import redis; redis.Redis(port={port}, socket_timeout=10).replicaof('NO', 'ONE')"
+
+
+class ReplicatedRedis(RedisServer):
+    """A primary and a replica in two hosts, reached through a floating address that a failover
+    moves to the promoted replica, as a virtual IP (or Sentinel-aware clients) would: clients
+    keep their `BROKER_URL`. Both keep an append-only file fsynced always."""
+
+    def __init__(self, hosts: Sequence[Host], data_dir: Path, address: str) -> None:
+        super().__init__(hosts[0], data_dir)
+        self.hosts = list(hosts)
+        self.address = address
+        self.url = f"redis://{address}:{self.PORT}/0"
+        self.primary = hosts[0]
+        self._processes: dict[str, Process] = {}
+
+    @property
+    def replica(self) -> Host:
+        return next(host for host in self.hosts if host is not self.primary)
+
+    def start(self) -> None:
+        self._start(self.primary)
+        self._place_address(self.primary)
+        self._start(self.replica)
+
+    def _start(self, host: Host) -> None:
+        """`host`'s server: the primary from its own files, a replica of the primary from none
+        (a former primary's history may have diverged from the promoted replica's)."""
+        data_dir = self.data_dir / host.name
+        if host is self.primary:
+            self._processes[host.name] = self.launch(host, data_dir)
+            return
+        shutil.rmtree(data_dir, ignore_errors=True)
+        replicaof = f"{self.primary.address} {self.PORT}"
+        self._processes[host.name] = self.launch(host, data_dir, "--replicaof", replicaof)
+        client = redis.Redis(host=host.address, port=self.PORT, socket_timeout=5)
+        wait_until(
+            lambda: client.info("replication").get("master_link_status") == "up",
+            60,
+            f"the replica on {host.name} in sync",
+        )
+
+    def restart(self, host: Host) -> Callable[[], None]:
+        """Kill `host`'s server now; returns what starts it again in its role."""
+        host.kill_all()
+        return functools.partial(self._start, host)
+
+    def fail_over(self, lag: float) -> Callable[[], None]:
+        """The replica cut off for `lag` seconds while the primary goes on writing (it falls
+        behind: stopping it would not do, its socket's buffers would still catch up), the
+        primary killed, the replica promoted as it is from inside its host, still cut off (an
+        orphaned socket of the dead primary could still deliver), the address moved to it and
+        its link restored. Returns what brings the failed host back, as the new primary's
+        replica."""
+        old, new = self.primary, self.replica
+        new.cut()
+        try:
+            time.sleep(lag)
+            old.kill_all()
+            new.run([sys.executable, "-c", _PROMOTE.format(port=self.PORT)], env=dict(os.environ))
+            self.primary = new
+            self._place_address(new)
+        finally:
+            new.restore()
+        return functools.partial(self._start, old)
+
+    def _place_address(self, host: Host) -> None:
+        """The floating address on `host` alone; every neighbour forgets where it was."""
+        for other in self.hosts:
+            if other is not host:
+                _ip("-n", other.namespace, "addr", "del", f"{self.address}/32", "dev", "eth0",
+                    check=False)  # fmt: skip
+        _ip("-n", host.namespace, "addr", "add", f"{self.address}/32", "dev", "eth0")
+        for other in host.network.hosts.values():
+            _ip("-n", other.namespace, "neigh", "flush", "to", self.address, check=False)
+        _ip("neigh", "flush", "to", self.address, check=False)
+
+    def ensure_running(self) -> None:
+        """After the faults: both servers up (one a fault's healing did not bring back)."""
+        for host in self.hosts:
+            process = self._processes.get(host.name)
+            if process is None or not process.alive():
+                self._start(host)
 
 
 class RabbitNode:

@@ -26,7 +26,7 @@ import redis
 from docingest.embedded import wait_until
 from tests.deployment import Deployment
 from tests.faults import Process
-from tests.hosts import Host, HostApi, RedisServer
+from tests.hosts import Host, HostApi, RedisServer, ReplicatedRedis
 
 FAULT_KINDS = (
     "sigkill-api",
@@ -40,7 +40,8 @@ FAULT_KINDS = (
     "restart-postgres",
     "broker-refuses-writes",
 )
-NOT_YET_INJECTED = ("redis-failover-to-lagging-replica",)
+# Redis only (a RabbitMQ cluster's quorum queues fail over by themselves when a node is lost).
+REDIS_FAILOVER = "redis-failover-to-lagging-replica"
 MAX_CONCURRENT = 2
 FIRST_AT = (2.0, 5.0)  # seconds into the workload
 GAP = (2.0, 7.0)  # between two fault starts
@@ -66,13 +67,14 @@ class Roles:
     workers: tuple[str, ...]
     brokers: tuple[str, ...]
     postgres: str
+    kinds: tuple[str, ...] = FAULT_KINDS
 
     def targets(self, kind: str) -> tuple[str, ...]:
         if kind.endswith("-api"):
             return self.apis
         if kind.endswith("-worker"):
             return self.workers
-        if kind in ("restart-broker", "broker-refuses-writes"):
+        if kind in ("restart-broker", "broker-refuses-writes", REDIS_FAILOVER):
             return self.brokers
         if kind == "restart-postgres":
             return (self.postgres,)
@@ -85,7 +87,7 @@ def make_schedule(seed: int, duration: float, roles: Roles) -> list[Fault]:
     faults: list[Fault] = []
     at = rng.uniform(*FIRST_AT)
     while at < duration - LENGTH[0]:
-        kind = rng.choice(FAULT_KINDS)
+        kind = rng.choice(roles.kinds)
         target = rng.choice(roles.targets(kind))
         length = min(rng.uniform(*LENGTH), duration - at)
         active = [f for f in faults if f.start + f.duration > at]
@@ -108,6 +110,9 @@ def roles_of(deployment: Deployment) -> Roles:
         workers=tuple(host.name for host in site.worker_hosts),
         brokers=tuple(host.name for host in site.broker.hosts),
         postgres=site.postgres.host.name,
+        kinds=(*FAULT_KINDS, REDIS_FAILOVER)
+        if isinstance(site.server, ReplicatedRedis)
+        else FAULT_KINDS,
     )
 
 
@@ -187,6 +192,8 @@ class Injector:
             return self.deployment.site.postgres.start
         if kind == "restart-broker":
             return self._restart_broker(target)
+        if kind == REDIS_FAILOVER:
+            return self._fail_over(fault)
         if kind == "broker-refuses-writes":
             return self._refuse_writes(target)
         process = self.apis[target] if kind.endswith("-api") else self.workers[target]
@@ -209,11 +216,33 @@ class Injector:
     def _restart_broker(self, target: str) -> Any:
         server = self.deployment.site.server
         host = self.hosts[target]
+        if isinstance(server, ReplicatedRedis):
+            return server.restart(host)
         host.kill_all()
         if isinstance(server, RedisServer):
             return server.start
         node = next(node for node in server.nodes if node.host is host)
         return lambda: node.wait(node.launch())
+
+    def _fail_over(self, fault: Fault) -> Any:
+        """Fail over from whichever host is the primary now. The workers no other fault holds
+        pause while the replica falls behind, so that a backlog waits on the primary when it
+        dies, as it would during a database outage: what the replica lacks is then still
+        queued, and lost unless each 202 waited for the replica (REDIS_MIN_REPLICAS)."""
+        server = self.deployment.site.server
+        assert isinstance(server, ReplicatedRedis)
+        with self._lock:
+            busy = {active.target for active in self._active if active is not fault}
+        paused = [process for name, process in self.workers.items() if name not in busy]
+        for process in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGSTOP)
+        try:
+            return server.fail_over(lag=min(3.0, fault.duration / 2))
+        finally:
+            for process in paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGCONT)
 
     def _refuse_writes(self, target: str) -> Any:
         """Redis out of memory (`maxmemory` 1 byte, no eviction: every write is refused with
@@ -236,6 +265,8 @@ class Injector:
             thread.join(120)
         for host in self.hosts.values():
             host.restore()
+        if isinstance(self.deployment.site.server, ReplicatedRedis):
+            self.deployment.site.server.ensure_running()
         for process in [*self.apis.values(), *self.workers.values()]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGCONT)
@@ -249,7 +280,7 @@ class Injector:
             wait_until(functools.partial(_ready, api), 120, f"{api.name} ready after healing")
 
     def counts(self) -> dict[str, int]:
-        tally = dict.fromkeys(FAULT_KINDS, 0)
+        tally = dict.fromkeys(self.roles.kinds, 0)
         for fault in self.injected:
             tally[fault["kind"]] += 1
         return tally

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.chaos.checker import KINDS, Anomaly, check, counts
 from tests.chaos.history import Final, Op, Row
-from tests.chaos.schedule import FAULT_KINDS, Roles, make_schedule
+from tests.chaos.schedule import FAULT_KINDS, REDIS_FAILOVER, Roles, make_schedule
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
@@ -178,3 +178,13 @@ def test_the_same_seed_replays_the_same_schedule() -> None:
     assert schedule != make_schedule(8, 600, roles)
     assert {fault.kind for fault in schedule} == set(FAULT_KINDS)
     assert all(fault.start + fault.duration <= 600 for fault in schedule)
+
+
+def test_a_replicated_redis_gets_failovers_on_its_broker_hosts() -> None:
+    kinds = (*FAULT_KINDS, REDIS_FAILOVER)
+    roles = Roles(("api1", "api2"), ("worker1", "worker2"), ("broker", "replica"), "pg", kinds)
+    schedule = make_schedule(7, 600, roles)
+    failovers = [fault for fault in schedule if fault.kind == REDIS_FAILOVER]
+    assert failovers
+    assert {fault.target for fault in failovers} <= {"broker", "replica"}
+    assert {fault.kind for fault in schedule} == set(kinds)
