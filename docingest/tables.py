@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -176,6 +177,8 @@ class PendingDocument(SQLModel, table=True):
     reserved_at: datetime = SQLField(
         sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
     )
+    # The broker confirmed it holds the message: the reconciler never abandons it, only settles.
+    published: bool | None = SQLField(default=None, sa_column=Column(Boolean, nullable=True))
 
 
 class WorkerMetric(SQLModel, table=True):

@@ -20,6 +20,7 @@ class PendingEntry:
     id: uuid.UUID
     version: int
     reserved_at: datetime
+    published: bool = False  # the broker confirmed it holds the message
 
 
 class Ledger(Protocol):
@@ -35,6 +36,10 @@ class Ledger(Protocol):
 
     def mark(self, versions: Versions) -> None:
         """Mark already versioned documents pending again (a replay), never lowering an entry."""
+
+    def published(self, versions: Versions) -> None:
+        """The broker confirmed it holds these versions' messages: where it cannot say what its
+        messages carry (RabbitMQ), the reconciler must never abandon them, only settle them."""
 
     def settle(self, versions: Versions) -> None:
         """These versions are stored or failed: no longer waiting (newer entries stay)."""

@@ -246,6 +246,9 @@ class RedisLedger:
     def forget(self, versions: Versions) -> None:
         self._remove_pending("exact", versions)
 
+    def published(self, versions: Versions) -> None:
+        """Nothing to record: the reconciler asks Redis which messages carry an entry."""
+
     def settle(self, versions: Versions) -> None:
         self._remove_pending("at-most", versions)
 

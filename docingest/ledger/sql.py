@@ -85,6 +85,23 @@ class SqlLedger:
     def forget(self, versions: Versions) -> None:
         self._remove(versions, exact=True)
 
+    def published(self, versions: Versions) -> None:
+        if not versions:
+            return
+        statement = (
+            update(PENDING)
+            .where(
+                PENDING.c.id == bindparam("pending_id"),
+                PENDING.c.version == bindparam("pending_version"),
+            )
+            .values(published=True)
+        )
+        pairs = sorted(versions, key=lambda pair: (str(pair[0]), pair[1]))  # the inserts' order
+        with self._begin() as connection:
+            connection.execute(
+                statement, [{"pending_id": i, "pending_version": v} for i, v in pairs]
+            )
+
     def settle(self, versions: Versions) -> None:
         self._remove(versions, exact=False)
 
@@ -116,14 +133,14 @@ class SqlLedger:
 
     def older_than(self, moment: datetime, limit: int) -> list[PendingEntry]:
         statement = (
-            select(PENDING.c.id, PENDING.c.version, PENDING.c.reserved_at)
+            select(PENDING.c.id, PENDING.c.version, PENDING.c.reserved_at, PENDING.c.published)
             .where(PENDING.c.reserved_at < moment)
             .order_by(PENDING.c.reserved_at)
             .limit(limit)
         )
         with self._connect() as connection:
             return [
-                PendingEntry(row.id, int(row.version), as_utc(row.reserved_at))
+                PendingEntry(row.id, int(row.version), as_utc(row.reserved_at), bool(row.published))
                 for row in connection.execute(statement)
             ]
 

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 
+import structlog
+
 from docingest.ledger import Ledger, LedgerUnavailableError
 from docingest.observe import tracing
 from docingest.queue import (
@@ -28,6 +30,8 @@ from docingest.queue import (
 )
 from docingest.queue.messages import ingest_message
 from docingest.schemas import DocumentIn, QueuedDocument, utcnow
+
+logger = structlog.get_logger(__name__)
 
 # How long a queue-depth reading stays good enough to refuse work on.
 _DEPTH_MAX_AGE_SECONDS = 1.0
@@ -117,11 +121,21 @@ class Enqueuer:
         return queued
 
     def requeue(self, queued: Sequence[QueuedDocument], origins: Sequence[str | None] = ()) -> None:
-        """Put already versioned documents on the queue (a new batch, or a replay), all or none."""
+        """Put already versioned documents on the queue (a new batch, or a replay), all or none;
+        then tell the ledger the broker holds them."""
         if origins:
             tracing.publish(self.queue, list(self._messages(queued)), origins)
-            return
-        self.queue.publish([ingest_message(part) for part in self._messages(queued)])
+        else:
+            self.queue.publish([ingest_message(part) for part in self._messages(queued)])
+        self._published(queued)
+
+    def _published(self, queued: Sequence[QueuedDocument]) -> None:
+        """Best effort: the broker holds the messages whatever happens here, so the answer stays
+        a 202; an entry left unconfirmed is only abandoned past RECONCILE_ABANDON_SECONDS."""
+        try:
+            self.ledger.published([(document.id, document.version) for document in queued])
+        except LedgerUnavailableError as error:
+            logger.warning("publish not recorded in the ledger", error=str(error))
 
     def _messages(self, queued: Sequence[QueuedDocument]) -> Iterator[list[dict[str, object]]]:
         """Consecutive documents, at most `max_batch` and `max_message_bytes` a message (a larger

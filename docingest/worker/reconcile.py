@@ -4,9 +4,11 @@ Leaks it repairs: a process that died between storing a batch and settling it, o
 reserving versions and publishing them; a `forget` that failed with the ledger unreachable; a
 publish whose outcome was unknown and that did not happen. An entry older than the cut-off is
 settled if the database holds its version (or a newer one), and dropped if no queued, delayed,
-in-flight or dead-lettered message carries it; brokers that cannot tell (RabbitMQ) keep it until
-RECONCILE_ABANDON_SECONDS, past which no message is expected to carry it (else such leaks would
-add up to a permanent 429). Every worker process tries every RECONCILE_SECONDS
+in-flight or dead-lettered message carries it. Brokers that cannot tell (RabbitMQ) keep an entry
+whose publish the broker confirmed until it is settled, however long its message waits (a
+database outage, dead letters awaiting replay), and any other until RECONCILE_ABANDON_SECONDS,
+past which it is taken for a publish that never happened (else such leaks would add up to a
+permanent 429). Every worker process tries every RECONCILE_SECONDS
 (docingest/worker/middleware.py), and one of them runs it (a claim that expires): the scan of
 the queue is done once per interval, not once per process. It is idempotent, and
 compare-and-delete makes it safe beside live traffic.
@@ -57,7 +59,8 @@ def reconcile(
     waiting = [entry for entry in candidates if entry.id not in done]
     carried = queue.carried({str(entry.id) for entry in waiting}) if waiting else set()
     if carried is None:
-        dropped = [(e.id, e.version) for e in waiting if e.reserved_at < now - abandon_after]
+        cutoff = now - abandon_after
+        dropped = [(e.id, e.version) for e in waiting if not e.published and e.reserved_at < cutoff]
     else:
         dropped = [(e.id, e.version) for e in waiting if str(e.id) not in carried]
     ledger.forget(dropped)

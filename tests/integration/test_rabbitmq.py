@@ -263,6 +263,36 @@ def test_leaked_pending_entries_status_and_reconcile(
     assert client.get(f"/documents/{stored_id}/status").json()["status"] == "stored"
 
 
+def test_an_accepted_document_waiting_past_the_abandon_age_stays_queued(
+    rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
+) -> None:
+    """A 202's message that waits longer than RECONCILE_ABANDON_SECONDS (a database outage, a
+    backlog) is not a leak: the broker confirmed it. Its entry stays, so its status says
+    `queued` at the new version, not the older stored one (the campaign's C5), until stored."""
+    client, connections = rabbit_client, rabbit_connections
+    first = client.post("/documents", json={"content": UNAMBIGUOUS["tech"]}).json()
+    assert drain(connections, classifier) == 1
+    document_id = first["id"]
+    update = {"id": document_id, "content": UNAMBIGUOUS["business"]}
+    second = client.post("/documents", json=update).json()
+    assert second["version"] > first["version"]
+
+    done = reconcile(
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=timedelta(0),
+    )
+    assert done == Reconciled(settled=0, dropped=0)
+    assert client.get(f"/documents/{document_id}/status").json() == {
+        "id": document_id, "status": "queued", "version": second["version"], "error": None,
+    }  # fmt: skip
+    assert drain(connections, classifier) == 1
+    assert client.get(f"/documents/{document_id}/status").json()["status"] == "stored"
+    assert connections.ledger.pending_count() == 0
+
+
 # --- real processes ----------------------------------------------------------------------------
 
 

@@ -91,9 +91,9 @@ def test_a_card_of_many_categories_draws_in_bounded_time_and_size(card: dict[str
         "labels": labels,
         "metrics": {**card["metrics"], "confusion_matrix": [[n % 7] * 120 for n in range(120)]},
     }
-    started = time.monotonic()
+    started = time.process_time()  # this process's CPU: a busy machine's wall clock is not it
     png = confusion_matrix_png(many)
-    took = time.monotonic() - started
+    took = time.process_time() - started
     height, width, _ = imread(io.BytesIO(png), format="png").shape
     assert max(height, width) <= (MAX_INCHES + 1.5) * 100
     assert took < 10
