@@ -3,16 +3,18 @@ the relay, and a consumer following `GET /changes` through the Python client.
 
 - A change committed late (a transaction held open while the workers store and number others)
   reaches a consumer that already read past it, once.
-- Eight clients create, update and delete a bounded set of ids while a worker process is killed
-  with SIGKILL and started again, and the consumer stops and resumes from its saved cursor
-  twice: what it saw is the history of committed versions that the database holds, each change
-  once, in order per id, none before its document was readable.
+- Eight clients create, update and delete a bounded set of ids (and a ninth writer commits
+  transactions it held open) while a worker process is killed with SIGKILL and started again,
+  and the consumer stops and resumes from its saved cursor twice: what it saw is the history
+  of committed versions that the database holds, each change once, in order per id, none
+  before its document was readable.
 
 (tests/integration/test_changes.py proves the same in one process, with relays as threads.)
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -41,6 +43,7 @@ WORKER_READY = "Worker process is ready for action"
 BATCH_DONE = '"event":"batch processed"'
 WRITERS = 8
 IDS = 40
+SLOW_IDS = 8
 
 
 @pytest.fixture
@@ -72,6 +75,35 @@ def batches(worker: Process) -> int:
     return worker.log_path.read_text(errors="replace").count(BATCH_DONE)
 
 
+class Following(threading.Thread):
+    """A consumer's `changes()` iterator, followed in a thread: `take` waits for the next changes
+    a bounded time (a change the feed never hands out fails the test, not hangs it)."""
+
+    def __init__(self, changes: Iterator[Change]) -> None:
+        super().__init__(daemon=True)
+        self.changes = changes
+        self.queue: queue.Queue[Change] = queue.Queue()
+        self.error: Exception | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for change in self.changes:
+                self.queue.put(change)
+        except Exception as error:  # the client closed under it, at the test's end
+            self.error = error
+
+    def take(self, count: int, timeout: float = 60) -> list[Change]:
+        deadline = time.monotonic() + timeout
+        taken: list[Change] = []
+        while len(taken) < count:
+            try:
+                taken.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"{len(taken)} of {count} changes: {taken}") from None
+        return taken
+
+
 def test_a_change_committed_late_reaches_a_consumer_that_read_past_it(
     postgres_url: str,
     redis_url: str,
@@ -95,8 +127,8 @@ def test_a_change_committed_late_reaches_a_consumer_that_read_past_it(
         transaction = held.begin()
         _store_documents(held, [row(late, 1)])  # a worker's statement, not committed yet
         early = client.add_many([texts[n % len(texts)] + f" #{n}" for n in range(10)])
-        followed = client.changes(wait=1)
-        before = [next(followed) for _ in range(10)]
+        followed = Following(client.changes(wait=1))
+        before = followed.take(10)
         assert {c.document_id for c in before} == {item.id for item in early}
         # Both relays went on numbering past it: nothing committed waits, the open row is
         # invisible to them, to the feed and to readers.
@@ -106,7 +138,7 @@ def test_a_change_committed_late_reaches_a_consumer_that_read_past_it(
         transaction.commit()
         client.get(late)
         more = client.add_many([texts[n % len(texts)] + f" after #{n}" for n in range(5)])
-        after = [next(followed) for _ in range(6)]
+        after = followed.take(6)
     seen = before + after
     assert [c.document_id for c in after].count(late) == 1
     assert {c.document_id for c in after} == {late} | {item.id for item in more}
@@ -137,18 +169,33 @@ class Written:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-class Writer(threading.Thread):
-    """POSTs new versions of ids of the bounded set (one in five a DELETE) until stopped."""
+class Writing(threading.Thread):
+    """A writer thread: `operations` counts what it did, `finish` stops it and raises what it
+    raised."""
 
-    def __init__(self, number: int, base_url: str, ids: list[uuid.UUID], written: Written) -> None:
+    def __init__(self, ids: list[uuid.UUID], written: Written) -> None:
         super().__init__(daemon=True)
-        self.number = number
-        self.base_url = base_url
         self.ids = ids
         self.written = written
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.operations = 0
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(30)
+        assert not self.is_alive(), "a writer did not stop"
+        if self.failure is not None:
+            raise self.failure
+
+
+class Writer(Writing):
+    """POSTs new versions of ids of the bounded set (one in five a DELETE) until stopped."""
+
+    def __init__(self, number: int, base_url: str, ids: list[uuid.UUID], written: Written) -> None:
+        super().__init__(ids, written)
+        self.number = number
+        self.base_url = base_url
 
     def run(self) -> None:
         rng = random.Random(self.number)
@@ -181,12 +228,29 @@ class Writer(threading.Thread):
         with written.lock:
             written.versions.setdefault(document_id, {})[response.json()["version"]] = category
 
-    def finish(self) -> None:
-        self.stopping.set()
-        self.join(30)
-        assert not self.is_alive(), "a writer did not stop"
-        if self.failure is not None:
-            raise self.failure
+
+class SlowWriter(Writing):
+    """Stores versions of ids of its own straight into the database with a worker's statement,
+    each transaction held open 0-0.3 s before its commit (a worker stalled there): its change
+    rows take their ids early and commit after others were numbered, all along the run."""
+
+    def __init__(self, engine: Engine, ids: list[uuid.UUID], written: Written) -> None:
+        super().__init__(ids, written)
+        self.engine = engine
+
+    def run(self) -> None:
+        rng = random.Random(-1)
+        try:
+            while not self.stopping.is_set():
+                self.operations += 1  # the version: each one newer than the last, so it wins
+                document_id, category = rng.choice(self.ids), rng.choice(list(UNAMBIGUOUS))
+                with self.engine.begin() as connection:
+                    _store_documents(connection, [row(document_id, self.operations, category)])
+                    self.stopping.wait(rng.uniform(0, 0.3))
+                with self.written.lock:
+                    self.written.versions.setdefault(document_id, {})[self.operations] = category
+        except BaseException as error:
+            self.failure = error
 
 
 @dataclass(frozen=True)
@@ -281,6 +345,11 @@ def test_a_consumer_sees_every_committed_version_once_through_kills_and_restarts
     engine: Engine,
     request: pytest.FixtureRequest,
 ) -> None:
+    """Eight clients POST and DELETE 40 ids, a ninth writer holds its transactions open before
+    committing; a worker process is SIGKILLed while it stores and started again; the consumer
+    stops twice and resumes from the cursor it saved. Once all is stored, what the consumer saw
+    is the changes table, position by position, and agrees with what the writers were told and
+    with the documents the database holds."""
     broker_url = str(request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url"))
     procs.env = service_env(
         database_url=postgres_url, broker_url=broker_url, model_path=model_path, data_dir=tmp_path
@@ -291,7 +360,11 @@ def test_a_consumer_sees_every_committed_version_once_through_kills_and_restarts
     written = Written()
     consumer = Consumer(api.base_url, tmp_path / "cursor", engine)
     consumer.start()
-    writers = [Writer(n, api.base_url, ids, written) for n in range(WRITERS)]
+    slow_ids = [uuid.uuid4() for _ in range(SLOW_IDS)]
+    writers: list[Writing] = [
+        *(Writer(n, api.base_url, ids, written) for n in range(WRITERS)),
+        SlowWriter(engine, slow_ids, written),
+    ]
     started = time.monotonic()
     for writer in writers:
         writer.start()
@@ -346,7 +419,7 @@ def test_a_consumer_sees_every_committed_version_once_through_kills_and_restarts
     described = [(int(c.position), c.document_id, c.version, c.kind) for c in seen]
 
     # The feed as the consumer saw it is the changes the database holds: each once, in order.
-    assert unnumbered.scalar_one() == 0
+    assert unnumbered.scalar_one() == 0, "committed changes the relay never numbered"
     assert described == [(int(p), d, int(v), k) for p, d, v, k in table]
     assert len({(c.document_id, c.version) for c in seen}) == len(seen)
     assert [int(c.position) for c in seen] == list(range(1, len(seen) + 1))
@@ -358,7 +431,7 @@ def test_a_consumer_sees_every_committed_version_once_through_kills_and_restarts
     by_id: dict[uuid.UUID, list[Change]] = {}
     for change in seen:
         by_id.setdefault(change.document_id, []).append(change)
-    for document_id in ids:
+    for document_id in ids + slow_ids:
         changes = by_id.get(document_id, [])
         versions = [c.version for c in changes]
         assert versions == sorted(set(versions)), (document_id, versions)
@@ -388,7 +461,8 @@ def test_a_consumer_sees_every_committed_version_once_through_kills_and_restarts
     print(
         f"FIGURES changes exact ({broker}): {len(seen)} changes ({kinds['stored']} stored, "
         f"{kinds['deleted']} deleted) of {IDS} ids from {WRITERS} writers, "
-        f"{sum(w.operations for w in writers)} requests in {wrote:.1f} s, "
+        f"{sum(w.operations for w in writers[:-1])} requests in {wrote:.1f} s, "
+        f"{writers[-1].operations} slow transactions, "
         f"{sum(written.deletes.values())} deletes, refused {dict(written.refused)}; a worker "
         f"killed after {stored_by_killed} batches and restarted, the consumer resumed twice: "
         "each once, in order"
