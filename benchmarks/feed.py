@@ -54,6 +54,7 @@ class FeedConsumer(threading.Thread):
         self.url = url
         self.lags: list[float] = []
         self.pages = 0
+        self.request_seconds: list[float] = []  # of the pages that brought changes
         self.started_at = threading.Event()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
@@ -66,9 +67,12 @@ class FeedConsumer(threading.Thread):
                 self.started_at.set()
                 while not self.stopping.is_set():
                     params = {"after": after, "limit": PAGE_LIMIT, "wait": POLL_WAIT_SECONDS}
+                    sent = time.monotonic()
                     response = http.get("/changes", params=params).raise_for_status()
                     received = time.time()
                     page = orjson.loads(response.content)
+                    if page["items"]:
+                        self.request_seconds.append(time.monotonic() - sent)
                     self.lags += [
                         received - datetime.fromisoformat(item["at"]).timestamp()
                         for item in page["items"]
@@ -160,13 +164,17 @@ def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -
         "duplicated": result.check.duplicated if result.check else None,
         "other_cores": round(result.other_cores, 2),
         "consumer_pages": consumer.pages if consumer is not None else None,
+        "consumer_request": percentiles(consumer.request_seconds) if consumer is not None else {},
         "lag": percentiles(lags),
         "lags": lags,
     }
     lag = outcome["lag"]
+    request = outcome["consumer_request"]
     progress.log(
         f"{phase:26} {result.rate:>8,.0f} docs/s"
         + (f"  consumer lag p50 {lag['p50_ms']} ms p99 {lag['p99_ms']} ms" if lag else "")
+        + (f", {outcome['consumer_pages']} pages" if consumer is not None else "")
+        + (f", a page with changes p50 {request['p50_ms']} ms" if request else "")
         + f"  lost {outcome['lost']} duplicated {outcome['duplicated']}"
         + f"  (other load {result.other_cores:.2f} cores)"
     )
