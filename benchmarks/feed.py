@@ -155,7 +155,9 @@ def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -
     if consumer is not None:
         consumer.finish(result.docs, args.timeout)
     lags = consumer.lags if consumer is not None else []
-    outcome = {
+    lag = percentiles(lags)
+    request = percentiles(consumer.request_seconds) if consumer is not None else {}
+    outcome: dict[str, Any] = {
         "run": n + 1,
         "consumer": following,
         "docs": result.docs,
@@ -164,12 +166,10 @@ def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -
         "duplicated": result.check.duplicated if result.check else None,
         "other_cores": round(result.other_cores, 2),
         "consumer_pages": consumer.pages if consumer is not None else None,
-        "consumer_request": percentiles(consumer.request_seconds) if consumer is not None else {},
-        "lag": percentiles(lags),
+        "consumer_request": request,
+        "lag": lag,
         "lags": lags,
     }
-    lag = outcome["lag"]
-    request = outcome["consumer_request"]
     progress.log(
         f"{phase:26} {result.rate:>8,.0f} docs/s"
         + (f"  consumer lag p50 {lag['p50_ms']} ms p99 {lag['p99_ms']} ms" if lag else "")

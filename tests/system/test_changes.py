@@ -147,8 +147,9 @@ def test_a_change_committed_late_reaches_a_consumer_that_read_past_it(
     late_position = next(int(c.position) for c in seen if c.document_id == late)
     assert late_position > max(int(c.position) for c in before)
     with engine.connect() as connection:
-        ids = dict(connection.execute(text("SELECT document_id, id FROM changes")).all())
-    assert ids[late] < min(ids[item.id] for item in early)  # its id first, its position after
+        found = connection.execute(text("SELECT document_id, id FROM changes")).all()
+    ids: dict[uuid.UUID, int] = {document_id: int(id_) for document_id, id_ in found}
+    assert ids[late] < min(ids[c.document_id] for c in before)  # its id first, its position after
     print(
         f"FIGURES changes late commit: id {ids[late]} of {len(ids)}, position {late_position}, "
         "seen once after the 10 read while it was open"

@@ -3,9 +3,11 @@ processes, as a notebook or a pipeline uses it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import subprocess
 import sys
+import time
 import uuid
 
 import httpx
@@ -87,12 +89,8 @@ FLAKY_PAUSES = [0.5, 1, 2, 1.0, 0.5, 1, 2, 2.0, 0.5, 1, 2, 1.0]
 
 
 def test_both_clients_follow_the_feed_and_back_off_alike(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
-    import docingest_client.client as client_module
-
     slept: list[float] = []
-    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
     sync = _FeedScript(FLAKY_FEED)
     with Client("http://feed", transport=httpx.MockTransport(sync)) as client:
         positions = [c.position for c in itertools.islice(client.changes(wait=5), 3)]
@@ -112,7 +110,7 @@ def test_both_clients_follow_the_feed_and_back_off_alike(monkeypatch: pytest.Mon
             return [(await anext(followed)).position for _ in range(3)]
 
     slept.clear()
-    monkeypatch.setattr(client_module.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
     asynchronous = _FeedScript(FLAKY_FEED)
     assert asyncio.run(follow(asynchronous)) == ["1", "2", "3"]
     assert slept == FLAKY_PAUSES
@@ -120,11 +118,7 @@ def test_both_clients_follow_the_feed_and_back_off_alike(monkeypatch: pytest.Mon
 
 
 def test_both_clients_stop_at_the_head_without_follow(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
-    import docingest_client.client as client_module
-
-    monkeypatch.setattr(client_module.time, "sleep", lambda _: None)
+    monkeypatch.setattr(time, "sleep", lambda _: None)
     script = _FeedScript([["1"], ["2"], []])
     with Client("http://feed", transport=httpx.MockTransport(script)) as client:
         assert [c.position for c in client.changes(after="0", follow=False)] == ["1", "2"]
@@ -144,6 +138,6 @@ def test_both_clients_stop_at_the_head_without_follow(monkeypatch: pytest.Monkey
         pass
 
     assert asyncio.run(read(_FeedScript([["1"], []]))) == ["1"]
-    monkeypatch.setattr(client_module.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
     with pytest.raises(UnavailableError):
         asyncio.run(read(_FeedScript(["down"] * 4)))
