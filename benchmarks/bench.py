@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import feed
 import orjson
 import soak
 from corpus import WORKLOADS
@@ -107,6 +108,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "workers running, memory watched throughout (benchmarks/soak.py)",
     )
     add("--soak-rate", type=float, default=3_000, help="documents a second the soak sends")
+    add(
+        "--feed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the phases, N pairs of bulk end-to-end runs on BBC texts, alternating: "
+        "with a consumer following GET /changes (its lag behind storage measured) and without "
+        "(benchmarks/feed.py)",
+    )
     add("--png", type=Path, help="save a bar chart of the rates here")
     add("--json", type=Path, help="also save the JSON report here, indented")
     return parser.parse_args(argv)
@@ -295,6 +305,30 @@ def own_rabbitmq(args: argparse.Namespace) -> Iterator[dict[str, int]]:
         node.stop()
 
 
+def run_feed(
+    args: argparse.Namespace,
+    generator: Generator,
+    model: Path,
+    context: dict[str, Any],
+    started: float,
+) -> int:
+    """`--feed N`: the runs with and without a consumer of the feed, then their report."""
+    try:
+        report = feed.feed(args, generator, model)
+    except (RuntimeError, TimeoutError, subprocess.SubprocessError) as failure:
+        progress.print(f"[bold red]benchmark failed:[/] {failure}\nlogs in {args.run_folder}")
+        return 1
+    except KeyboardInterrupt:
+        progress.print(f"interrupted; every service is stopped. Logs in {args.run_folder}")
+        return 130
+    context["load_average_after"] = os.getloadavg()
+    context["source_changed_during_run"] = source_digest() != context["docingest_source"]
+    context["wall_seconds"] = round(time.monotonic() - started, 1)
+    report = context | report | {"summary": feed.summary(report)}
+    feed.print_report(report, args)
+    return 0 if report["summary"]["lost"] == report["summary"]["duplicated"] == 0 else 1
+
+
 def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
@@ -317,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = soak.soak(args, model)
         soak.print_verdict(verdict)
         return 0 if all(verdict["checks"].values()) else 1
+    if args.feed:
+        return run_feed(args, generator, model, context, started)
     all_results: dict[str, dict[str, DesignResults]] = {}
     error = None
     try:

@@ -311,6 +311,11 @@ class DesignRun:
             },
         )
 
+    def start_warm_workers(self, phase: str) -> None:
+        """Start the workers and warm them up, for phases that run with them throughout."""
+        self.start_workers()
+        self._warm_up_workers(phase)
+
     def _warm_up_workers(self, phase: str) -> None:
         """Every process ready, then a few hundred documents in small messages through them."""
         ready_before = self.workers.log_count(WORKER_READY)

@@ -131,6 +131,18 @@ class _Sleep:
     seconds: float
 
 
+@dataclass(slots=True)
+class _Feed:
+    """Where a `changes()` iteration stands: its cursor, what it asked for, whether it ended."""
+
+    after: str | None
+    kinds: Sequence[str]
+    categories: Sequence[str]
+    wait: float
+    follow: bool
+    done: bool = False
+
+
 _Steps = Generator[_Request | _Sleep, httpx.Response | None, T]
 _JSON = {"Content-Type": "application/json"}
 
@@ -264,6 +276,26 @@ class _Operations:
         request = _Request("GET", "/changes", params, read_timeout=wait + 30.0)
         response = yield from self._call(request)
         return ChangesPage.model_validate_json(response.content)
+
+    def _changes_followed(self, feed: _Feed) -> _Steps[list[Change]]:
+        """The next page of `feed`, its cursor moved past it. Following, a service unreachable
+        (after `_call`'s own tries) is waited for, 1 s, 2 s, … up to 30 s between attempts;
+        not following, UnavailableError. The feed is `done` once not following and a page came
+        empty (the head reached)."""
+        pause = 1.0
+        wait = feed.wait if feed.follow else 0
+        while True:
+            try:
+                page = yield from self._changes_page(feed.after, feed.kinds, feed.categories, wait)
+            except UnavailableError:
+                if not feed.follow:
+                    raise
+                yield _Sleep(pause)
+                pause = min(pause * 2, 30.0)
+                continue
+            feed.after = page.next
+            feed.done = not feed.follow and not page.items
+            return page.items
 
     def _request(self, step: _Request) -> dict[str, Any]:
         headers = self._headers | _JSON if step.body is not None else self._headers
@@ -414,22 +446,9 @@ class Client(_Operations):
         itself when the service is unreachable. Save a change's `position` to start after it
         again. `follow=False` stops at the newest change. ApiError 410: the position was
         pruned (docs/changes.md says how to catch up)."""
-        pause = 1.0
-        while True:
-            steps = self._changes_page(after, kinds or (), categories or (), wait if follow else 0)
-            try:
-                page = self._run(steps)
-            except UnavailableError:
-                if not follow:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 30.0)
-                continue
-            pause = 1.0
-            yield from page.items
-            after = page.next
-            if not follow and not page.items:
-                return
+        feed = _Feed(after, kinds or (), categories or (), wait, follow)
+        while not feed.done:
+            yield from self._run(self._changes_followed(feed))
 
     def close(self) -> None:
         self._http.close()
@@ -559,23 +578,10 @@ class AsyncClient(_Operations):
         follow: bool = True,
     ) -> AsyncIterator[Change]:
         """`Client.changes`, as an async iterator."""
-        pause = 1.0
-        while True:
-            steps = self._changes_page(after, kinds or (), categories or (), wait if follow else 0)
-            try:
-                page = await self._run(steps)
-            except UnavailableError:
-                if not follow:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 30.0)
-                continue
-            pause = 1.0
-            for change in page.items:
+        feed = _Feed(after, kinds or (), categories or (), wait, follow)
+        while not feed.done:
+            for change in await self._run(self._changes_followed(feed)):
                 yield change
-            after = page.next
-            if not follow and not page.items:
-                return
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,0 +1,241 @@
+"""Bulk end to end with a consumer following the change feed, against the same run without one.
+
+    make bench BENCH_ARGS="--feed 3"    (bench.py --feed N [--docs 20000] [--bulk-size 500])
+
+The feed cannot be switched off: every stored document writes its change in its own
+transaction and every worker process runs the relay, whether anyone reads the feed or not
+(docs/changes.md). What alternates is the consumer: 2N bulk end-to-end runs of BBC texts on
+the Procfile's processes (embedded PostgreSQL and Redis, as `bench.py`'s phases), one with a
+consumer following `GET /changes` and one without, alternating (with, without, with, …).
+
+The consumer is a thread of this process, a plain HTTP client as any consumer would write:
+long polls (`wait=1`, `limit=1000`) following `next` from the head taken before the run. For
+each document's change it records its lag: from the change's `at` (when the worker stored the
+document, just before its commit) to when the consumer had it. Printed: each run's rate and
+check, the consumer's lag p50/p99/max per run and over all its runs, and the medians of the
+rates with and without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from loadgen import Generator
+from measure import Context, DesignRun, PhaseResult, docingest_design, service_env
+from rich.console import Console
+from rich.table import Table
+from services import Sampler, Servers
+
+from docingest.embedded import wait_until
+from docingest.model.datasets import load_bbc
+
+# Short long polls, so that the consumer stops soon after its run; a page as large as the API
+# gives, as a consumer keeping up with bulk ingestion would ask.
+POLL_WAIT_SECONDS = 1
+PAGE_LIMIT = 1000
+progress = Console(stderr=True, width=140)
+
+
+class FeedConsumer(threading.Thread):
+    """Follows `GET /changes` from the head, recording each stored change's lag (seconds from
+    its `at` to its page's arrival)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="feed-consumer", daemon=True)
+        self.url = url
+        self.lags: list[float] = []
+        self.pages = 0
+        self.request_seconds: list[float] = []  # of the pages that brought changes
+        self.started_at = threading.Event()
+        self.stopping = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        timeout = httpx.Timeout(POLL_WAIT_SECONDS + 60.0, connect=10.0)
+        try:
+            with httpx.Client(base_url=self.url, timeout=timeout) as http:
+                after = http.get("/changes/head").raise_for_status().json()["position"]
+                self.started_at.set()
+                while not self.stopping.is_set():
+                    params = {"after": after, "limit": PAGE_LIMIT, "wait": POLL_WAIT_SECONDS}
+                    sent = time.monotonic()
+                    response = http.get("/changes", params=params).raise_for_status()
+                    received = time.time()
+                    page = orjson.loads(response.content)
+                    if page["items"]:
+                        self.request_seconds.append(time.monotonic() - sent)
+                    self.lags += [
+                        received - datetime.fromisoformat(item["at"]).timestamp()
+                        for item in page["items"]
+                        if item["kind"] == "stored"
+                    ]
+                    self.pages += 1
+                    after = page["next"]
+        except BaseException as error:
+            self.failure = error
+            self.started_at.set()
+
+    def start_following(self) -> None:
+        self.start()
+        self.started_at.wait(60)
+        self._check()
+
+    def finish(self, documents: int, timeout: float) -> None:
+        """Once it had a change for each of `documents` (all new: one change each), stop it."""
+
+        def caught_up() -> bool:
+            self._check()
+            return len(self.lags) >= documents
+
+        try:
+            wait_until(caught_up, timeout, f"the consumer's {documents} changes", interval=0.05)
+        finally:
+            self.stopping.set()
+            self.join(POLL_WAIT_SECONDS + 60.0)
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError(f"the feed consumer failed: {self.failure!r}") from self.failure
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p99 and max, in milliseconds."""
+    if len(values) < 2:
+        return {}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+    }
+
+
+def feed(args: argparse.Namespace, generator: Generator, model: Path) -> dict[str, Any]:
+    texts, _ = load_bbc()
+    with (
+        Sampler() as sampler,
+        Servers(args.run_folder, args.database_url, args.redis_url) as servers,
+    ):
+        sampler.watch("bench", os.getpid(), tree=False)
+        for label, pid in servers.pids().items():
+            sampler.watch(label, pid)
+        env = service_env(servers.docingest_database_url, servers.redis_url, model)
+        design = docingest_design(env, args.api_workers, args.worker_processes, args.worker_threads)
+        context = Context(
+            folder=args.run_folder,
+            generator=generator,
+            sampler=sampler,
+            database_url=servers.docingest_database_url,
+            texts=texts,
+            generator_threads=args.generator_threads,
+            timeout=args.timeout,
+        )
+        with DesignRun(context, design, "bbc") as run:
+            run.warm_up()
+            run.start_warm_workers("feed")
+            runs = [_run(args, run, n, following=n % 2 == 0) for n in range(2 * args.feed)]
+    return {"runs": runs}
+
+
+def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -> dict[str, Any]:
+    phase = f"e2e_bulk_{n + 1}_{'consumer' if following else 'alone'}"
+    consumer = FeedConsumer(run.url) if following else None
+    if consumer is not None:
+        consumer.start_following()
+    result: PhaseResult = run.end_to_end(phase, args.docs, args.bulk_size, args.bulk_concurrency)
+    if consumer is not None:
+        consumer.finish(result.docs, args.timeout)
+    lags = consumer.lags if consumer is not None else []
+    lag = percentiles(lags)
+    request = percentiles(consumer.request_seconds) if consumer is not None else {}
+    outcome: dict[str, Any] = {
+        "run": n + 1,
+        "consumer": following,
+        "docs": result.docs,
+        "rate": round(result.rate, 1),
+        "lost": result.check.lost if result.check else None,
+        "duplicated": result.check.duplicated if result.check else None,
+        "other_cores": round(result.other_cores, 2),
+        "consumer_pages": consumer.pages if consumer is not None else None,
+        "consumer_request": request,
+        "lag": lag,
+        "lags": lags,
+    }
+    progress.log(
+        f"{phase:26} {result.rate:>8,.0f} docs/s"
+        + (f"  consumer lag p50 {lag['p50_ms']} ms p99 {lag['p99_ms']} ms" if lag else "")
+        + (f", {outcome['consumer_pages']} pages" if consumer is not None else "")
+        + (f", a page with changes p50 {request['p50_ms']} ms" if request else "")
+        + f"  lost {outcome['lost']} duplicated {outcome['duplicated']}"
+        + f"  (other load {result.other_cores:.2f} cores)"
+    )
+    return outcome
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    runs = report["runs"]
+    with_consumer = [r["rate"] for r in runs if r["consumer"]]
+    without = [r["rate"] for r in runs if not r["consumer"]]
+    lags = [lag for r in runs for lag in r["lags"]]
+    median_with, median_without = statistics.median(with_consumer), statistics.median(without)
+    return {
+        "median_rate_with_consumer": median_with,
+        "median_rate_without": median_without,
+        "change": round(median_with / median_without - 1, 4) if median_without else None,
+        "consumer_lag": percentiles(lags),
+        "lost": sum(r["lost"] or 0 for r in runs),
+        "duplicated": sum(r["duplicated"] or 0 for r in runs),
+    }
+
+
+def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
+    stdout = Console(width=132, highlight=False)
+    table = Table(
+        title=f"Bulk end to end, BBC texts, {args.docs:,} documents a run, "
+        f"{args.bulk_size}/request c={args.bulk_concurrency}: a consumer following GET /changes "
+        "or none (the feed itself cannot be switched off)"
+    )
+    for column in ("run", "consumer", "docs/s", "lag p50", "lag p99", "lag max", "lost/dup"):
+        table.add_column(column, justify="right")
+    table.add_column("other load", justify="right")
+    for run in report["runs"]:
+        lag = run["lag"]
+        table.add_row(
+            str(run["run"]),
+            "following" if run["consumer"] else "none",
+            f"{run['rate']:,.0f}",
+            *(f"{lag[k]:,.0f} ms" if lag else "-" for k in ("p50_ms", "p99_ms", "max_ms")),
+            f"{run['lost']}/{run['duplicated']}",
+            f"{run['other_cores']:.2f} cores",
+        )
+    stdout.print(table)
+    total = report["summary"]
+    change = total["change"]
+    lag = total["consumer_lag"]
+    stdout.print(
+        f"median {total['median_rate_with_consumer']:,.0f} docs/s with the consumer, "
+        f"{total['median_rate_without']:,.0f} without"
+        + (f" ({change:+.1%})" if change is not None else "")
+        + (
+            f"; the consumer's lag behind storage over all its runs: p50 {lag['p50_ms']:,.0f} "
+            f"ms, p99 {lag['p99_ms']:,.0f} ms, max {lag['max_ms']:,.0f} ms"
+            if lag
+            else ""
+        )
+        + f"; lost {total['lost']}, duplicated {total['duplicated']}"
+    )
+    for run in report["runs"]:
+        del run["lags"]  # the JSON keeps the percentiles, not every document's lag
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(orjson.dumps(report).decode(), flush=True)
