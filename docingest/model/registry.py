@@ -24,6 +24,7 @@ from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
 from docingest.schemas import utcnow
+from docingest.settings import Settings
 from docingest.tables import MODELS, RegisteredModel
 
 # The web process reads cards and activates models without loading scikit-learn at import.
@@ -44,6 +45,11 @@ class ArtifactRefusedError(RegistryError):
 
 class ActivationConflictError(RegistryError):
     """The active model is no longer the one the caller decided against."""
+
+
+class WorkersCannotLoadError(RegistryError):
+    """Workers of another environment than the activating process's could not load the model,
+    or did not say in time (`docingest.model.environment`): not activated."""
 
 
 class Anything:
@@ -72,12 +78,22 @@ def register(engine: Engine, model: TrainedModel, *, activate: bool) -> Register
     return add(engine, model_bytes(model), activate=activate)
 
 
+CHECK_WAIT_SECONDS: float = Settings.model_fields["model_check_wait_seconds"].default
+
+
 def add(
-    engine: Engine, artifact: bytes, *, activate: bool, source: str = "artifact"
+    engine: Engine,
+    artifact: bytes,
+    *,
+    activate: bool,
+    source: str = "artifact",
+    force: bool = False,
+    wait_seconds: float = CHECK_WAIT_SECONDS,
 ) -> RegisteredModel:
     """Register an artifact (loaded first, so a bad one never enters); idempotent per version.
 
     The same version with other bytes is refused: a version names one model, forever.
+    `activate`: as `activate` does, once registered (`force`, `wait_seconds`: its own).
     """
     classifier = _rebuild(artifact, source)
     digest = checksum(artifact)
@@ -100,8 +116,16 @@ def add(
             session.commit()
         except IntegrityError:  # another process registered it first: the same bytes, or refused
             session.rollback()
-            return add(engine, artifact, activate=activate, source=source)
+            return add(
+                engine,
+                artifact,
+                activate=activate,
+                source=source,
+                force=force,
+                wait_seconds=wait_seconds,
+            )
     if activate:
+        _usable_by_workers(engine, classifier, force=force, wait_seconds=wait_seconds)
         _activate(engine, record.version, ANY)
     return record
 
@@ -164,16 +188,49 @@ def load(engine: Engine, version: str) -> Classifier:
     return _rebuild(artifact, f"model {version}")
 
 
-def activate(engine: Engine, version: str, *, replacing: str | Anything | None = ANY) -> Classifier:
-    """Load before activating: a model no worker could load never becomes the active one.
+def activate(
+    engine: Engine,
+    version: str,
+    *,
+    replacing: str | Anything | None = ANY,
+    force: bool = False,
+    wait_seconds: float = CHECK_WAIT_SECONDS,
+) -> Classifier:
+    """Load before activating, here and in the workers: a model no worker could load never
+    becomes the active one.
+
+    The model must load and classify a text in this process (ArtifactRefusedError), and in a
+    worker of every other environment workers run (`environment.require_loadable`: asked, then
+    waited for up to `wait_seconds`, or WorkersCannotLoadError). `force` skips the workers'
+    part only.
 
     `replacing`: activate only if that version (None: no model) is still the active one, as a
     compare-and-set, or raise ActivationConflictError; a gate that compared with one model must
     not replace another that was activated meanwhile.
     """
     classifier = load(engine, version)
+    _usable_by_workers(engine, classifier, force=force, wait_seconds=wait_seconds)
     _activate(engine, version, replacing)
     return classifier
+
+
+def _usable_by_workers(
+    engine: Engine, classifier: Classifier, *, force: bool, wait_seconds: float
+) -> None:
+    from docingest.model import environment
+
+    try:
+        environment.probe(classifier)
+    except Exception as error:
+        raise ArtifactRefusedError(
+            f"model {classifier.version} loads but cannot classify: {error!r}"
+        ) from error
+    if force:
+        logger.warning("activation forced: workers' check skipped", version=classifier.version)
+        return
+    environment.require_loadable(
+        engine, classifier.version, own=environment.fingerprint(), wait_seconds=wait_seconds
+    )
 
 
 def _activate(engine: Engine, version: str, replacing: str | Anything | None) -> None:
