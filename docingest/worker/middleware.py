@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from docingest.changes.relay import relay
 from docingest.ledger import LedgerUnavailableError
 from docingest.ledger.floor import prune_floors
-from docingest.model import environment
+from docingest.model import environment, registry
 from docingest.observe import tracing
 from docingest.observe.metrics_store import MetricsStoreUnavailableError
 from docingest.observe.worker_metrics import MESSAGES, worker_id, worker_metrics
@@ -103,7 +103,7 @@ class WorkerMiddleware(dramatiq.Middleware):
             environment.report(
                 engine, self._environment, refresh_seconds=self._settings.model_refresh_seconds
             )
-            environment.check_requested(engine, self._environment)
+            registry.check_requested(engine, self._environment)
         except SQLAlchemyError as error:
             logger.warning("models not checked, trying again later", error=str(error))
         except Exception:

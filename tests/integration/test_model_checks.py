@@ -1,7 +1,7 @@
 """Activation refused when the workers' environment cannot load the model (issue 24, item 3).
 
 A worker here is the code each worker process runs every MODEL_REFRESH_SECONDS
-(`environment.report`, `environment.check_requested`: `WorkerMiddleware._check_models`), in a
+(`environment.report`, `registry.check_requested`: `WorkerMiddleware._check_models`), in a
 thread, against the test's real database. One running "another scikit-learn" reports another
 fingerprint and fails to rebuild the model, as such a worker would; tests/system/test_registry.py
 does the same with a real worker process.
@@ -44,7 +44,7 @@ def another_scikit_learn(engine: Engine, version: str) -> Classifier:
 
 
 @contextmanager
-def worker(engine: Engine, running: str, load: environment.Loader | None = None) -> Iterator[None]:
+def worker(engine: Engine, running: str, loader: registry.Loader = registry.load) -> Iterator[None]:
     """A worker process's reporting and checking, every 0.1 s, until the block ends."""
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -53,7 +53,7 @@ def worker(engine: Engine, running: str, load: environment.Loader | None = None)
         try:
             while not stop.wait(0.1):
                 environment.report(engine, running, refresh_seconds=0.1)
-                environment.check_requested(engine, running, load=load)
+                registry.check_requested(engine, running, loader=loader)
         except BaseException as error:  # raised again by the test
             errors.append(error)
 
@@ -80,7 +80,7 @@ def test_a_model_workers_of_another_environment_cannot_load_is_not_activated(
     engine: Engine, models: tuple[str, str]
 ) -> None:
     default, nb = models
-    with worker(engine, OTHER, load=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_scikit_learn):
         with pytest.raises(registry.WorkersCannotLoadError) as refused:
             registry.activate(engine, nb, wait_seconds=20)
         assert registry.active_version(engine) == default
@@ -160,7 +160,7 @@ def test_the_api_answers_409_with_the_workers_reason(
     quick = settings.model_copy(update={"model_check_wait_seconds": 20})
     with (
         TestClient(create_app(quick), raise_server_exceptions=False) as client,
-        worker(engine, OTHER, load=another_scikit_learn),
+        worker(engine, OTHER, loader=another_scikit_learn),
     ):
         answer = client.post(f"/models/{nb}/activate")
         assert answer.status_code == 409
@@ -189,7 +189,7 @@ def test_the_cli_exits_1_with_the_workers_reason(
 ) -> None:
     """`model activate` (a rollback too) and `model import --activate`."""
     default, nb = models
-    with worker(engine, OTHER, load=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_scikit_learn):
         activated = runner.invoke(cli, ["model", "activate", nb])
         imported = runner.invoke(cli, ["model", "import", str(nb_model_path), "--activate"])
     reason = f"model {nb} not activated: workers running {OTHER} cannot load it"
@@ -221,7 +221,7 @@ def test_train_activate_exits_1_with_the_workers_reason(
     """The model is registered and its files written; it is not activated."""
     default, _ = models
     data = _small_data(tmp_path)
-    with worker(engine, OTHER, load=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_scikit_learn):
         trained = runner.invoke(
             cli, ["train", str(data), "--activate", "--card-dir", str(tmp_path)]
         )
@@ -246,7 +246,7 @@ def test_a_model_the_gate_found_better_is_not_activated_if_workers_cannot_load_i
     default, _ = models
     part = learning.dataset_part(load_dataset(str(_small_data(tmp_path))), test_size=0.25, seed=1)
     model = learning.train_parts([part], estimator="nb", test_size=0.25, seed=1)
-    with worker(engine, OTHER, load=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_scikit_learn):
         active, refusal = _register(
             engine, model, None, {"better": True, "active_version": default}
         )
