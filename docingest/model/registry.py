@@ -201,7 +201,7 @@ def activate(
     becomes the active one.
 
     The model must load and classify a text in this process (ArtifactRefusedError), and in a
-    worker of every other environment workers run (`environment.require_loadable`: asked, then
+    worker of every other environment workers run (`_loaded_by_workers`: asked, then
     waited for up to `wait_seconds`, or WorkersCannotLoadError). `force` skips the workers'
     part only.
 
