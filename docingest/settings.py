@@ -61,7 +61,15 @@ class Settings(BaseSettings):
     model_refresh_seconds: float = Field(
         default=2.0,
         gt=0,
-        description="How often each worker process looks for a newly activated model.",
+        description="How often each worker process looks for a newly activated model, and "
+        "for models an activation asked it to check (docs/models.md, Activation).",
+    )
+    model_check_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an activation waits for workers whose environment (Python, "
+        "scikit-learn, numpy, scipy, skops, docingest versions) differs from the activating "
+        "process's to load the model, before refusing it.",
     )
 
     host: str = Field(default="127.0.0.1", description="The interface the API listens on.")

@@ -125,6 +125,34 @@ class RegisteredModel(SQLModel, table=True):
     )
 
 
+class ModelEnvironment(SQLModel, table=True):
+    """An environment worker processes run, as far as it decides whether a model loads (Python,
+    scikit-learn, numpy, scipy, skops, docingest: `model.environment.fingerprint`), and when one
+    of them last said so, by the database's clock, every MODEL_REFRESH_SECONDS (theirs)."""
+
+    __tablename__ = "model_environments"
+
+    environment: str = SQLField(sa_column=Column(String(300), primary_key=True))
+    seen_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    refresh_seconds: float = SQLField(sa_column=Column(Float, nullable=False))
+
+
+class ModelCheck(SQLModel, table=True):
+    """Whether workers running `environment` can load and use model `version`: asked for by an
+    activation (`loaded` NULL), answered by the first such worker (`loaded`, `error`)."""
+
+    __tablename__ = "model_checks"
+
+    environment: str = SQLField(sa_column=Column(String(300), primary_key=True))
+    version: str = SQLField(sa_column=Column(String(200), primary_key=True))
+    loaded: bool | None = SQLField(default=None, sa_column=Column(Boolean, nullable=True))
+    error: str | None = SQLField(default=None, sa_column=Column(Text, nullable=True))
+    requested_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    checked_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
 class Failure(SQLModel, table=True):
     """A document version that could not be classified, kept with its error until replayed.
 
@@ -254,3 +282,5 @@ WORKER_METRICS = _handle(WorkerMetric)
 LABEL_HISTORY = _handle(LabelChange)
 CHANGES = _handle(Change)
 CHANGE_RELAY = _handle(ChangeRelay)
+MODEL_ENVIRONMENTS = _handle(ModelEnvironment)
+MODEL_CHECKS = _handle(ModelCheck)

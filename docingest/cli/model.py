@@ -63,14 +63,30 @@ def show(
         console.print(f"confusion matrix written to {png}")
 
 
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="activate without the workers' proof that they can load it (a worker that cannot "
+        "keeps serving the model it has)",
+    ),
+]
+
+
 @model_app.command()
-def activate(version: Annotated[str, typer.Argument(help="The version to activate")]) -> None:
-    """Make a model the active one; workers switch within MODEL_REFRESH_SECONDS, no restart."""
+def activate(
+    version: Annotated[str, typer.Argument(help="The version to activate")],
+    force: Force = False,
+) -> None:
+    """Make a model the active one (a rollback: an earlier version); workers switch within
+    MODEL_REFRESH_SECONDS, no restart. Refused if workers of another environment cannot load
+    it (docs/models.md, Activation)."""
     from docingest.model import registry
 
+    wait = get_settings().model_check_wait_seconds
     try:
         with database() as engine:
-            registry.activate(engine, version)
+            registry.activate(engine, version, force=force, wait_seconds=wait)
     except registry.RegistryError as error:
         raise failed(error) from error
     seconds = get_settings().model_refresh_seconds
@@ -81,6 +97,7 @@ def activate(version: Annotated[str, typer.Argument(help="The version to activat
 def import_(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A skops artifact")],
     activate: Annotated[bool, typer.Option(help="Also make it the active model")] = False,
+    force: Force = False,
 ) -> None:
     """Register a model file trained elsewhere (`docingest train --output`); checked first."""
     from docingest.db import migrate
@@ -90,7 +107,18 @@ def import_(
     migrate(settings.database_url)
     try:
         with database() as engine:
-            model = registry.add(engine, path.read_bytes(), activate=activate, source=str(path))
+            model = registry.add(
+                engine,
+                path.read_bytes(),
+                activate=activate,
+                source=str(path),
+                force=force,
+                wait_seconds=settings.model_check_wait_seconds,
+            )
+    except registry.WorkersCannotLoadError as error:
+        console.print(f"[red]{error}[/]")
+        console.print("it is registered: activate it once the workers can load it")
+        raise typer.Exit(1) from error
     except registry.RegistryError as error:
         raise failed(error) from error
     state = "registered and active" if activate else "registered"

@@ -94,7 +94,7 @@ def train(
             comparison = learning.compare(new, _active(engine), parts)
             model.metadata["comparison"] = comparison
             step("registering")
-            registered_active = _register(
+            registered_active, refusal = _register(
                 engine, model, activate, comparison if activate_if_better else None
             )
             written = _write_files(model, output, card_dir)
@@ -107,6 +107,9 @@ def train(
         console.print(f"[red]{escape(str(error))}[/]")
         raise typer.Exit(1) from error
     _report(model, registered_active, written)
+    if refusal is not None:
+        console.print(f"[red]{escape(refusal)}[/]")
+        raise typer.Exit(1)
 
 
 def _refuse(message: str) -> NoReturn:
@@ -155,12 +158,14 @@ def _progress() -> Iterator[Step]:
 
 def _register(
     engine: Engine, model: TrainedModel, activate: bool | None, gate: dict[str, Any] | None
-) -> bool:
-    """Store the model as a new version; returns whether it is now the active one.
+) -> tuple[bool, str | None]:
+    """Store the model as a new version; returns whether it is now the active one, and why
+    activation was refused (the command then exits 1).
 
     Activation is a compare-and-set: after the gate (`--activate-if-better`) it replaces only
     the model it was compared with, and by default only when no model is active; a model
-    activated meanwhile stays. `--activate` replaces whatever is active.
+    activated meanwhile stays. `--activate` replaces whatever is active. Either is refused when
+    workers of another environment cannot load the model (docs/models.md, Activation).
     """
     from docingest.model import registry
 
@@ -171,13 +176,20 @@ def _register(
     elif activate is None:
         activate, replacing = True, None
     if not activate:
-        return False
+        return False, None
     try:
-        registry.activate(engine, model.metadata["version"], replacing=replacing)
+        registry.activate(
+            engine,
+            model.metadata["version"],
+            replacing=replacing,
+            wait_seconds=get_settings().model_check_wait_seconds,
+        )
     except registry.ActivationConflictError as error:
         console.print(f"[yellow]{escape(str(error))}[/]")
-        return False
-    return True
+        return False, None
+    except (registry.WorkersCannotLoadError, registry.ArtifactRefusedError) as error:
+        return False, str(error)
+    return True, None
 
 
 def _write_files(model: TrainedModel, output: Path | None, card_dir: Path | None) -> list[Path]:

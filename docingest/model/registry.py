@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
+from docingest.model import environment
 from docingest.schemas import utcnow
+from docingest.settings import Settings
 from docingest.tables import MODELS, RegisteredModel
 
 # The web process reads cards and activates models without loading scikit-learn at import.
@@ -44,6 +46,11 @@ class ArtifactRefusedError(RegistryError):
 
 class ActivationConflictError(RegistryError):
     """The active model is no longer the one the caller decided against."""
+
+
+class WorkersCannotLoadError(RegistryError):
+    """Workers of another environment than the activating process's could not load the model,
+    or did not say in time (`docingest.model.environment`): not activated."""
 
 
 class Anything:
@@ -72,12 +79,22 @@ def register(engine: Engine, model: TrainedModel, *, activate: bool) -> Register
     return add(engine, model_bytes(model), activate=activate)
 
 
+CHECK_WAIT_SECONDS: float = Settings.model_fields["model_check_wait_seconds"].default
+
+
 def add(
-    engine: Engine, artifact: bytes, *, activate: bool, source: str = "artifact"
+    engine: Engine,
+    artifact: bytes,
+    *,
+    activate: bool,
+    source: str = "artifact",
+    force: bool = False,
+    wait_seconds: float = CHECK_WAIT_SECONDS,
 ) -> RegisteredModel:
     """Register an artifact (loaded first, so a bad one never enters); idempotent per version.
 
     The same version with other bytes is refused: a version names one model, forever.
+    `activate`: as `activate` does, once registered (`force`, `wait_seconds`: its own).
     """
     classifier = _rebuild(artifact, source)
     digest = checksum(artifact)
@@ -100,8 +117,16 @@ def add(
             session.commit()
         except IntegrityError:  # another process registered it first: the same bytes, or refused
             session.rollback()
-            return add(engine, artifact, activate=activate, source=source)
+            return add(
+                engine,
+                artifact,
+                activate=activate,
+                source=source,
+                force=force,
+                wait_seconds=wait_seconds,
+            )
     if activate:
+        _usable_by_workers(engine, classifier, force=force, wait_seconds=wait_seconds)
         _activate(engine, record.version, ANY)
     return record
 
@@ -164,16 +189,119 @@ def load(engine: Engine, version: str) -> Classifier:
     return _rebuild(artifact, f"model {version}")
 
 
-def activate(engine: Engine, version: str, *, replacing: str | Anything | None = ANY) -> Classifier:
-    """Load before activating: a model no worker could load never becomes the active one.
+def activate(
+    engine: Engine,
+    version: str,
+    *,
+    replacing: str | Anything | None = ANY,
+    force: bool = False,
+    wait_seconds: float = CHECK_WAIT_SECONDS,
+) -> Classifier:
+    """Load before activating, here and in the workers: a model no worker could load never
+    becomes the active one.
+
+    The model must load and classify a text in this process (ArtifactRefusedError), and in a
+    worker of every other environment workers run (`_loaded_by_workers`: asked, then
+    waited for up to `wait_seconds`, or WorkersCannotLoadError). `force` skips the workers'
+    part only.
 
     `replacing`: activate only if that version (None: no model) is still the active one, as a
     compare-and-set, or raise ActivationConflictError; a gate that compared with one model must
     not replace another that was activated meanwhile.
     """
     classifier = load(engine, version)
+    _usable_by_workers(engine, classifier, force=force, wait_seconds=wait_seconds)
     _activate(engine, version, replacing)
     return classifier
+
+
+def _usable_by_workers(
+    engine: Engine, classifier: Classifier, *, force: bool, wait_seconds: float
+) -> None:
+    try:
+        environment.probe(classifier)
+    except Exception as error:
+        raise ArtifactRefusedError(
+            f"model {classifier.version} loads but cannot classify: {error!r}"
+        ) from error
+    if force:
+        logger.warning("activation forced: workers' check skipped", version=classifier.version)
+        return
+    _loaded_by_workers(
+        engine, classifier.version, own=environment.fingerprint(), wait_seconds=wait_seconds
+    )
+
+
+def _loaded_by_workers(
+    engine: Engine, version: str, *, own: str, wait_seconds: float, poll_seconds: float = 0.2
+) -> None:
+    """Return once a worker of every environment reported lately, `own` aside (the activating
+    process's load proved it), has loaded `version`; raise WorkersCannotLoadError with the error
+    one recorded, or once `wait_seconds` passed without an answer from some of them."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        others = [running for running in environment.live_environments(engine) if running != own]
+        if not others:
+            return
+        answers = environment.answers(engine, version, others)
+        for running, (loaded, error) in answers.items():
+            if loaded is False:
+                raise WorkersCannotLoadError(
+                    f"model {version} not activated: workers running {running} cannot load "
+                    f"it: {error}"
+                )
+        waiting = [running for running in others if answers[running][0] is None]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise WorkersCannotLoadError(
+                f"model {version} not activated: not yet checked by workers running "
+                f"{'; '.join(waiting)} (waited {wait_seconds:g} s, MODEL_CHECK_WAIT_SECONDS); "
+                "they check it every MODEL_REFRESH_SECONDS: try again"
+            )
+        time.sleep(poll_seconds)
+
+
+Loader = Callable[[Engine, str], "Classifier"]
+
+
+def check_requested(
+    engine: Engine, running: str, *, loader: Loader = load
+) -> dict[str, str | None]:
+    """In a worker process running the environment `running`: load each model an activation
+    asked such workers to check, classify a text with it, record the outcome (the worker
+    middleware, every MODEL_REFRESH_SECONDS). Returns {version: error, None if it loaded}.
+
+    A database error is not the model's: raised, the request stays for the next round.
+    """
+    outcomes: dict[str, str | None] = {}
+    for version in environment.requested(engine, running):
+        outcomes[version] = error = _tried(engine, version, loader)
+        environment.record(engine, running, version, error)
+        if error is None:
+            logger.info("model checked: it loads here", model_version=version)
+        else:
+            logger.error("model checked: it does not load here", model_version=version, error=error)
+    return outcomes
+
+
+def _tried(engine: Engine, version: str, loader: Loader) -> str | None:
+    """None if `version` loads and classifies here, else why not."""
+    try:
+        classifier = loader(engine, version)
+    except (SQLAlchemyError, MemoryError):
+        raise
+    except RegistryError as error:  # checksum, trusted types, rebuilt by this scikit-learn
+        return str(error)
+    except Exception as error:
+        return f"model {version} could not be loaded: {error!r}"
+    try:
+        environment.probe(classifier)
+    except MemoryError:
+        raise
+    except Exception as error:
+        return f"model {version} loads but cannot classify: {error!r}"
+    return None
 
 
 def _activate(engine: Engine, version: str, replacing: str | Anything | None) -> None:

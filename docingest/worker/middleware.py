@@ -7,6 +7,8 @@ process as seen there (a process that stops cleanly removes its mark: one that s
 being renewed is a worker that died), one runs `ledger.reconcile` every RECONCILE_SECONDS.
 A third runs the change feed's relay every CHANGES_RELAY_SECONDS (one process at a time numbers
 the committed changes and prunes those older than CHANGES_RETENTION: `changes/relay.py`).
+A fourth, every MODEL_REFRESH_SECONDS, reports the environment the process loads models in and
+loads the models an activation asked it to check (`model/environment.py`).
 Each message's log lines carry its id and document count. When traced, `TracingMiddleware`
 shows actors their message and exports the last spans at shutdown.
 """
@@ -29,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from docingest.changes.relay import relay
 from docingest.ledger import LedgerUnavailableError
 from docingest.ledger.floor import prune_floors
+from docingest.model import environment, registry
 from docingest.observe import tracing
 from docingest.observe.metrics_store import MetricsStoreUnavailableError
 from docingest.observe.worker_metrics import MESSAGES, worker_id, worker_metrics
@@ -51,6 +54,7 @@ class WorkerMiddleware(dramatiq.Middleware):
         self._stop = threading.Event()
         self._local = threading.local()
         self._worker_id = worker_id()
+        self._environment = ""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         settings = self._settings
@@ -58,6 +62,8 @@ class WorkerMiddleware(dramatiq.Middleware):
         self._every(settings.metrics_flush_seconds, self._flush, "metrics")
         self._every(settings.reconcile_seconds, self._reconcile, "reconcile")
         self._every(settings.changes_relay_seconds, self._relay, "changes-relay")
+        self._environment = environment.fingerprint()
+        self._every(settings.model_refresh_seconds, self._check_models, "model-checks")
         # What the process imported (~190,000 objects: scikit-learn, SciPy, SQLAlchemy) lives as
         # long as it does: out of the collector's sight, a full collection takes milliseconds,
         # not the 220-250 ms of CPU measured in the benchmark's worker processes.
@@ -90,6 +96,18 @@ class WorkerMiddleware(dramatiq.Middleware):
             store.mark_seen(self._worker_id, time.time())
         except MetricsStoreUnavailableError as error:
             logger.warning("worker metrics not flushed, kept for the next try", error=str(error))
+
+    def _check_models(self) -> None:
+        engine = self._resources().connections.engine
+        try:
+            environment.report(
+                engine, self._environment, refresh_seconds=self._settings.model_refresh_seconds
+            )
+            registry.check_requested(engine, self._environment)
+        except SQLAlchemyError as error:
+            logger.warning("models not checked, trying again later", error=str(error))
+        except Exception:
+            logger.exception("model check failed")
 
     def _relay(self) -> None:
         try:

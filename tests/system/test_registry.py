@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from docingest.connections import connect
 from docingest.embedded import wait_until
-from docingest.model import registry
+from docingest.model import environment, registry
 from docingest.model.classifier import TOP_ALTERNATIVES, Classifier
 from docingest.queue.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
@@ -109,4 +111,72 @@ def test_a_worker_started_with_a_refused_active_model_stores_with_the_previous_o
     connections = connect(settings)
     enqueuer = Enqueuer(connections.queue, connections.ledger)
     assert _probe(enqueuer, engine, wait=60) == default
+    engine.dispose()
+
+
+# Read at start-up by the worker's Python (first on its PYTHONPATH): another scikit-learn, one
+# that reports another version and cannot rebuild the model REFUSED_MODEL names, as a release
+# cannot rebuild some estimators another one fitted.
+ANOTHER_SCIKIT_LEARN = """
+import os
+
+import sklearn
+import skops.io
+
+sklearn.__version__ = "0.0+other"
+_loads = skops.io.loads
+
+
+def loads(data, *args, **kwargs):
+    content = _loads(data, *args, **kwargs)
+    if content["metadata"]["version"] == os.environ["REFUSED_MODEL"]:
+        raise ValueError("incompatible dtype of the fitted estimator")
+    return content
+
+
+skops.io.loads = loads
+"""
+
+
+def test_activation_is_refused_when_a_worker_of_another_environment_cannot_load_the_model(
+    postgres_url: str, redis_url: str, model_path: Path, nb_model_path: Path, tmp_path: Path,
+    procs: Processes,
+) -> None:  # fmt: skip
+    """A real worker process running another scikit-learn: the model it cannot rebuild is
+    refused with its error, one it loads is activated once it said so."""
+    from docingest.db import make_engine
+
+    engine = make_engine(postgres_url)
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    site = tmp_path / "another-scikit-learn"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(ANOTHER_SCIKIT_LEARN)
+    procs.env = service_env(
+        database_url=postgres_url,
+        broker_url=redis_url,
+        model_path=model_path,
+        data_dir=tmp_path,
+        MODEL_REFRESH_SECONDS="1",
+    )
+    procs.worker(PYTHONPATH=str(site), REFUSED_MODEL=nb)
+    other = re.sub(r"scikit-learn [^,]+", "scikit-learn 0.0+other", environment.fingerprint())
+    wait_until(lambda: environment.live_environments(engine) == [other], 60, "the worker reported")
+
+    with pytest.raises(registry.WorkersCannotLoadError) as refused:
+        registry.activate(engine, nb, wait_seconds=30)
+    assert str(refused.value) == (
+        f"model {nb} not activated: workers running {other} cannot load it: model {nb} could "
+        "not be rebuilt: ValueError('incompatible dtype of the fitted estimator')"
+    )
+    assert registry.active_version(engine) == default
+
+    registry.activate(engine, default, wait_seconds=30)  # activated again: it loads there
+    assert registry.active_version(engine) == default
+    with engine.connect() as connection:
+        checks = connection.execute(
+            text("SELECT version, loaded FROM model_checks WHERE environment = :e"),
+            {"e": other},
+        ).all()
+    assert sorted(checks) == sorted([(nb, False), (default, True)])
     engine.dispose()

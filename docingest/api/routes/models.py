@@ -5,15 +5,15 @@ from __future__ import annotations
 import functools
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import Engine
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep, SettingsDep
-from docingest.api.openapi import ERROR_RESPONSES
+from docingest.api.openapi import ERROR_RESPONSES, error_response
 from docingest.model import registry
 from docingest.schemas import Activated, ModelCard, ModelSummary
 
@@ -90,16 +90,42 @@ def _drawn(version: str, card: bytes) -> bytes:
     return confusion_matrix_png(orjson.loads(card))
 
 
+ACTIVATE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    404: ERROR_RESPONSES[404],
+    409: error_response(
+        "Not activated: the artifact fails its checks here (checksum, trusted types, a text "
+        "classified), or workers of another environment cannot load it or did not say so within "
+        "MODEL_CHECK_WAIT_SECONDS; `detail` says which and why"
+    ),
+}
+
+
 @router.post(
     "/models/{version}/activate",
     dependencies=[require_scope(Scope.ADMIN)],
-    responses={code: ERROR_RESPONSES[code] for code in (404, 409)},
+    responses=ACTIVATE_ANSWERS,
     summary="Make a model the active one; workers switch within MODEL_REFRESH_SECONDS",
 )
-def activate(engine: EngineDep, settings: SettingsDep, version: str) -> Activated:
+def activate(
+    engine: EngineDep,
+    settings: SettingsDep,
+    version: str,
+    force: Annotated[
+        bool,
+        Query(
+            description="Activate without the workers' proof that they can load it (a worker "
+            "that cannot keeps serving the model it has)"
+        ),
+    ] = False,
+) -> Activated:
+    """The model is loaded and tried here, then by a worker of every other environment workers
+    run (Python, scikit-learn, numpy, scipy, skops, docingest versions), waiting up to
+    MODEL_CHECK_WAIT_SECONDS for them; refused (`409`) if one cannot load it."""
     try:
-        registry.activate(engine, version)
-    except registry.ArtifactRefusedError as error:
+        registry.activate(
+            engine, version, force=force, wait_seconds=settings.model_check_wait_seconds
+        )
+    except (registry.ArtifactRefusedError, registry.WorkersCannotLoadError) as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     except registry.RegistryError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
