@@ -8,9 +8,9 @@ scikit-learn could not load it. Each worker process now says which environment i
 Undoing it deletes nothing that is not rebuilt: workers report again and answer the next
 activation's requests, so it declares no `LOSES`.
 
-Revision ID: 0011
-Revises: 0010
-Create Date: 2026-12-07
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-06
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
