@@ -424,6 +424,7 @@ class WebhookOut(BaseModel):
         "position was pruned): nothing is delivered until `POST /webhooks/{id}/resume`"
     )
     paused_reason: str | None = None
+    paused_at: UTCDateTime | None = None
     position: str = Field(description="The feed position delivered up to (a 2xx received)")
     lag: WebhookLag
     last_error: str | None = None

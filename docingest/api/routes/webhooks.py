@@ -28,7 +28,7 @@ _REFUSED = error_response(
     "address (refused unless WEBHOOK_ALLOW_PRIVATE=true); `detail` says which"
 )
 _PRUNED = error_response(
-    "Changes after the endpoint's position were pruned while it was paused: resume it with "
+    "Changes after the endpoint's position were pruned while it was behind: resume it with "
     "`from=head` (and catch up with GET /documents)"
 )
 

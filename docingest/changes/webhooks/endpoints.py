@@ -16,6 +16,7 @@ from docingest_client.webhooks import SECRET_PREFIX
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from docingest.changes.relay import head_position, pruned_position
+from docingest.changes.webhooks.leases import database_now
 from docingest.schemas import WebhookLag, WebhookOut, as_utc, utcnow
 from docingest.tables import CHANGES, WEBHOOKS, Webhook
 
@@ -33,7 +34,7 @@ class PositionPrunedError(Exception):
     def __init__(self, position: int, pruned: int) -> None:
         super().__init__(
             f"changes after position {position} were pruned (up to {pruned}) while the endpoint "
-            "was paused: resume from the head (`?from=head`) and catch up with GET /documents "
+            "was behind: resume from the head (`?from=head`) and catch up with GET /documents "
             "(docs/changes.md)"
         )
 
@@ -63,8 +64,8 @@ def create(
     created_by: str | None = None,
 ) -> EndpointStatus:
     """A new active endpoint, delivered to from the head on: the changes committed from now."""
-    now = utcnow()
     with engine.begin() as connection:
+        now = database_now(connection)  # the clock leases and retries are compared with
         endpoint = Webhook(
             id=uuid.uuid4(),
             url=url,
@@ -110,8 +111,8 @@ def resume(engine: Engine, endpoint_id: uuid.UUID, *, from_head: bool = False) -
     """Active again, due now, its failures forgotten: a paused endpoint delivers again, a
     failing one is tried at once instead of after its backoff. From its position, unless
     changes after it were pruned (`PositionPrunedError`), or from the head with `from_head`."""
-    now = utcnow()
     with engine.begin() as connection:
+        now = database_now(connection)
         endpoint = _row(connection, endpoint_id)
         values: dict[str, object] = {
             "state": "active",
@@ -163,6 +164,7 @@ def describe(status: EndpointStatus) -> WebhookOut:
         categories=endpoint.categories,
         state=endpoint.state,
         paused_reason=endpoint.paused_reason,
+        paused_at=endpoint.paused_at,
         position=str(endpoint.position),
         lag=WebhookLag(changes=status.lag.changes, seconds=round(status.lag.seconds, 3)),
         last_error=endpoint.last_error,
