@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final
 
 import httpx
 import structlog
@@ -30,14 +29,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from docingest.changes.relay import relay
 from docingest.changes.webhooks import leases
-from docingest.changes.webhooks.delivery import USER_AGENT, Policy, Turn, deliver
+from docingest.changes.webhooks.delivery import Policy, Turn, deliver
 from docingest.settings import Settings
 from docingest.tables import Webhook
 
 logger = structlog.get_logger(__name__)
-
-# Connections kept open to receivers, per process.
-KEEPALIVE: Final = 20
 
 
 def process_owner() -> str:
@@ -52,7 +48,6 @@ class Deliverer:
         settings: Settings,
         *,
         owner: str | None = None,
-        client: httpx.Client | None = None,
     ) -> None:
         self.engine = engine
         self.owner = owner or process_owner()
@@ -66,13 +61,6 @@ class Deliverer:
             retry_min_seconds=settings.webhook_retry_min_seconds,
             retry_max_seconds=settings.webhook_retry_max_seconds,
             disable_after=settings.webhook_disable_after,
-        )
-        self.client = client or httpx.Client(
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            limits=httpx.Limits(max_keepalive_connections=KEEPALIVE),
-            follow_redirects=False,
-            trust_env=False,  # no proxy from the environment: the address checked is the one used
-            headers={"User-Agent": USER_AGENT},
         )
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -97,7 +85,6 @@ class Deliverer:
                 leases.release(self.engine, self.owner)
             except SQLAlchemyError as error:
                 logger.warning("webhook leases not given back: they expire", error=str(error))
-            self.client.close()
             logger.info("webhook deliverer stopped", owner=self.owner)
 
     def poll(self) -> int:
@@ -106,6 +93,7 @@ class Deliverer:
             relay(self.engine)
             with self._lock:
                 busy = set(self._held)
+            taken_at = time.monotonic()  # before the lease: its expiry is no earlier than this
             taken = leases.take_due(
                 self.engine,
                 self.owner,
@@ -118,22 +106,34 @@ class Deliverer:
             return 0
         for endpoint in taken:
             with self._lock:
-                self._held[endpoint.id] = time.monotonic()
+                self._held[endpoint.id] = taken_at
             future = self._pool.submit(self._turn, endpoint)
             future.add_done_callback(self._logged(endpoint))
         return len(taken)
 
+    def _client(self) -> httpx.Client:
+        """A client for one endpoint's turn: its connections are reused across the turn's
+        batches, never for another endpoint (requests go to addresses, not names, so two
+        endpoints on one address would share a connection set up for the other's name)."""
+        return httpx.Client(
+            timeout=httpx.Timeout(self.timeout_seconds),
+            limits=httpx.Limits(max_connections=1),
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: the address checked is the one used
+        )
+
     def _turn(self, endpoint: Webhook) -> Turn:
         try:
-            return deliver(
-                self.engine,
-                self.client,
-                endpoint,
-                self.owner,
-                self.policy,
-                may_post=lambda: self._may_post(endpoint.id),
-                stop=self.stop,
-            )
+            with self._client() as client:
+                return deliver(
+                    self.engine,
+                    client,
+                    endpoint,
+                    self.owner,
+                    self.policy,
+                    may_post=lambda: self._may_post(endpoint.id),
+                    stop=self.stop,
+                )
         finally:
             with self._lock:
                 self._held.pop(endpoint.id, None)
@@ -164,12 +164,10 @@ class Deliverer:
 
     def _logged(self, endpoint: Webhook) -> Callable[[Future[Turn]], None]:
         def done(future: Future[Turn]) -> None:
-            error = future.exception()
+            error, name = future.exception(), str(endpoint.id)
             if isinstance(error, SQLAlchemyError):
-                logger.warning("webhook delivery interrupted", endpoint=str(endpoint.id),
-                               error=str(error))  # fmt: skip
+                logger.warning("webhook delivery interrupted", endpoint=name, error=str(error))
             elif error is not None:
-                logger.error("webhook delivery failed", endpoint=str(endpoint.id),
-                             exc_info=error)  # fmt: skip
+                logger.error("webhook delivery failed", endpoint=name, exc_info=error)
 
         return done

@@ -76,8 +76,9 @@ def payload(changes: list[Change]) -> bytes:
     return delivery.model_dump_json().encode()
 
 
-def post(client: httpx.Client, endpoint: Webhook, message_id: str, body: bytes, *,
-         allow_private: bool) -> Outcome:  # fmt: skip
+def post(
+    client: httpx.Client, endpoint: Webhook, message_id: str, body: bytes, *, allow_private: bool
+) -> Outcome:
     """One try: the target checked again (DNS can change), then the signed POST to the address
     checked. Only a 2xx is a success; redirects are not followed."""
     try:
@@ -168,7 +169,7 @@ def deliver(
         if not leases.advance(
             engine, endpoint.id, owner, after=position, to=page.next, delivered=True
         ):
-            log.warning("webhook lease lost during a delivery: its holder delivers again")
+            log.warning("webhook endpoint changed under a delivery (its lease lost, or deleted)")
             return Turn(delivered, failed=False)
         delivered += 1
         position, attempts = page.next, 0
