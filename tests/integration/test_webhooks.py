@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -372,3 +373,48 @@ def test_webhooks_need_the_admin_scope(fast: Settings) -> None:
         created = client.post("/webhooks", json=body, headers=ops)
         assert created.status_code == 201
         assert created.json()["created_by"] == "ops"
+
+
+def test_the_client_and_the_cli_manage_endpoints(
+    api: TestClient, engine: Engine, fast: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from docingest_client import ApiError, Client
+    from typer.testing import CliRunner
+
+    from docingest.cli import app
+    from docingest.settings import get_settings
+
+    with Client("http://testserver", transport=api._transport) as client:
+        created = client.add_webhook("http://127.0.0.1:9/hook", kinds=["deleted"])
+        assert created.secret.startswith("whsec_")
+        assert created.kinds == ["deleted"]
+        assert [found.id for found in client.webhooks()] == [created.id]
+        assert client.webhook(created.id).position == created.position
+        assert client.resume_webhook(created.id).state == "active"
+        with pytest.raises(ApiError, match="422"):
+            client.add_webhook("gopher://example.com/")
+        write(engine, 1, 2)
+        relay(engine, retention=timedelta(microseconds=1))
+        with pytest.raises(ApiError, match="409"):
+            client.resume_webhook(created.id)
+        assert client.resume_webhook(created.id, from_head=True).position == str(head(engine))
+
+        monkeypatch.setenv("DATABASE_URL", fast.database_url)
+        get_settings.cache_clear()
+        try:
+            listed = CliRunner().invoke(app, ["webhooks", "list"])
+            resumed = CliRunner().invoke(app, ["webhooks", "resume", str(created.id)])
+            unknown = CliRunner().invoke(app, ["webhooks", "resume", str(uuid.uuid4())])
+        finally:
+            get_settings.cache_clear()
+        assert listed.exit_code == 0, listed.output
+        [line] = listed.stdout.splitlines()
+        assert orjson.loads(line)["id"] == str(created.id)
+        assert "secret" not in line
+        assert resumed.exit_code == 0, resumed.output
+        assert unknown.exit_code == 1
+        assert "no webhook" in unknown.output
+
+        client.delete_webhook(created.id)
+        client.delete_webhook(created.id)  # idempotent: a 404 is a success
+        assert client.webhooks() == []
