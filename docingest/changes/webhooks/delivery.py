@@ -147,7 +147,8 @@ def deliver(
                     engine, endpoint.id, owner, after=position, to=page.next, delivered=False
                 )
             return Turn(delivered, failed=False)
-        message_id = f"{endpoint.id.hex}-{position}-{page.next}"
+        # Named by its first and last change: the same changes, the same id, on every try.
+        message_id = f"{endpoint.id.hex}-{page.items[0].position}-{page.items[-1].position}"
         body = payload(page.items)
         outcome = post(client, endpoint, message_id, body, allow_private=policy.allow_private)
         if not outcome.ok:
