@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -253,6 +253,60 @@ class Settings(BaseSettings):
         description="How long changes stay in the feed (seconds, or ISO 8601 such as `P7D`); a "
         "cursor older than the oldest change kept is answered 410 (docs/changes.md).",
     )
+    webhook_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Webhooks: the most changes one delivery carries (docs/changes.md, Webhooks).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Webhooks: how long a receiver has to connect and answer a delivery; "
+        "slower is a failure, retried.",
+    )
+    webhook_retry_min_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Webhooks: the first retry of a failed delivery comes after about this "
+        "long; each next one waits twice as long (with jitter), up to WEBHOOK_RETRY_MAX_SECONDS.",
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Webhooks: the longest wait between two tries of a failing endpoint.",
+    )
+    webhook_disable_after: timedelta = Field(
+        default=timedelta(days=3),
+        gt=timedelta(0),
+        description="Webhooks: an endpoint failing for longer than this (seconds, or ISO 8601 "
+        "such as `P3D`) is paused until resumed (`POST /webhooks/{id}/resume`).",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Webhooks: let endpoints target private, loopback, link-local and other "
+        "non-global addresses (refused by default: server-side request forgery).",
+    )
+    webhook_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Webhooks: how often `docingest webhooks deliver` looks for endpoints with "
+        "changes to deliver (and runs a relay pass).",
+    )
+    webhook_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Webhooks: an endpoint is delivered by one process at a time, which holds "
+        "it this long and renews it every third of it; a process that died is relieved after "
+        "this long.",
+    )
+    webhook_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Webhooks: endpoints one `docingest webhooks deliver` process delivers to at "
+        "once.",
+    )
     max_queued_bytes: int = Field(
         default=1024**3,
         gt=0,
@@ -305,7 +359,7 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value.removeprefix(prefix)
         return value
 
-    @field_validator("changes_retention", mode="before")
+    @field_validator("changes_retention", "webhook_disable_after", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
         """`604800` in the environment is seconds (pydantic reads only numbers so, not text)."""
@@ -323,6 +377,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_try(self) -> Settings:
+        """A delivering process starts a try only while its lease has longer left than a try
+        may take, and renews it every third of its length: with less than two tries' worth
+        it would stop between renewals (docingest/changes/webhooks/deliverer.py)."""
+        if self.webhook_lease_seconds < 2 * self.webhook_timeout_seconds:
+            raise ValueError(
+                f"WEBHOOK_LEASE_SECONDS ({self.webhook_lease_seconds:g}) must be at least twice "
+                f"WEBHOOK_TIMEOUT_SECONDS ({self.webhook_timeout_seconds:g})"
+            )
+        return self
 
     @property
     def ledger_url_or_default(self) -> str:

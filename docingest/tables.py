@@ -266,6 +266,54 @@ class ChangeRelay(SQLModel, table=True):
     pruned: int = SQLField(sa_column=Column(BigInteger, nullable=False))
 
 
+class Webhook(SQLModel, table=True):
+    """An endpoint that changes are delivered to (`docingest.changes.webhooks`): where it is,
+    what it wants, how far it got, how it fares, and who delivers to it now.
+
+    `secret` signs every delivery, so it is kept as it was made (`whsec_…`): a secret at rest,
+    like the database's own password, readable by whoever reads this table or its backups; the
+    API shows it once, at creation. `position` moves only after a receiver's 2xx. The lease
+    (`lease_owner` until `lease_expires_at`) makes one process at a time deliver to an endpoint.
+    """
+
+    __tablename__ = "webhooks"
+
+    id: uuid.UUID = SQLField(primary_key=True)
+    url: str = SQLField(sa_column=Column(Text, nullable=False))
+    # Empty: every kind, every category.
+    kinds: list[str] = SQLField(sa_column=Column(JSON, nullable=False))
+    categories: list[str] = SQLField(sa_column=Column(JSON, nullable=False))
+    secret: str = SQLField(sa_column=Column(String(100), nullable=False))
+    position: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    # active | paused
+    state: str = SQLField(sa_column=Column(String(10), nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_by: str | None = SQLField(default=None, sa_column=Column(String(64)))
+    # When a delivery may be tried next (now, or after a failure's backoff).
+    next_attempt_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Failures in a row since the last success; the first of them.
+    attempts: int = SQLField(sa_column=Column(Integer, nullable=False))
+    failing_since: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    last_error: str | None = SQLField(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    paused_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime(timezone=True)))
+    paused_reason: str | None = SQLField(default=None, sa_column=Column(Text))
+    delivered_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    # Deliveries answered 2xx, and failed, since created: the metrics' counters.
+    deliveries: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    failures: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+    lease_owner: str | None = SQLField(default=None, sa_column=Column(String(200)))
+    lease_expires_at: datetime | None = SQLField(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+
+
 def _handle(model: type[SQLModel]) -> Table:
     """The model's table, typed: SQLModel leaves `__table__` untyped, its metadata does not."""
     return SQLModel.metadata.tables[str(model.__tablename__)]
@@ -284,3 +332,4 @@ CHANGES = _handle(Change)
 CHANGE_RELAY = _handle(ChangeRelay)
 MODEL_ENVIRONMENTS = _handle(ModelEnvironment)
 MODEL_CHECKS = _handle(ModelCheck)
+WEBHOOKS = _handle(Webhook)

@@ -28,6 +28,7 @@ from docingest.api.routes import (
     models,
     review,
     stats,
+    webhooks,
 )
 from docingest.api.routes import metrics as metrics_api
 from docingest.api.routing import RequestCheck
@@ -43,6 +44,7 @@ ROUTERS = (
     documents.router,
     labels.router,
     changes.router,
+    webhooks.router,
     failures.router,
     models.router,
     health.router,

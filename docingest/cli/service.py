@@ -1,4 +1,5 @@
-"""Commands that run the service's processes: all in one (`up`), or one role each (the Procfile)."""
+"""Commands that run the service's processes: all in one (`up`), or one role each (the Procfile;
+`webhooks deliver` is in `cli/webhooks.py`)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def up(
     processes: Annotated[int, typer.Option(help="Worker processes")] = 1,
     threads: Threads = None,
 ) -> None:
-    """All in one: embedded Redis, SQLite, one API and one worker process; Ctrl-C stops all."""
+    """All in one: embedded Redis, SQLite, one API, one worker and one webhook-delivering
+    process; Ctrl-C stops all."""
     from docingest.db import migrate as run_migrations
 
     settings = get_settings()
@@ -99,6 +101,11 @@ def up(
             subprocess.Popen(
                 _worker_command(settings, processes, threads),
                 env=env | _WORKER_ENVIRONMENT,
+                start_new_session=True,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "docingest", "webhooks", "deliver"],
+                env=env,
                 start_new_session=True,
             ),
         ]

@@ -1,7 +1,7 @@
 """What the API reads at each scrape besides its own metrics: the workers' totals from the
 metrics store, which workers were seen, the queues' depths, the pending documents (the ledger),
-the agreement of people's labels with the model's categories and the change relay's lag (the
-database).
+the agreement of people's labels with the model's categories, the change relay's lag and each
+webhook endpoint's deliveries and lag (the database).
 
 A part that cannot be read now is left out of the scrape (and logged), not reported as 0.
 """
@@ -20,11 +20,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from docingest.changes.relay import Lag, relay_lag
+from docingest.changes.webhooks.endpoints import EndpointStatus, list_endpoints
 from docingest.labels.repository import Agreement, label_agreement
 from docingest.ledger import Ledger, LedgerUnavailableError
 from docingest.observe.metrics_store import MetricsStore, MetricsStoreUnavailableError
 from docingest.observe.worker_metrics import COUNTERS, HISTOGRAMS, HistogramSpec
 from docingest.queue import BrokerUnavailableError, MessageQueue
+from docingest.schemas import as_utc, utcnow
 
 WORKER_LAST_SEEN = "docingest_worker_last_seen_timestamp_seconds"
 
@@ -75,6 +77,8 @@ class DeploymentCollector(Collector):
             yield from agreement_families(label_agreement(self._engine, self._agreement_window))
         with _logged("change relay"):
             yield from relay_families(relay_lag(self._engine))
+        with _logged("webhooks"):
+            yield from webhook_families(list_endpoints(self._engine))
 
     def _workers_seen(self) -> GaugeMetricFamily:
         """Workers seen within WORKER_SEEN_RETENTION_SECONDS; older ones are forgotten here."""
@@ -119,6 +123,50 @@ def relay_families(lag: Lag) -> Iterator[GaugeMetricFamily]:
         "Age of the oldest change the relay has not numbered (0 when none waits).",
         value=lag.oldest_seconds,
     )
+
+
+def webhook_families(statuses: Sequence[EndpointStatus]) -> Iterator[Any]:
+    """Per webhook endpoint (its id): deliveries by outcome, how far behind the feed it is, how
+    long it has been failing, whether it is paused."""
+    labels = ["endpoint"]
+    deliveries = CounterMetricFamily(
+        "docingest_webhook_deliveries",
+        "Deliveries to each webhook endpoint by outcome: `ok` (a 2xx), `failed` (retried with "
+        "backoff).",
+        labels=[*labels, "outcome"],
+    )
+    lag_changes = GaugeMetricFamily(
+        "docingest_webhook_lag_changes",
+        "Feed positions between each endpoint's and the head (those its filters leave out too).",
+        labels=labels,
+    )
+    lag_seconds = GaugeMetricFamily(
+        "docingest_webhook_lag_seconds",
+        "Age of the oldest change each endpoint has not been delivered yet (0 when caught up).",
+        labels=labels,
+    )
+    failing = GaugeMetricFamily(
+        "docingest_webhook_failing_seconds",
+        "How long each endpoint's deliveries have failed in a row (0 when the last succeeded); "
+        "paused past WEBHOOK_DISABLE_AFTER.",
+        labels=labels,
+    )
+    paused = GaugeMetricFamily(
+        "docingest_webhook_paused",
+        "1 for an endpoint paused (failing too long, or its position pruned) until resumed.",
+        labels=labels,
+    )
+    now = utcnow()
+    for status in statuses:
+        endpoint, name = status.endpoint, [str(status.endpoint.id)]
+        deliveries.add_metric([*name, "ok"], endpoint.deliveries)
+        deliveries.add_metric([*name, "failed"], endpoint.failures)
+        lag_changes.add_metric(name, status.lag.changes)
+        lag_seconds.add_metric(name, status.lag.seconds)
+        since = endpoint.failing_since
+        failing.add_metric(name, (now - as_utc(since)).total_seconds() if since else 0.0)
+        paused.add_metric(name, 1.0 if endpoint.state == "paused" else 0.0)
+    yield from (deliveries, lag_changes, lag_seconds, failing, paused)
 
 
 def queue_family(depths: dict[str, int]) -> GaugeMetricFamily:

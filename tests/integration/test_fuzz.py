@@ -113,6 +113,9 @@ CHECKS = [
 
 
 FEED_EXCEPTIONS = (checks.positive_data_acceptance, checks.negative_data_rejection)
+# A webhook's URL valid in form may still lead nowhere public (a host that does not resolve, a
+# private address): a 422 by design, as its schema says (tests/integration/test_webhooks.py).
+WEBHOOK_EXCEPTIONS = (checks.positive_data_acceptance,)
 
 
 @SCHEMA.parametrize()
@@ -139,6 +142,7 @@ def test_generated_requests_get_no_server_error(case: schemathesis.Case, fuzz_ap
         # and `?category=x` is how a one-item list is sent, which schemathesis counts as a
         # string violating the list's schema (the feed's own tests: test_changes.py).
         and not (case.path == "/changes" and check in FEED_EXCEPTIONS)
+        and not ((case.method, case.path) == ("POST", "/webhooks") and check in WEBHOOK_EXCEPTIONS)
     ]
     case.call_and_validate(app=fuzz_app, checks=selected, headers=ADMIN)
 

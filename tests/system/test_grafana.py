@@ -54,6 +54,7 @@ def test_every_metric_name_is_served_by_a_running_deployment(
         model_path=model_path,
         data_dir=tmp_path,
         METRICS_FLUSH_SECONDS="0.2",
+        WEBHOOK_ALLOW_PRIVATE="true",
     )
     api = procs.api()
     procs.worker()
@@ -66,6 +67,11 @@ def test_every_metric_name_is_served_by_a_running_deployment(
         f"{api.base_url}/documents/{added[0].id}/label", json={"category": "tech"}, timeout=10
     )
     assert labelled.status_code == 200
+    # A webhook endpoint: its series are served per endpoint (none runs to deliver to it).
+    webhook = httpx.post(
+        f"{api.base_url}/webhooks", json={"url": "http://127.0.0.1:9/hook"}, timeout=10
+    )
+    assert webhook.status_code == 201, webhook.text
 
     def page() -> str:
         return httpx.get(f"{api.base_url}/metrics", timeout=10).text

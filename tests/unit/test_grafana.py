@@ -31,6 +31,8 @@ SIGNALS = {
     "api latency by route": "docingest_http_request_duration_seconds_bucket",
     "worker batch sizes": "docingest_worker_batch_size_bucket",
     "model confidence": "docingest_worker_confidence_bucket",
+    "webhook lag": "docingest_webhook_lag_seconds",
+    "webhook deliveries": "docingest_webhook_deliveries_total",
 }
 
 needs_promtool = pytest.mark.skipif(

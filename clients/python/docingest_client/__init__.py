@@ -7,6 +7,9 @@
 
 Answers are the API's own pydantic models (`docingest_client.schemas`). Needs httpx and pydantic
 only; the service (`docingest`) ships this package too, as `from docingest import Client`.
+
+A receiver of the service's webhooks checks each delivery with `verify(body, headers, secret)`
+(`docingest_client.webhooks`), which answers its changes once the signature holds.
 """
 
 from docingest_client.client import (
@@ -33,6 +36,7 @@ from docingest_client.schemas import (
     BulkAccepted,
     BulkItemResult,
     Change,
+    ChangesDelivery,
     ChangesHead,
     ChangesPage,
     DocumentAccepted,
@@ -44,7 +48,10 @@ from docingest_client.schemas import (
     ModelCard,
     ModelSummary,
     Stats,
+    WebhookCreated,
+    WebhookOut,
 )
+from docingest_client.webhooks import WebhookVerificationError, verify
 
 __all__ = [
     "API_KEY_VARIABLE",
@@ -60,6 +67,7 @@ __all__ = [
     "BulkAccepted",
     "BulkItemResult",
     "Change",
+    "ChangesDelivery",
     "ChangesHead",
     "ChangesPage",
     "Client",
@@ -77,6 +85,10 @@ __all__ = [
     "NotFoundError",
     "Stats",
     "UnavailableError",
+    "WebhookCreated",
+    "WebhookOut",
+    "WebhookVerificationError",
     "batches",
     "retry_after",
+    "verify",
 ]

@@ -46,6 +46,8 @@ from docingest_client.schemas import (
     ModelCard,
     ModelSummary,
     Stats,
+    WebhookCreated,
+    WebhookOut,
 )
 
 __all__ = [
@@ -87,6 +89,7 @@ DocumentLike = str | Mapping[str, Any] | DocumentIn
 IdLike = uuid.UUID | str | DocumentAccepted | BulkItemResult | DocumentStatus
 
 _MODELS = TypeAdapter(list[ModelSummary])
+_WEBHOOKS = TypeAdapter(list[WebhookOut])
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
@@ -297,6 +300,28 @@ class _Operations:
             feed.done = not feed.follow and not page.items
             return page.items
 
+    def _add_webhook(
+        self, url: str, kinds: Sequence[str], categories: Sequence[str]
+    ) -> _Steps[WebhookCreated]:
+        body = _json({"url": url, "kinds": list(kinds), "categories": list(categories)})
+        response = yield from self._call(_Request("POST", "/webhooks", body=body))
+        return WebhookCreated.model_validate_json(response.content)
+
+    def _webhooks(self) -> _Steps[list[WebhookOut]]:
+        response = yield from self._call(_Request("GET", "/webhooks"))
+        return _WEBHOOKS.validate_json(response.content)
+
+    def _delete_webhook(self, id: uuid.UUID | str) -> _Steps[None]:
+        """Idempotent: a 404 (deleted already, by this very call whose answer was lost) is a
+        success."""
+        yield from self._call(_Request("DELETE", f"/webhooks/{_id(id)}"), accept=[404])
+
+    def _resume_webhook(self, id: uuid.UUID | str, from_head: bool) -> _Steps[WebhookOut]:
+        params = {"from": "head"} if from_head else None
+        request = _Request("POST", f"/webhooks/{_id(id)}/resume", params)
+        response = yield from self._call(request)
+        return WebhookOut.model_validate_json(response.content)
+
     def _request(self, step: _Request) -> dict[str, Any]:
         headers = self._headers | _JSON if step.body is not None else self._headers
         if step.headers:
@@ -450,6 +475,35 @@ class Client(_Operations):
         while not feed.done:
             yield from self._run(self._changes_followed(feed))
 
+    def add_webhook(
+        self,
+        url: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> WebhookCreated:
+        """Deliver the feed's changes (of these kinds and categories; None: all) to `url`, from
+        the newest change on (scope `admin`). The answer holds the signing secret, shown this
+        once: keep it for `verify`. A retry after a lost answer may leave an endpoint whose
+        secret nobody saw: `webhooks()` lists it, `delete_webhook` removes it."""
+        return self._run(self._add_webhook(url, kinds or (), categories or ()))
+
+    def webhooks(self) -> list[WebhookOut]:
+        """Every endpoint, oldest first: its state, position, lag and last error."""
+        return self._run(self._webhooks())
+
+    def webhook(self, id: uuid.UUID | str) -> WebhookOut:
+        return self._run(self._get(f"/webhooks/{_id(id)}", WebhookOut))
+
+    def delete_webhook(self, id: uuid.UUID | str) -> None:
+        self._run(self._delete_webhook(id))
+
+    def resume_webhook(self, id: uuid.UUID | str, *, from_head: bool = False) -> WebhookOut:
+        """Deliver again to a paused endpoint (or retry a failing one now), from its position;
+        `from_head`: from the newest change instead, skipping what it missed (ApiError 409
+        when its position was pruned and `from_head` is not given)."""
+        return self._run(self._resume_webhook(id, from_head))
+
     def close(self) -> None:
         self._http.close()
 
@@ -582,6 +636,27 @@ class AsyncClient(_Operations):
         while not feed.done:
             for change in await self._run(self._changes_followed(feed)):
                 yield change
+
+    async def add_webhook(
+        self,
+        url: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> WebhookCreated:
+        return await self._run(self._add_webhook(url, kinds or (), categories or ()))
+
+    async def webhooks(self) -> list[WebhookOut]:
+        return await self._run(self._webhooks())
+
+    async def webhook(self, id: uuid.UUID | str) -> WebhookOut:
+        return await self._run(self._get(f"/webhooks/{_id(id)}", WebhookOut))
+
+    async def delete_webhook(self, id: uuid.UUID | str) -> None:
+        await self._run(self._delete_webhook(id))
+
+    async def resume_webhook(self, id: uuid.UUID | str, *, from_head: bool = False) -> WebhookOut:
+        return await self._run(self._resume_webhook(id, from_head))
 
     async def aclose(self) -> None:
         await self._http.aclose()

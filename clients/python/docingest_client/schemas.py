@@ -32,11 +32,14 @@ __all__ = [
     "NO_NUL_PATTERN",
     "NUL",
     "REVIEW_CURSOR_PATTERN",
+    "WEBHOOK_URL_PATTERN",
     "Activated",
     "Alternative",
     "BulkAccepted",
     "BulkItemResult",
     "Category",
+    "ChangesData",
+    "ChangesDelivery",
     "Content",
     "DeadLetterOut",
     "DocumentAccepted",
@@ -61,6 +64,11 @@ __all__ = [
     "Stats",
     "StatusCounts",
     "UTCDateTime",
+    "WebhookCreated",
+    "WebhookIn",
+    "WebhookLag",
+    "WebhookOut",
+    "WebhookState",
     "WorkerTotals",
     "as_utc",
     "utcnow",
@@ -357,6 +365,104 @@ class ChangesHead(BaseModel):
     """The newest position of the feed ("0" before the first change)."""
 
     position: str
+
+
+# --- webhooks: the feed delivered to endpoints -----------------------------------------------
+
+# http(s), a host (no user name or password: deliveries are signed instead), any path and query;
+# no fragment, which is never sent. `docingest.changes.webhooks.targets` checks where it leads.
+WEBHOOK_URL_PATTERN = r"^https?://[^\s/?#@]+([/?][^\s#]*)?$"
+WebhookState = Literal["active", "paused"]
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """Each once, in the order given."""
+    return list(dict.fromkeys(values))
+
+
+class WebhookIn(BaseModel):
+    """An endpoint to deliver the feed to: its URL, and the kinds and categories it wants
+    (empty or left out: all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=10,
+        max_length=2000,
+        pattern=WEBHOOK_URL_PATTERN,
+        examples=["https://example.com/hooks/docingest"],
+        description="http or https; its host must resolve to public addresses only, unless "
+        "the service runs with WEBHOOK_ALLOW_PRIVATE=true",
+    )
+    kinds: Annotated[list[ChangeKind], AfterValidator(_unique)] = Field(
+        default_factory=list, max_length=5, description="Only these kinds (empty: every kind)"
+    )
+    categories: Annotated[list[Category], AfterValidator(_unique)] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Only changes of these categories (empty: any, also none)",
+    )
+
+
+class WebhookLag(BaseModel):
+    """How far an endpoint is behind the feed's head."""
+
+    changes: int = Field(description="Positions between the endpoint's and the head")
+    seconds: float = Field(description="Age of the oldest change not delivered yet (0: none)")
+
+
+class WebhookOut(BaseModel):
+    """An endpoint as the service keeps it: where the feed goes, how far it got, how it fares.
+    The secret is never shown again after creation."""
+
+    id: uuid.UUID
+    url: str
+    kinds: list[ChangeKind]
+    categories: list[str]
+    state: WebhookState = Field(
+        description="`paused` after failing longer than WEBHOOK_DISABLE_AFTER (or once its "
+        "position was pruned): nothing is delivered until `POST /webhooks/{id}/resume`"
+    )
+    paused_reason: str | None = None
+    paused_at: UTCDateTime | None = None
+    position: str = Field(description="The feed position delivered up to (a 2xx received)")
+    lag: WebhookLag
+    last_error: str | None = None
+    last_error_at: UTCDateTime | None = None
+    failing_since: UTCDateTime | None = Field(
+        default=None, description="The first of the failures in a row; null once one succeeds"
+    )
+    attempts: int = Field(description="Failed deliveries in a row")
+    next_attempt_at: UTCDateTime | None = Field(
+        default=None, description="While failing: when the next try is due"
+    )
+    delivered_at: UTCDateTime | None = None
+    deliveries: int = Field(description="Deliveries answered with a 2xx, since created")
+    failures: int = Field(description="Deliveries that failed, since created")
+    created_at: UTCDateTime
+    created_by: str | None = None
+
+
+class WebhookCreated(WebhookOut):
+    """A new endpoint, with its signing secret: shown this once, store it now."""
+
+    secret: str = Field(
+        description="Standard Webhooks' `whsec_` and base64: verify each delivery's "
+        "`webhook-signature` with it (`docingest_client.verify`)"
+    )
+
+
+class ChangesData(BaseModel):
+    items: list[Change]
+
+
+class ChangesDelivery(BaseModel):
+    """The body of a webhook delivery (Standard Webhooks' shape): changes of the feed, in order,
+    as `GET /changes` gives them, after the endpoint's kinds and categories."""
+
+    type: str = Field(description="`docingest.changes`")
+    timestamp: UTCDateTime
+    data: ChangesData
 
 
 class FailureOut(BaseModel):
