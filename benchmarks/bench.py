@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import grown
 import orjson
 import soak
 from corpus import WORKLOADS
@@ -107,6 +108,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "workers running, memory watched throughout (benchmarks/soak.py)",
     )
     add("--soak-rate", type=float, default=3_000, help="documents a second the soak sends")
+    add(
+        "--grown",
+        type=int,
+        nargs="?",
+        const=grown.DEFAULT_ROWS,
+        default=0,
+        metavar="N",
+        help="instead of the phases, bulk end to end on an empty table and after N stored "
+        f"documents ({grown.DEFAULT_ROWS:,} if N is left out): benchmarks/grown.py",
+    )
+    add("--grown-repeats", type=int, default=3, help="bulk phases on each side of --grown")
     add("--png", type=Path, help="save a bar chart of the rates here")
     add("--json", type=Path, help="also save the JSON report here, indented")
     return parser.parse_args(argv)
@@ -317,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = soak.soak(args, model)
         soak.print_verdict(verdict)
         return 0 if all(verdict["checks"].values()) else 1
+    if args.grown:
+        verdict = grown.grown(args, model, generator) | {"run": context}
+        grown.print_verdict(verdict)
+        print(orjson.dumps(verdict, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
+        return 0 if verdict["lost"] == verdict["duplicated"] == 0 else 1
     all_results: dict[str, dict[str, DesignResults]] = {}
     error = None
     try:
