@@ -42,7 +42,7 @@ from docingest.observe.worker_metrics import worker_metrics
 from docingest.queue.messages import ingest_message
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
-from docingest.worker.ingest import build_rows
+from docingest.worker.ingest import QUEUED, build_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFY = "classify (vectorise + predict + top-3)"
@@ -141,7 +141,7 @@ def one_batch(
     with stages.timed("decode message"):
         documents = orjson.loads(body)["args"][0]
     with stages.timed("validate"):
-        queued = [QueuedDocument.model_validate(document) for document in documents]
+        queued = QUEUED.validate_python(documents)
     texts = [document.content for document in queued]
     with stages.timed("vectorise"):
         features = pipeline[:-1].transform(texts)
