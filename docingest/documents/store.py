@@ -92,9 +92,9 @@ def store_batch(
 
 # PostgreSQL: batches of at least this many documents are written with COPY into a staging
 # table and one INSERT … SELECT (`_copy_documents`); smaller ones with one executemany of the
-# upsert. COPY costs a round trip, a truncation at commit and a statement more per batch, and
-# saves ~35-45 µs of worker CPU a document: even at ~15 documents, cheaper below, 2-4 times cheaper
-# at 500 (docs/benchmark.md, The store step).
+# upsert. COPY costs more a batch (a round trip, a statement, the staging table's truncation at
+# commit) and ~40 µs of worker CPU less a document: the two cost the same at ~15 documents a
+# batch (docs/benchmark.md, The store step).
 COPY_MIN_ROWS = 20
 
 
@@ -131,10 +131,10 @@ def _documents_with_changes() -> Insert:
 
 # --- PostgreSQL's COPY path ---------------------------------------------------------------------
 
-# A temporary table per connection: the documents' columns and NOT NULLs, no key nor index; emptied
-# by each commit that wrote to it (ON COMMIT DELETE ROWS: a truncation in place, and none for
-# the connection's other transactions). Created once per connection, in a transaction of its
-# own: a batch that rolls back cannot take it away.
+# A temporary table per connection: the documents' columns and NOT NULLs, no key nor index;
+# emptied by each commit that wrote to it (ON COMMIT DELETE ROWS: a truncation in place, and
+# none for the connection's other transactions). Created once per connection, in a transaction
+# of its own: a batch that rolls back cannot take it away.
 STAGING = Table(
     "docingest_staging",
     MetaData(),
@@ -151,7 +151,8 @@ _COPY = f"COPY docingest_staging ({', '.join(STAGING.columns.keys())}) FROM STDI
 
 def _copy_type(column: Column[Any]) -> str:
     """The PostgreSQL type psycopg dumps a column's values as, in COPY's binary format."""
-    name = column.type.compile(dialect=postgresql.dialect()).lower()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    name = column.type.compile(dialect=dialect).lower()
     aliases = {"float": "float8", "bigint": "int8", "timestamp with time zone": "timestamptz"}
     return aliases.get(name, name.split("(")[0])
 
