@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import feed
+import grown
 import orjson
 import soak
 from corpus import WORKLOADS
@@ -117,6 +118,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with a consumer following GET /changes (its lag behind storage measured) and without "
         "(benchmarks/feed.py)",
     )
+    add(
+        "--grown",
+        type=int,
+        nargs="?",
+        const=grown.DEFAULT_ROWS,
+        default=0,
+        metavar="N",
+        help="instead of the phases, bulk end to end on an empty table and after N stored "
+        f"documents ({grown.DEFAULT_ROWS:,} if N is left out): benchmarks/grown.py",
+    )
+    add("--grown-repeats", type=int, default=3, help="bulk phases on each side of --grown")
     add("--png", type=Path, help="save a bar chart of the rates here")
     add("--json", type=Path, help="also save the JSON report here, indented")
     return parser.parse_args(argv)
@@ -353,6 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if all(verdict["checks"].values()) else 1
     if args.feed:
         return run_feed(args, generator, model, context, started)
+    if args.grown:
+        verdict = grown.grown(args, model, generator) | {"run": context}
+        grown.print_verdict(verdict)
+        print(orjson.dumps(verdict, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
+        return 0 if verdict["lost"] == verdict["duplicated"] == 0 else 1
     all_results: dict[str, dict[str, DesignResults]] = {}
     error = None
     try:

@@ -1,6 +1,7 @@
 """Where a stored document's CPU goes in a worker, stage by stage (`make breakdown`).
 
     .venv/bin/python benchmarks/breakdown.py [--workload bbc|short] [--batch 500] [--rounds 20]
+                                             [--store copy|rows|both]
 
 Runs the worker's own functions in this process, on embedded PostgreSQL and Redis, over batches
 of the workload's documents, and prints microseconds of CPU per document for each stage: the
@@ -10,6 +11,11 @@ with its commit (this process's CPU and PostgreSQL's server CPU apart), settling
 and the batch's metrics. Stages are timed apart, with the CPU clock of this thread; PostgreSQL's
 share is its processes' CPU over the store stage. Compare with `bench.py`'s worker CPU per
 document: what the batch path leaves out is Dramatiq's own work per message.
+
+`--store` picks how the batch reaches PostgreSQL: `copy` (binary COPY into a staging table and
+one INSERT … SELECT, what the store does from `COPY_MIN_ROWS` documents on), `rows` (one
+executemany of the upsert, what it did before), or `both`, alternating batch by batch on the
+same table, each path's store stage reported on its own line.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from corpus import WORKLOADS, make_documents
 from services import Servers
 
 from docingest.connections import Connections, connect
+from docingest.documents import store
 from docingest.documents.store import store_batch
 from docingest.model.classifier import Classifier
 from docingest.model.datasets import load_bbc
@@ -35,7 +42,7 @@ from docingest.observe.worker_metrics import worker_metrics
 from docingest.queue.messages import ingest_message
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
-from docingest.worker.ingest import build_rows
+from docingest.worker.ingest import QUEUED, build_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFY = "classify (vectorise + predict + top-3)"
@@ -47,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=500, help="documents per batch")
     parser.add_argument("--rounds", type=int, default=20, help="batches measured")
     parser.add_argument("--model", type=Path, default=ROOT / "bench-results" / "model.skops")
+    parser.add_argument(
+        "--store",
+        choices=["copy", "rows", "both"],
+        default="copy",
+        help="COPY and INSERT … SELECT, one executemany of the upsert, or both alternating",
+    )
     return parser.parse_args()
 
 
@@ -104,21 +117,31 @@ def measure(args: argparse.Namespace, servers: Servers, stages: Stages) -> None:
     classifier = Classifier.load(ensure_model(args.model))
     postgres_pid = servers.pids()["postgres"]
     try:
-        for body in encoded_batches(args.workload, args.batch, args.rounds):
-            one_batch(body, classifier, connections, postgres_pid, stages)
+        paths = ["copy", "rows"] if args.store == "both" else [args.store]
+        rounds = (args.rounds + 1) * len(paths)  # a first batch per path warms it up, untimed
+        for n, body in enumerate(encoded_batches(args.workload, args.batch, rounds)):
+            path, timed = paths[n % len(paths)], stages if n >= len(paths) else Stages()
+            one_batch(body, classifier, connections, postgres_pid, timed, path, len(paths) > 1)
     finally:
         connections.close()
 
 
 def one_batch(
-    body: bytes, classifier: Classifier, connections: Connections, postgres_pid: int, stages: Stages
+    body: bytes,
+    classifier: Classifier,
+    connections: Connections,
+    postgres_pid: int,
+    stages: Stages,
+    path: str,
+    named: bool,
 ) -> None:
-    """The steps of `docingest.worker.ingest.ingest`, each timed on its own."""
+    """The steps of `docingest.worker.ingest.ingest`, each timed on its own; the store's by
+    `path` (named in its stages' names when both are measured)."""
     pipeline = classifier._pipeline  # its steps are timed apart
     with stages.timed("decode message"):
         documents = orjson.loads(body)["args"][0]
     with stages.timed("validate"):
-        queued = [QueuedDocument.model_validate(document) for document in documents]
+        queued = QUEUED.validate_python(documents)
     texts = [document.content for document in queued]
     with stages.timed("vectorise"):
         features = pipeline[:-1].transform(texts)
@@ -128,10 +151,12 @@ def one_batch(
         predicted = classifier.predict(texts)
     with stages.timed("build rows"):
         rows, _ = build_rows(queued, predicted, classifier.version, utcnow())
+    store.COPY_MIN_ROWS = 1 if path == "copy" else len(rows) + 1
+    suffix = f" [{path}]" if named else ""
     before = postgres_cpu(postgres_pid)
-    with stages.timed("upsert + commit (worker)"):
+    with stages.timed(f"upsert + commit (worker){suffix}"):
         store_batch(connections.engine, rows, [])
-    stages.add("upsert + commit (PostgreSQL)", postgres_cpu(postgres_pid) - before)
+    stages.add(f"upsert + commit (PostgreSQL){suffix}", postgres_cpu(postgres_pid) - before)
     with stages.timed("settle (ledger)"):
         connections.ledger.settle([(document.id, document.version) for document in queued])
     with stages.timed("metrics"):
@@ -143,15 +168,21 @@ def one_batch(
         )
 
 
-def report(stages: Stages, documents: int) -> None:
-    per_doc = {stage: seconds / documents * 1e6 for stage, seconds in stages.seconds.items()}
+def report(stages: Stages, documents: int, paths: int) -> None:
+    """µs per document; a store path's stages over the documents it stored (1/`paths`)."""
+    per_doc = {
+        stage: seconds / documents * 1e6 * (paths if stage.endswith("]") else 1)
+        for stage, seconds in stages.seconds.items()
+    }
     classify = per_doc.pop(CLASSIFY)
     per_doc["top-3"] = classify - per_doc["vectorise"] - per_doc["predict"]
-    total = sum(per_doc.values())
-    print(f"{'stage':32} {'µs/doc':>8} {'share':>6}")
+    # With both paths, the total counts each document's store once: by the first path's figures.
+    counted = {s: m for s, m in per_doc.items() if not s.endswith("]") or s.endswith("[copy]")}
+    total = sum(counted.values())
+    print(f"{'stage':40} {'µs/doc':>8} {'share':>6}")
     for stage, micros in per_doc.items():
-        print(f"{stage:32} {micros:8.1f} {micros / total:6.1%}")
-    print(f"{'total':32} {total:8.1f}")
+        print(f"{stage:40} {micros:8.1f} {micros / total:6.1%}")
+    print(f"{'total' + (' (the copy path)' if paths > 1 else ''):40} {total:8.1f}")
 
 
 def main() -> None:
@@ -160,7 +191,8 @@ def main() -> None:
     folder = ROOT / "bench-results" / "breakdown"
     with Servers(folder, None, None) as servers:
         measure(args, servers, stages)
-    report(stages, args.batch * args.rounds)
+    paths = 2 if args.store == "both" else 1
+    report(stages, args.batch * args.rounds * paths, paths)
 
 
 if __name__ == "__main__":

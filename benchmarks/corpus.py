@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from docingest_client.ids import uuid7
 
 WORKLOADS = {"bbc": "BBC News articles (~2.3 KB)", "short": "200-character texts"}
 SHORT_CHARS = 200
@@ -24,14 +25,26 @@ class Doc:
         return hashlib.md5(self.content.encode(), usedforsecurity=False).hexdigest()
 
 
-def make_documents(texts: Sequence[str], workload: str, count: int) -> list[Doc]:
-    """Fresh client-set ids on every call, so no phase can be satisfied by another's rows."""
+def make_documents(
+    texts: Sequence[str], workload: str, count: int, *, server_ids: bool = False
+) -> list[Doc]:
+    """Fresh client-set ids on every call, so no phase can be satisfied by another's rows.
+
+    `server_ids`: every second id is made as the API makes the id of a document posted without
+    one (a UUIDv7, `docingest_client.ids`), the others random; each is still sent, so that the
+    phase's check knows every id.
+    """
     if workload == "bbc":
         contents = [texts[index % len(texts)] for index in range(count)]
     elif workload == "short":
         contents = _short_texts(texts, count)
     else:
         raise ValueError(f"unknown workload {workload!r}")
+    if server_ids:
+        return [
+            Doc(str(uuid7() if n % 2 else uuid.uuid4()), content)
+            for n, content in enumerate(contents)
+        ]
     return [Doc(str(uuid.uuid4()), content) for content in contents]
 
 

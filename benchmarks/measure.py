@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -333,20 +334,37 @@ class DesignRun:
         self._load("warm-up-workers", docs, 1, WARMUP_CONNECTIONS)
         self._wait_drained(f"{phase} warm-up")
 
-    def end_to_end(self, phase: str, count: int, per_request: int, connections: int) -> PhaseResult:
+    def end_to_end(
+        self,
+        phase: str,
+        count: int,
+        per_request: int,
+        connections: int,
+        *,
+        keep_rows: bool = False,
+        server_ids: bool = False,
+    ) -> PhaseResult:
         """With workers running: first request sent to last document stored.
 
         Also notes when the first row appeared: idle workers poll the queue with a backoff, and
         the time they take to notice work is part of this figure.
+
+        `keep_rows`: on the table as it is, not emptied first; the check then reads the rows
+        written since the phase began only. `server_ids`: half the ids time-ordered
+        (`make_documents`).
         """
         if self.queue.pending():
             raise PhaseError(f"{phase}: the queue is not empty before the phase")
-        self.table.truncate()
-        docs = make_documents(self.context.texts, self.workload, count)
+        since = None
+        if keep_rows:
+            since = self.table.now()
+        else:
+            self.table.truncate()
+        docs = make_documents(self.context.texts, self.workload, count, server_ids=server_ids)
         first_row: list[float] = []
 
         def watch_first_row() -> None:
-            if not first_row and self.table.has_rows():
+            if not first_row and self.table.has_rows(since):
                 first_row.append(time.monotonic())
 
         window = CpuWindow(self.context.sampler)
@@ -358,7 +376,7 @@ class DesignRun:
             seconds=finished - load.first_send,
             other_cores=window.other_cores(load.cpu_seconds),
             load=load,
-            check=self.check(docs, load.accepted),
+            check=self.check(docs, load.accepted, since),
             details={
                 "first_row_after_seconds": first_row[0] - load.first_send if first_row else None,
                 "cpu_ms_per_doc": window.cpu_ms_per_doc(len(load.accepted)),
@@ -416,8 +434,11 @@ class DesignRun:
             )
         return load
 
-    def check(self, sent: Sequence[Doc], accepted: dict[str, int | None]) -> Check:
-        rows = self.table.rows()
+    def check(
+        self, sent: Sequence[Doc], accepted: dict[str, int | None], since: datetime | None = None
+    ) -> Check:
+        """The table's rows, or those written from `since` on (a table kept between phases)."""
+        rows = self.table.rows(since)
         expected = {doc.id: doc.md5() for doc in sent}
         stored = {row[0] for row in rows}
         missing = accepted.keys() - stored

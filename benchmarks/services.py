@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -439,16 +440,31 @@ class Table:
         with self.engine.begin() as connection:
             connection.execute(text(f"TRUNCATE {tables}"))
 
-    def rows(self) -> list[tuple[str, int | None, str, bool]]:
-        """(id, version or None, md5 of content, classified?) for every row."""
+    def rows(self, since: datetime | None = None) -> list[tuple[str, int | None, str, bool]]:
+        """(id, version or None, md5 of content, classified?) for every row, or for those
+        written from `since` on (docingest's table only: by its `updated_at`)."""
         version = "version" if self.has_version else "NULL"
         query = f"SELECT id::text, {version}, md5(content), category IS NOT NULL FROM {self.name}"
+        params = {} if since is None else {"since": since}
+        if since is not None:
+            query += " WHERE updated_at >= :since"
         with self.engine.connect() as connection:
-            return [(row[0], row[1], row[2], row[3]) for row in connection.execute(text(query))]
+            found = connection.execute(text(query), params)
+            return [(row[0], row[1], row[2], row[3]) for row in found]
 
-    def has_rows(self) -> bool:
+    def has_rows(self, since: datetime | None = None) -> bool:
+        where, params = (
+            ("", {}) if since is None else (" WHERE updated_at >= :since", {"since": since})
+        )
+        query = f"SELECT EXISTS (SELECT 1 FROM {self.name}{where})"
         with self.engine.connect() as connection:
-            return bool(connection.scalar(text(f"SELECT EXISTS (SELECT 1 FROM {self.name})")))
+            return bool(connection.scalar(text(query), params))
+
+    def now(self) -> datetime:
+        """The database's clock: what `since` compares with."""
+        with self.engine.connect() as connection:
+            moment: datetime = connection.scalar(text("SELECT clock_timestamp()"))
+            return moment
 
     def failed_ids(self) -> set[str]:
         if self.failures is None:

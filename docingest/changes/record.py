@@ -56,7 +56,7 @@ def with_changes(upsert: Insert) -> Insert:
         kind,
         *(written.c[name] for name in DOCUMENT_FIELDS),
         bindparam(CHANGED_AT, type_=DateTime(timezone=True)),
-    )
+    ).order_by(written.c.id)  # the changes' ids in the documents' order, as the rows were locked
     names = ("document_id", "version", "kind", *DOCUMENT_FIELDS, "at")
     statement: Insert = insert(CHANGES).from_select(names, rows).add_cte(written)
     return statement

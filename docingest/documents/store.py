@@ -11,14 +11,20 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Generator, Sequence
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import orjson
+import psycopg
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
     Engine,
     Insert,
+    MetaData,
     Row,
     Select,
     Table,
@@ -29,6 +35,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 
 from docingest.changes.record import (
     CHANGED_AT,
@@ -82,9 +90,20 @@ def store_batch(
         raise_floor(connection, max(row["version"] for row in rows))
 
 
+# PostgreSQL: batches of at least this many documents are written with COPY into a staging
+# table and one INSERT … SELECT (`_copy_documents`); smaller ones with one executemany of the
+# upsert. COPY costs more a batch (a round trip, a statement, the staging table's truncation at
+# commit) and ~40 µs of worker CPU less a document: the two cost the same at ~15 documents a
+# batch (docs/benchmark.md, The store step).
+COPY_MIN_ROWS = 20
+
+
 def _store_documents(connection: Connection, rows: list[dict[str, Any]]) -> None:
     now = utcnow()
     if connection.dialect.name == "postgresql":
+        if len(rows) >= COPY_MIN_ROWS:
+            _copy_documents(connection, rows, now)
+            return
         names = DOCUMENTS.columns.keys()
         params = [{name: row.get(name) for name in names} | {CHANGED_AT: now} for row in rows]
         connection.execute(_documents_with_changes(), params)
@@ -110,6 +129,108 @@ def _documents_with_changes() -> Insert:
     return with_changes(upsert)
 
 
+# --- PostgreSQL's COPY path ---------------------------------------------------------------------
+
+# A temporary table per connection: the documents' columns and NOT NULLs, no key nor index;
+# emptied by each commit that wrote to it (ON COMMIT DELETE ROWS: a truncation in place, and
+# none for the connection's other transactions). Created once per connection, in a transaction
+# of its own: a batch that rolls back cannot take it away.
+STAGING = Table(
+    "docingest_staging",
+    MetaData(),
+    *(Column(column.name, column.type) for column in DOCUMENTS.columns),
+    prefixes=["TEMPORARY"],
+)
+_STAGING_DDL = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS docingest_staging"
+    " (LIKE documents INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_STAGED = "docingest.staging"  # set in the pooled connection's `info` once the table exists
+_COPY = f"COPY docingest_staging ({', '.join(STAGING.columns.keys())}) FROM STDIN (FORMAT BINARY)"
+
+
+def _copy_type(column: Column[Any]) -> str:
+    """The PostgreSQL type psycopg dumps a column's values as, in COPY's binary format."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    name = column.type.compile(dialect=dialect).lower()
+    aliases = {"float": "float8", "bigint": "int8", "timestamp with time zone": "timestamptz"}
+    return aliases.get(name, name.split("(")[0])
+
+
+_COPY_TYPES = [_copy_type(column) for column in STAGING.columns]
+_DATETIMES = [index for index, kind in enumerate(_COPY_TYPES) if kind == "timestamptz"]
+
+
+def _copy_documents(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
+    """The batch's rows into the staging table with binary COPY, then one `INSERT … SELECT …
+    ON CONFLICT` (the same conditions as `_upsert_statement`) that writes their changes too
+    (`with_changes`). Rows go in id order, so the upsert locks them in that order."""
+    pooled = connection.connection
+    driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    names = STAGING.columns.keys()
+    try:
+        if not pooled.info.get(_STAGED):
+            pooled.info[_STAGED] = _create_staging(driver)
+        with driver.cursor() as cursor:
+            set_json_dumps(orjson.dumps, context=cursor)
+            with cursor.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    values = [row.get(name) for name in names]
+                    for index in _DATETIMES:  # naive means UTC, as SQLAlchemy's binds take it
+                        value = values[index]
+                        if value is not None and value.tzinfo is None:
+                            values[index] = value.replace(tzinfo=UTC)
+                    copy.write_row(values)
+    except psycopg.Error as error:
+        if isinstance(error, psycopg.errors.UndefinedTable):  # gone (DISCARD TEMP): made again
+            pooled.info.pop(_STAGED, None)
+        raise _wrapped(connection, error, _COPY) from error
+    connection.execute(_copy_upsert(), {CHANGED_AT: now})
+
+
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _create_staging(driver: psycopg.Connection[Any]) -> bool:
+    """In a transaction of its own when none is open, committed at once (a batch that rolls
+    back keeps it): then True. Else inside the caller's, to be made again next time: False."""
+    idle = driver.info.transaction_status == _IDLE
+    driver.execute(_STAGING_DDL)
+    if idle:
+        driver.commit()
+    return idle
+
+
+def _wrapped(connection: Connection, error: psycopg.Error, statement: str) -> DBAPIError:
+    """A driver error as SQLAlchemy raises it (`DataError`, `OperationalError`…), the
+    connection invalidated if it is gone, as SQLAlchemy would for a statement of its own."""
+    dbapi: Any = connection.connection.dbapi_connection
+    gone = connection.dialect.is_disconnect(error, dbapi, None)  # type: ignore[arg-type]
+    if gone:
+        connection.invalidate()
+    wrapped: DBAPIError = DBAPIError.instance(  # type: ignore[assignment]
+        statement,
+        None,
+        error,
+        psycopg.Error,
+        hide_parameters=True,
+        connection_invalidated=gone,
+        dialect=connection.dialect,
+    )
+    return wrapped
+
+
+@cache
+def _copy_upsert() -> Insert:
+    """`INSERT INTO documents SELECT … FROM docingest_staging ORDER BY id ON CONFLICT …`, with
+    its changes: one statement whatever the batch's size, its only parameter CHANGED_AT."""
+    names = DOCUMENTS.columns.keys()
+    rows = select(*(STAGING.c[name] for name in names)).order_by(STAGING.c.id)
+    insert = postgresql.insert(DOCUMENTS).from_select(names, rows)
+    return with_changes(_on_conflict(insert, DOCUMENTS))
+
+
 def _sorted_newest(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each id once, in id order: concurrent batches sharing ids then lock their rows in the same
     order, so PostgreSQL never has two of them wait for each other (a deadlock)."""
@@ -131,7 +252,11 @@ def _upsert_statement(dialect_name: str, table: Table) -> Insert:
     classification it was given against: otherwise a model trained on the label would classify
     its resent text and be measured against its own training label (docs/models.md, Drift).
     """
-    insert = insert_for(dialect_name, table)
+    return _on_conflict(insert_for(dialect_name, table), table)
+
+
+def _on_conflict(insert: Any, table: Table) -> Insert:
+    """`_upsert_statement`'s conflict clause on `insert` (VALUES, or a SELECT)."""
     newer = insert.excluded.version
     kept = {"id", "created_at"} if table is DOCUMENTS else {"id", "attempts"}
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in kept}

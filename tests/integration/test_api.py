@@ -38,7 +38,7 @@ def test_the_articles_demo(
     assert response.status_code == 202
     accepted = response.json()
     document_id = accepted["id"]
-    assert uuid.UUID(document_id)
+    assert uuid.UUID(document_id).version == 7  # assigned by the API: time-ordered
     assert response.headers["location"] == f"/documents/{document_id}/status"
     assert queue_length(redis_url) == 1
 

@@ -4,14 +4,25 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
 
+from docingest.documents import store
 from docingest.documents.store import get_document, store_batch
 from docingest.ledger.floor import version_floor
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import DOCUMENTS, Document
 
 T0 = utcnow()
+
+
+@pytest.fixture(autouse=True, params=["copy", "rows"])
+def store_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PostgreSQL's two ways, whatever the batch's size: COPY into the staging table and one
+    INSERT … SELECT, or one executemany of the upsert (SQLite has one way: both run it)."""
+    minimum = 1 if request.param == "copy" else 1_000_000
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", minimum)
+    return str(request.param)
 
 
 def row(document_id: uuid.UUID, version: int, content: str, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from docingest.settings import Settings
 def test_id_is_generated_when_absent() -> None:
     first, second = DocumentIn(content="a"), DocumentIn(content="b")
     assert isinstance(first.id, uuid.UUID)
-    assert first.id != second.id
+    assert first.id.version == second.id.version == 7  # time-ordered (tests/unit/test_ids.py)
+    assert first.id < second.id
 
 
 def test_client_may_choose_the_id() -> None:

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from docingest_client.ids import uuid7
+
 __all__ = [
     "CATEGORY_PATTERN",
     "CONTENT_PATTERN",
@@ -135,11 +137,16 @@ Content = Annotated[
 
 
 class DocumentIn(BaseModel):
-    """What a client posts. The id is optional: posting an existing id updates that document."""
+    """What a client posts. The id is optional: posting an existing id updates that document;
+    a document posted without one gets a time-ordered one (UUIDv7, `ids.uuid7`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(
+        default_factory=uuid7,
+        description="Optional. Without one the API assigns a UUIDv7 (time-ordered), "
+        "returned in the answer.",
+    )
     content: Content
 
 
