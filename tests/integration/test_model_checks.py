@@ -45,9 +45,11 @@ def another_scikit_learn(engine: Engine, version: str) -> Classifier:
 
 @contextmanager
 def worker(engine: Engine, running: str, loader: registry.Loader = registry.load) -> Iterator[None]:
-    """A worker process's reporting and checking, every 0.1 s, until the block ends."""
+    """A worker process's reporting and checking, every 0.1 s, until the block ends; it has
+    reported once when the block starts (a running worker has)."""
     stop = threading.Event()
     errors: list[BaseException] = []
+    environment.report(engine, running, refresh_seconds=0.1)
 
     def run() -> None:
         try:
