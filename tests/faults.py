@@ -68,7 +68,7 @@ class Process:
         dead, only not yet reaped by whoever inherited them."""
         members = []
         for process in psutil.process_iter(["pid", "status"]):
-            with contextlib.suppress(psutil.Error):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):  # exited meanwhile
                 zombie = process.info["status"] == psutil.STATUS_ZOMBIE
                 if os.getpgid(process.pid) == self.pid and not zombie:
                     members.append(process)
