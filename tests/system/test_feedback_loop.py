@@ -168,3 +168,41 @@ def test_labels_teach_the_model_a_new_category(service: str, procs: Processes) -
     assert moved == len(cooking_left)
     assert after["labels"] == AFTER
     assert after["agreement"] > before["agreement"]
+
+
+def test_a_new_users_six_labels_never_replace_the_news_model(
+    service: str, procs: Processes
+) -> None:
+    """Issue 24's scenario, as a new user ran it: six documents, five labelled with a new
+    category and one with an old one, `train db --activate-if-better` without `--with`. The
+    news model must stay active: a budget article is still `politics` (with `--activate`
+    instead, the cooking model takes over and this fails)."""
+    sports = next(text for text, category in news_articles(NEWS) if category == "sports")
+    texts = [*cooking_texts(5, seed=7), sports]
+    categories = ["cooking"] * 5 + ["sports"]
+    with httpx.Client(base_url=service, timeout=30, headers=bearer(REVIEWER)) as client:
+        sent = client.post(
+            "/documents/bulk", json=[{"content": text} for text in texts], headers=bearer(FEEDER)
+        )
+        assert sent.status_code == 202, sent.text
+        wait_until(lambda: len(documents(client)) == len(texts), 120, "all stored")
+        news_model = client.get("/model", headers=bearer(OPS)).json()["version"]
+        for item, category in zip(sent.json()["items"], categories, strict=True):
+            body = {"category": category, "version": item["version"]}
+            labelled = client.put(f"/documents/{item['id']}/label", json=body)
+            assert labelled.status_code == 200, labelled.text
+        trained = subprocess.run(
+            [sys.executable, "-m", "docingest", "train", "db", "--activate-if-better"],
+            env=procs.env, cwd=procs.cwd, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert client.get("/model", headers=bearer(OPS)).json()["version"] == news_model, (
+            trained.stdout[-3000:]
+        )
+        budget = "MPs voted on the government's budget in parliament after a long debate."
+        posted = client.post("/documents", json={"content": budget}, headers=bearer(FEEDER))
+        assert posted.status_code == 202, posted.text
+        document_id = posted.json()["id"]
+        wait_until(lambda: client.get(f"/documents/{document_id}").status_code == 200, 60, "stored")
+        stored = client.get(f"/documents/{document_id}").json()
+    assert (stored["category"], stored["model_version"]) == ("politics", news_model)
+    print(f"FIGURES six labels, no --with: exit {trained.returncode}, news model kept")
