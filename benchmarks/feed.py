@@ -6,7 +6,9 @@ The feed cannot be switched off: every stored document writes its change in its 
 transaction and every worker process runs the relay, whether anyone reads the feed or not
 (docs/changes.md). What alternates is the consumer: 2N bulk end-to-end runs of BBC texts on
 the Procfile's processes (embedded PostgreSQL and Redis, as `bench.py`'s phases), one with a
-consumer following `GET /changes` and one without, alternating (with, without, with, …).
+consumer following `GET /changes` and one webhook following the feed (delivered by a `docingest
+webhooks deliver` process, the Procfile's `webhooks`), and one without either, alternating
+(with, without, with, …).
 
 The consumer is a thread of this process, a plain HTTP client as any consumer would write:
 long polls (`wait=1`, `limit=1000`) following `next` from the head taken before the run. For
@@ -14,6 +16,14 @@ each document's change it records its lag: from the change's `at` (when the work
 document, just before its commit) to when the consumer had it. Printed: each run's rate and
 check, the consumer's lag p50/p99/max per run and over all its runs, and the medians of the
 rates with and without it.
+
+The webhook (benchmarks/webhook_follower.py) is delivered to a receiver thread of this process
+(`http.server` on 127.0.0.1, answering 200): its lag is from the change's `at` to the first
+arrival of a delivery holding it; every stored document's change must arrive (at least once),
+and a sample of deliveries has its signature checked with the Python client's `verify`. The
+endpoint is created before each measured run and deleted after it, and the delivering process
+runs during those runs only; the services run with `WEBHOOK_ALLOW_PRIVATE=true` throughout, a
+setting read only when an endpoint is created or delivered to.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from measure import Context, DesignRun, PhaseResult, docingest_design, service_e
 from rich.console import Console
 from rich.table import Table
 from services import Sampler, Servers
+from webhook_follower import WebhookFollower
 
 from docingest.embedded import wait_until
 from docingest.model.datasets import load_bbc
@@ -129,6 +140,7 @@ def feed(args: argparse.Namespace, generator: Generator, model: Path) -> dict[st
         for label, pid in servers.pids().items():
             sampler.watch(label, pid)
         env = service_env(servers.docingest_database_url, servers.redis_url, model)
+        env["WEBHOOK_ALLOW_PRIVATE"] = "true"  # the webhook's receiver is on 127.0.0.1
         design = docingest_design(env, args.api_workers, args.worker_processes, args.worker_threads)
         context = Context(
             folder=args.run_folder,
@@ -149,13 +161,40 @@ def feed(args: argparse.Namespace, generator: Generator, model: Path) -> dict[st
 def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -> dict[str, Any]:
     phase = f"e2e_bulk_{n + 1}_{'consumer' if following else 'alone'}"
     consumer = FeedConsumer(run.url) if following else None
-    if consumer is not None:
-        consumer.start_following()
-    result: PhaseResult = run.end_to_end(phase, args.docs, args.bulk_size, args.bulk_concurrency)
-    if consumer is not None:
-        consumer.finish(result.docs, args.timeout)
+    webhook = WebhookFollower(run) if following else None
+    try:
+        if webhook is not None:
+            webhook.start()
+        if consumer is not None:
+            consumer.start_following()
+        result: PhaseResult = run.end_to_end(
+            phase, args.docs, args.bulk_size, args.bulk_concurrency
+        )
+        if consumer is not None:
+            consumer.finish(result.docs, args.timeout)
+        if webhook is not None:
+            assert result.load is not None
+            webhook.finish(set(result.load.accepted), args.timeout)
+    finally:
+        if webhook is not None:
+            webhook.stop()
     lags = consumer.lags if consumer is not None else []
     lag = percentiles(lags)
+    webhook_lags = webhook.receiver.lags() if webhook is not None else []
+    webhook_lag = percentiles(webhook_lags)
+    if webhook is not None:
+        assert result.load is not None
+        missing = len(set(result.load.accepted) - webhook.receiver.delivered_ids())
+        hook: dict[str, Any] | None = {
+            "deliveries": webhook.receiver.deliveries,
+            "delivered": len(webhook_lags),
+            "missing": missing,
+            "repeated": webhook.receiver.repeated,
+            "verified": webhook.verified(),
+            "errors": webhook.receiver.errors,
+        }
+    else:
+        hook = None
     request = percentiles(consumer.request_seconds) if consumer is not None else {}
     outcome: dict[str, Any] = {
         "run": n + 1,
@@ -169,12 +208,26 @@ def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -
         "consumer_request": request,
         "lag": lag,
         "lags": lags,
+        "webhook": hook,
+        "webhook_lag": webhook_lag,
+        "webhook_lags": webhook_lags,
     }
     progress.log(
         f"{phase:26} {result.rate:>8,.0f} docs/s"
         + (f"  consumer lag p50 {lag['p50_ms']} ms p99 {lag['p99_ms']} ms" if lag else "")
         + (f", {outcome['consumer_pages']} pages" if consumer is not None else "")
         + (f", a page with changes p50 {request['p50_ms']} ms" if request else "")
+        + (
+            f"  webhook lag p50 {webhook_lag['p50_ms']} ms p99 {webhook_lag['p99_ms']} ms"
+            if webhook_lag
+            else ""
+        )
+        + (
+            f", {hook['deliveries']} deliveries, {hook['missing']} changes missing, "
+            f"{hook['repeated']} repeated, {hook['verified']} signatures verified"
+            if hook is not None
+            else ""
+        )
         + f"  lost {outcome['lost']} duplicated {outcome['duplicated']}"
         + f"  (other load {result.other_cores:.2f} cores)"
     )
@@ -186,12 +239,18 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     with_consumer = [r["rate"] for r in runs if r["consumer"]]
     without = [r["rate"] for r in runs if not r["consumer"]]
     lags = [lag for r in runs for lag in r["lags"]]
+    webhook_lags = [lag for r in runs for lag in r["webhook_lags"]]
+    hooks = [r["webhook"] for r in runs if r["webhook"] is not None]
     median_with, median_without = statistics.median(with_consumer), statistics.median(without)
     return {
         "median_rate_with_consumer": median_with,
         "median_rate_without": median_without,
         "change": round(median_with / median_without - 1, 4) if median_without else None,
         "consumer_lag": percentiles(lags),
+        "webhook_lag": percentiles(webhook_lags),
+        "webhook_missing": sum(h["missing"] for h in hooks),
+        "webhook_repeated": sum(h["repeated"] for h in hooks),
+        "webhook_verified": sum(h["verified"] for h in hooks),
         "lost": sum(r["lost"] or 0 for r in runs),
         "duplicated": sum(r["duplicated"] or 0 for r in runs),
     }
@@ -202,9 +261,10 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(
         title=f"Bulk end to end, BBC texts, {args.docs:,} documents a run, "
         f"{args.bulk_size}/request c={args.bulk_concurrency}: a consumer following GET /changes "
-        "or none (the feed itself cannot be switched off)"
+        "and a webhook, or neither (the feed itself cannot be switched off)"
     )
-    for column in ("run", "consumer", "docs/s", "lag p50", "lag p99", "lag max", "lost/dup"):
+    columns = ("run", "consumer", "docs/s", "lag p50", "lag p99", "lag max")
+    for column in (*columns, "hook p50", "hook p99", "hook max", "hook missing", "lost/dup"):
         table.add_column(column, justify="right")
     table.add_column("other load", justify="right")
     for run in report["runs"]:
@@ -214,6 +274,11 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
             "following" if run["consumer"] else "none",
             f"{run['rate']:,.0f}",
             *(f"{lag[k]:,.0f} ms" if lag else "-" for k in ("p50_ms", "p99_ms", "max_ms")),
+            *(
+                f"{run['webhook_lag'][k]:,.0f} ms" if run["webhook_lag"] else "-"
+                for k in ("p50_ms", "p99_ms", "max_ms")
+            ),
+            str(run["webhook"]["missing"]) if run["webhook"] else "-",
             f"{run['lost']}/{run['duplicated']}",
             f"{run['other_cores']:.2f} cores",
         )
@@ -222,7 +287,7 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     change = total["change"]
     lag = total["consumer_lag"]
     stdout.print(
-        f"median {total['median_rate_with_consumer']:,.0f} docs/s with the consumer, "
+        f"median {total['median_rate_with_consumer']:,.0f} docs/s with the consumer and webhook, "
         f"{total['median_rate_without']:,.0f} without"
         + (f" ({change:+.1%})" if change is not None else "")
         + (
@@ -233,8 +298,16 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         )
         + f"; lost {total['lost']}, duplicated {total['duplicated']}"
     )
+    hook = total["webhook_lag"]
+    if hook:
+        stdout.print(
+            f"the webhook's lag behind storage over all its runs: p50 {hook['p50_ms']:,.0f} ms, "
+            f"p99 {hook['p99_ms']:,.0f} ms, max {hook['max_ms']:,.0f} ms; stored changes not "
+            f"delivered {total['webhook_missing']}, delivered again "
+            f"{total['webhook_repeated']}; signatures verified {total['webhook_verified']}"
+        )
     for run in report["runs"]:
-        del run["lags"]  # the JSON keeps the percentiles, not every document's lag
+        del run["lags"], run["webhook_lags"]  # the JSON keeps percentiles, not every lag
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
