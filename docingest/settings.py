@@ -74,6 +74,14 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="The interface the API listens on.")
     port: int = Field(default=8000, description="The port the API listens on.")
+    keep_alive_seconds: int = Field(
+        default=75,
+        gt=0,
+        description="How long the API keeps an idle connection open. Longer than its clients' "
+        "own idle expiry (httpx: 5 s; load balancers: 60 s), so that the server never closes a "
+        "connection just as a client sends on it (the client would see it dropped without an "
+        "answer); uvicorn's 5 s default made that race.",
+    )
 
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024,

@@ -51,6 +51,7 @@ def api(
         workers=workers,
         proxy_headers=True,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
 
