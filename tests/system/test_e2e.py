@@ -1,9 +1,9 @@
 """The service as users run it: real API and worker processes, started as the Procfile says."""
 
+import http.client
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +16,7 @@ import pytest
 
 from docingest.embedded import free_port
 from docingest.keys import digest, generate_key
+from tests.faults import Processes, service_env
 from tests.helpers import UNAMBIGUOUS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,18 +123,25 @@ def test_procfile_processes_classify_and_store(procfile_service: str) -> None:
         assert document["model_version"]
 
 
-def test_an_idle_connection_outlives_the_clients_own_idle_expiry(procfile_service: str) -> None:
+def test_an_idle_connection_outlives_the_clients_own_idle_expiry(
+    procs: Processes, postgres_url: str, redis_url: str, model_path: Path, tmp_path: Path
+) -> None:
     """A connection idle for 6 s still serves: with uvicorn's 5 s keep-alive the server closed it
     just as clients whose pools keep connections 5 s (httpx) sent on it, and they saw it dropped
     without an answer (once in 20,000 requests of a multi-host test)."""
-    wait_until_up(procfile_service)
-    port = int(procfile_service.rsplit(":", 1)[1])
-    request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + KEY.encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+    procs.env = service_env(
+        database_url=postgres_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", procs.api().port, timeout=10)
+    try:
         for pause in (0, 6):
             time.sleep(pause)
-            connection.sendall(request + b"\r\n\r\n")
-            assert connection.recv(65536).startswith(b"HTTP/1.1 200"), f"after {pause} s idle"
+            connection.request("GET", "/health")  # the same socket: http.client keeps it open
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200, f"after {pause} s idle"
+    finally:
+        connection.close()
 
 
 def test_make_run_all_in_one_on_the_embedded_default(model_path: Path, tmp_path: Path) -> None:
