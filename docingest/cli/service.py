@@ -158,7 +158,10 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too: a process started with SIGINT ignored (as some supervisors and test runners
+    # start their children) would otherwise never see Ctrl-C, and `up` would never stop.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.2)
