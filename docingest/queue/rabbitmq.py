@@ -91,6 +91,13 @@ class QuorumRabbitmqBroker(RabbitmqBroker):
             with contextlib.suppress(Exception):  # already dead of missed heartbeats, often
                 connection.close()
 
+    def close(self) -> None:
+        """Close copies of the sets: Dramatiq's `close` iterates the live ones, which a thread
+        connecting meanwhile grows (RuntimeError: Set changed size during iteration)."""
+        for channel_or_connection in [*self.channels.copy(), *self.connections.copy()]:
+            with contextlib.suppress(Exception):  # closing what is already dead
+                channel_or_connection.close()
+
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",
