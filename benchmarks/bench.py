@@ -333,12 +333,18 @@ def run_feed(
     except KeyboardInterrupt:
         progress.print(f"interrupted; every service is stopped. Logs in {args.run_folder}")
         return 130
-    context["load_average_after"] = os.getloadavg()
-    context["source_changed_during_run"] = source_digest() != context["docingest_source"]
-    context["wall_seconds"] = round(time.monotonic() - started, 1)
+    finish_context(context, started)
     report = context | report | {"summary": feed.summary(report)}
     feed.print_report(report, args)
     return 0 if report["summary"]["lost"] == report["summary"]["duplicated"] == 0 else 1
+
+
+def finish_context(context: dict[str, Any], started: float) -> None:
+    """What the report says of the run as a whole, once it is over: was the machine quiet, was
+    the code measured the code at the start."""
+    context["load_average_after"] = os.getloadavg()
+    context["source_changed_during_run"] = source_digest() != context["docingest_source"]
+    context["wall_seconds"] = round(time.monotonic() - started, 1)
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
@@ -390,9 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress.print(f"interrupted; every service is stopped. Logs in {args.run_folder / 'logs'}")
         return 130
-    context["load_average_after"] = os.getloadavg()
-    context["source_changed_during_run"] = source_digest() != context["docingest_source"]
-    context["wall_seconds"] = round(time.monotonic() - started, 1)
+    finish_context(context, started)
     report = summary(all_results, context)
     if error:
         report["error"] = error

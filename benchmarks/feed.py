@@ -29,7 +29,6 @@ setting read only when an endpoint is created or delivered to.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import threading
 import time
@@ -40,14 +39,12 @@ from typing import Any
 import httpx
 import orjson
 from loadgen import Generator
-from measure import Context, DesignRun, PhaseResult, docingest_design, service_env
+from measure import DesignRun, PhaseResult, warm_docingest
 from rich.console import Console
 from rich.table import Table
-from services import Sampler, Servers
 from webhook_follower import WebhookFollower
 
 from docingest.embedded import wait_until
-from docingest.model.datasets import load_bbc
 
 # Short long polls, so that the consumer stops soon after its run; a page as large as the API
 # gives, as a consumer keeping up with bulk ingestion would ask.
@@ -131,31 +128,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def feed(args: argparse.Namespace, generator: Generator, model: Path) -> dict[str, Any]:
-    texts, _ = load_bbc()
-    with (
-        Sampler() as sampler,
-        Servers(args.run_folder, args.database_url, args.redis_url) as servers,
-    ):
-        sampler.watch("bench", os.getpid(), tree=False)
-        for label, pid in servers.pids().items():
-            sampler.watch(label, pid)
-        env = service_env(servers.docingest_database_url, servers.redis_url, model)
-        env["WEBHOOK_ALLOW_PRIVATE"] = "true"  # the webhook's receiver is on 127.0.0.1
-        design = docingest_design(env, args.api_workers, args.worker_processes, args.worker_threads)
-        context = Context(
-            folder=args.run_folder,
-            generator=generator,
-            sampler=sampler,
-            database_url=servers.docingest_database_url,
-            texts=texts,
-            generator_threads=args.generator_threads,
-            timeout=args.timeout,
-        )
-        with DesignRun(context, design, "bbc") as run:
-            run.warm_up()
-            run.start_warm_workers("feed")
-            runs = [_run(args, run, n, following=n % 2 == 0) for n in range(2 * args.feed)]
-    return {"runs": runs}
+    # The webhook's receiver is on 127.0.0.1.
+    with warm_docingest(args, generator, model, "feed", WEBHOOK_ALLOW_PRIVATE="true") as run:
+        return {"runs": [_run(args, run, n, following=n % 2 == 0) for n in range(2 * args.feed)]}
 
 
 def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -> dict[str, Any]:

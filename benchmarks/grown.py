@@ -15,7 +15,6 @@ the API assigned, UUIDv7). Prints the median rate of each side, its spread and t
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Any
 
 import psycopg
 from loadgen import Generator
-from measure import Context, DesignRun, PhaseResult, docingest_design, service_env
+from measure import PhaseResult, warm_docingest
 from rich.console import Console
-from services import Sampler, Servers
 from sqlalchemy.engine import make_url
 
 from docingest.documents.store import content_digest
@@ -117,44 +115,23 @@ def prefill(database_url: str, rows: int, texts: list[str], labels: list[str]) -
 
 
 def grown(args: argparse.Namespace, model: Path, generator: Generator) -> dict[str, Any]:
-    texts, labels = load_bbc()
-    with (
-        Sampler() as sampler,
-        Servers(args.run_folder, args.database_url, args.redis_url) as servers,
-    ):
-        sampler.watch("bench", os.getpid(), tree=False)
-        for label, pid in servers.pids().items():
-            sampler.watch(label, pid)
-        env = service_env(servers.docingest_database_url, servers.redis_url, model)
-        design = docingest_design(env, args.api_workers, args.worker_processes, args.worker_threads)
-        context = Context(
-            folder=args.run_folder,
-            generator=generator,
-            sampler=sampler,
-            database_url=servers.docingest_database_url,
-            texts=texts,
-            generator_threads=args.generator_threads,
-            timeout=args.timeout,
-        )
-        phases: dict[str, list[PhaseResult]] = {"empty": [], "grown": []}
-        with DesignRun(context, design, "bbc") as run:
-            run.warm_up()
-            run.start_workers()
-            run._warm_up_workers("grown")
-            bulk = (args.bulk_size, args.bulk_concurrency)
-            for n in range(args.grown_repeats):
-                phase = run.end_to_end(f"e2e_bulk_empty_{n + 1}", args.docs, *bulk, server_ids=True)
-                _log(phase)
-                phases["empty"].append(phase)
-            run.table.truncate()
-            filled = prefill(servers.docingest_database_url, args.grown, texts, labels)
-            for n in range(args.grown_repeats):
-                phase = run.end_to_end(
-                    f"e2e_bulk_grown_{n + 1}", args.docs, *bulk, keep_rows=True, server_ids=True
-                )
-                _log(phase)
-                phases["grown"].append(phase)
-            run.stop_workers()
+    phases: dict[str, list[PhaseResult]] = {"empty": [], "grown": []}
+    with warm_docingest(args, generator, model, "grown") as run:
+        bulk = (args.bulk_size, args.bulk_concurrency)
+        for n in range(args.grown_repeats):
+            phase = run.end_to_end(f"e2e_bulk_empty_{n + 1}", args.docs, *bulk, server_ids=True)
+            _log(phase)
+            phases["empty"].append(phase)
+        run.table.truncate()
+        texts, labels = load_bbc()
+        filled = prefill(run.context.database_url, args.grown, texts, labels)
+        for n in range(args.grown_repeats):
+            phase = run.end_to_end(
+                f"e2e_bulk_grown_{n + 1}", args.docs, *bulk, keep_rows=True, server_ids=True
+            )
+            _log(phase)
+            phases["grown"].append(phase)
+        run.stop_workers()
     return _verdict(args, phases, filled)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,12 +23,14 @@ from services import (
     Queue,
     RabbitQueue,
     Sampler,
+    Servers,
     Service,
     Table,
     machine_busy_seconds,
 )
 
 from docingest.embedded import free_port, wait_until
+from docingest.model.datasets import load_bbc
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_DOCS = 256
@@ -472,3 +476,36 @@ def service_env(database_url: str, broker_url: str, model_path: Path) -> dict[st
         "MODEL_PATH": str(model_path),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+@contextlib.contextmanager
+def warm_docingest(
+    args: argparse.Namespace, generator: Generator, model: Path, phase: str, **env: str
+) -> Iterator[DesignRun]:
+    """docingest's processes on the run's servers (embedded, or the URLs given), every one
+    watched by the CPU sampler, the API and the workers started and warm: the modes that run
+    their phases with the workers up throughout (--feed, --grown) start here."""
+    with (
+        Sampler() as sampler,
+        Servers(args.run_folder, args.database_url, args.redis_url) as servers,
+    ):
+        sampler.watch("bench", os.getpid(), tree=False)
+        for label, pid in servers.pids().items():
+            sampler.watch(label, pid)
+        service = service_env(servers.docingest_database_url, servers.redis_url, model) | env
+        design = docingest_design(
+            service, args.api_workers, args.worker_processes, args.worker_threads
+        )
+        context = Context(
+            folder=args.run_folder,
+            generator=generator,
+            sampler=sampler,
+            database_url=servers.docingest_database_url,
+            texts=load_bbc()[0],
+            generator_threads=args.generator_threads,
+            timeout=args.timeout,
+        )
+        with DesignRun(context, design, "bbc") as run:
+            run.warm_up()
+            run.start_warm_workers(phase)
+            yield run

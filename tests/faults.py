@@ -27,7 +27,7 @@ from sqlalchemy import text
 from docingest.db import make_engine
 from docingest.embedded import free_port
 from docingest.ledger.redis import PENDING_KEY
-from docingest.queue.redis import QueueKeys
+from docingest.queue.redis import NAMESPACE, QueueKeys
 from tests.helpers import UNAMBIGUOUS
 
 HEARTBEAT_TIMEOUT_SECONDS = 3
@@ -73,6 +73,15 @@ class Process:
                 if os.getpgid(process.pid) == self.pid and not zombie:
                     members.append(process)
         return members
+
+    def dump_stacks(self) -> None:
+        """Every thread's stack of each worker process Dramatiq forked, into the log (SIGUSR1,
+        docingest.worker.middleware): what a stuck worker waits on, for a failure's report."""
+        for process in self.group():
+            if process.pid != self.pid:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
 
     def kill(self) -> None:
         """SIGKILL to the whole process group: a crash, no cleanup, no acknowledgement.
@@ -490,6 +499,33 @@ def unacked_messages(broker_url: str) -> int:
     """Messages fetched by some worker and not acknowledged yet: in flight."""
     client = redis.Redis.from_url(broker_url)
     return sum(int(client.scard(key)) for key in client.scan_iter(DOCUMENTS_KEYS.acks_pattern))
+
+
+def held_by_silent_workers(broker_url: str, silent_seconds: float) -> int:
+    """Messages held by workers whose last heartbeat is older than `silent_seconds`, or gone:
+    nobody processes those until Redis hands them back (a cut-off or dead worker's)."""
+    client = redis.Redis.from_url(broker_url)
+    heard_since = (time.time() - silent_seconds) * 1000
+    held = 0
+    for key in client.scan_iter(DOCUMENTS_KEYS.acks_pattern):
+        worker = key.decode().split("__acks__.", 1)[1].split(".", 1)[0]  # .<worker>.<queue>
+        heartbeat = client.zscore(f"{NAMESPACE}:__heartbeats__", worker)
+        if heartbeat is None or heartbeat < heard_since:
+            held += int(client.scard(key))
+    return held
+
+
+def broker_state(broker_url: str) -> str:
+    """Where a Redis's messages are, for a report or a failure's message."""
+    client = redis.Redis.from_url(broker_url)
+    acks = {key.decode(): int(client.scard(key)) for key in client.scan_iter("*__acks__*")}
+    heartbeats = client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1, withscores=True)
+    return (
+        f"waiting {queued_messages(broker_url)}, delayed {client.llen(DOCUMENTS_KEYS.delayed)}, "
+        f"dead-lettered {dead_letters(broker_url)}, unacknowledged {acks}, pending documents "
+        f"{pending_documents(broker_url)}, heartbeats {[(w.decode(), s) for w, s in heartbeats]} "
+        f"at {time.time() * 1000:.0f}"
+    )
 
 
 def queue_idle(broker_url: str) -> bool:

@@ -38,13 +38,10 @@ import redis
 from docingest.embedded import wait_until
 from tests import reaper
 from tests.faults import (
-    DOCUMENTS_KEYS,
     Api,
     Process,
-    dead_letters,
-    pending_documents,
+    broker_state,
     queue_idle,
-    queued_messages,
     unacked_messages,
 )
 
@@ -384,13 +381,7 @@ class RedisServer(Server):
         redis.Redis.from_url(self.url).flushall()
 
     def state(self) -> str:
-        client = redis.Redis.from_url(self.url)
-        acks = {key.decode(): int(client.scard(key)) for key in client.scan_iter("*__acks__*")}
-        return (
-            f"waiting {queued_messages(self.url)}, delayed {client.llen(DOCUMENTS_KEYS.delayed)}"
-            f", dead-lettered {dead_letters(self.url)}, unacknowledged {acks}, pending "
-            f"documents {pending_documents(self.url)}"
-        )
+        return broker_state(self.url)
 
 
 _PROMOTE = "import redis; redis.Redis(port={port}, socket_timeout=10).replicaof('NO', 'ONE')"

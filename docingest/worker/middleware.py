@@ -15,8 +15,10 @@ shows actors their message and exports the last spans at shutdown.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +66,10 @@ class WorkerMiddleware(dramatiq.Middleware):
         self._every(settings.changes_relay_seconds, self._relay, "changes-relay")
         self._environment = environment.fingerprint()
         self._every(settings.model_refresh_seconds, self._check_models, "model-checks")
+        # `kill -USR1 <worker process>` writes every thread's stack to its log: what a worker
+        # that stopped making progress is waiting on (docs/operations.md). To the process's own
+        # stderr (fd 2): its sys.stderr is a pipe of framed messages to Dramatiq's main process.
+        faulthandler.register(signal.SIGUSR1, file=2, all_threads=True)
         # What the process imported (~190,000 objects: scikit-learn, SciPy, SQLAlchemy) lives as
         # long as it does: out of the collector's sight, a full collection takes milliseconds,
         # not the 220-250 ms of CPU measured in the benchmark's worker processes.

@@ -216,6 +216,17 @@ def test_dead_letters_of_both_queues_are_listed_counted_and_replayed(
 # --- the SQL ledger's leaks --------------------------------------------------------------------
 
 
+def reconcile_now(connections: Connections, abandon_after: timedelta = timedelta(0)) -> Reconciled:
+    """A reconciler's pass over every entry, however young."""
+    return reconcile(
+        connections.ledger,
+        connections.engine,
+        connections.queue,
+        older_than=timedelta(0),
+        abandon_after=abandon_after,
+    )
+
+
 def test_leaked_pending_entries_status_and_reconcile(
     rabbit_client: TestClient, rabbit_connections: Connections, classifier: Classifier
 ) -> None:
@@ -237,26 +248,14 @@ def test_leaked_pending_entries_status_and_reconcile(
     assert connections.ledger.pending_count() == 2
 
     assert connections.queue.carried({str(leaked)}) is None
-    done = reconcile(
-        connections.ledger,
-        connections.engine,
-        connections.queue,
-        older_than=timedelta(0),
-        abandon_after=timedelta(hours=1),
-    )
+    done = reconcile_now(connections, abandon_after=timedelta(hours=1))
     assert done == Reconciled(settled=1, dropped=0)
     assert connections.ledger.pending_version(stored_id) is None
     assert connections.ledger.pending_version(leaked) == first  # kept: it cannot tell
     assert client.get(f"/documents/{leaked}/status").json()["status"] == "queued"
 
     # Past RECONCILE_ABANDON_SECONDS it goes: such leaks used to add up to a permanent 429.
-    done = reconcile(
-        connections.ledger,
-        connections.engine,
-        connections.queue,
-        older_than=timedelta(0),
-        abandon_after=timedelta(0),
-    )
+    done = reconcile_now(connections)
     assert done == Reconciled(settled=0, dropped=1)
     assert connections.ledger.pending_version(leaked) is None
     assert connections.ledger.pending_count() == 0
@@ -277,13 +276,7 @@ def test_an_accepted_document_waiting_past_the_abandon_age_stays_queued(
     second = client.post("/documents", json=update).json()
     assert second["version"] > first["version"]
 
-    done = reconcile(
-        connections.ledger,
-        connections.engine,
-        connections.queue,
-        older_than=timedelta(0),
-        abandon_after=timedelta(0),
-    )
+    done = reconcile_now(connections)
     assert done == Reconciled(settled=0, dropped=0)
     assert client.get(f"/documents/{document_id}/status").json() == {
         "id": document_id, "status": "queued", "version": second["version"], "error": None,

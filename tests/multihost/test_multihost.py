@@ -36,11 +36,13 @@ import pytest
 from docingest.embedded import wait_until
 from tests.deployment import BROKERS, Deployment, Site, build_site, deploy
 from tests.faults import (
+    HEARTBEAT_TIMEOUT_SECONDS,
     Figures,
     Sent,
     assert_nothing_lost,
     content_for,
     count_rows,
+    held_by_silent_workers,
     new_documents,
     not_stored,
     post_bulk,
@@ -389,6 +391,7 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         accepted_in_cut = accepted_versions(sent)
         time.sleep(max(0.0, cut_at + CUT_WORKER_SECONDS - time.monotonic()))
         held_by_cut_host = not_stored(accepted_in_cut, database_url)
+        messages_held_at_restore = held_by_cut_off(site)
         transactions_at_restore = site.postgres.transactions()
         cut_host.restore()
         backlog("before-kill")
@@ -404,20 +407,32 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         "2 worker cut 30 s + kill -9", deployment, sent, result, redelivery=redelivery,
         notes=f"{in_flight_at_cut} messages in flight at the cut, {in_flight_at_kill} at the "
         f"kill; all accepted before the cut stored {cut_note} after it; at the restore "
-        f"{held_by_cut_host} documents accepted >= {HELD_AFTER_SECONDS} s earlier were still "
-        "waiting for the cut host; redelivery = restart -> all stored",
+        f"{held_by_cut_host} documents accepted >= {HELD_AFTER_SECONDS} s earlier were not "
+        f"stored yet, {messages_held_at_restore} messages held by silent workers; redelivery = "
+        "restart -> all stored",
     )  # fmt: skip
     print(f"open transactions at the restore ({cut_host.name} is {cut_host.address}): "
           f"{transactions_at_restore}")  # fmt: skip
     assert load.failures == []
     assert_nothing_lost(result)
     assert row.stale == 0
+    # Nothing waited for the cut host at the restore: Redis had handed back every message it
+    # held, PostgreSQL had ended its transaction and its row locks. Whether the other host had
+    # stored them all by then is its speed, which a loaded CI machine divides: reported above.
+    assert not [t for t in transactions_at_restore if t.startswith(f"{cut_host.address} ")]
     if site.broker_kind == "redis":
         # Workers pull from Redis. RabbitMQ pushes to a consumer and takes back what a cut one
         # holds only once it declares the connection dead; with heartbeats of 2 s that should
         # take seconds, yet some runs still see documents wait over 10 s (reliability.md,
         # "Several hosts", finding 3): reported in the row above, not asserted until explained.
-        assert held_by_cut_host == 0, "documents waited for the cut-off worker host to come back"
+        assert messages_held_at_restore == 0, "messages waited for the cut-off worker host"
+
+
+def held_by_cut_off(site: Site) -> int | None:
+    """Messages held by workers silent for twice their heartbeat timeout (Redis only)."""
+    if site.broker_kind != "redis":
+        return None
+    return held_by_silent_workers(site.broker.url, 2 * HEARTBEAT_TIMEOUT_SECONDS)
 
 
 @pytest.mark.timeout(300)

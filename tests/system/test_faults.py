@@ -30,6 +30,7 @@ from tests.faults import (
     Processes,
     Sent,
     assert_nothing_lost,
+    broker_state,
     count_rows,
     dead_letters,
     drop_ballast,
@@ -74,7 +75,9 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.mark.timeout(90)
+# A worker's start-up (imports, the model) took 20-30 s of a loaded 2-core CI machine: the waits
+# for progress are generous, what is asserted is what the kill lost.
+@pytest.mark.timeout(300)
 def test_a_worker_killed_mid_batch_loses_nothing(
     postgres_url: str, redis_url: str, model_path: Path, tmp_path: Path, procs: Processes
 ) -> None:
@@ -97,7 +100,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
             def arriving(threshold: int = threshold) -> bool:
                 return count_rows(postgres_url) >= threshold and unacked_messages(redis_url) > 0
 
-            wait_until(arriving, 40, "rows arriving with messages in flight")
+            wait_until(arriving, 90, "rows arriving with messages in flight")
             worker.kill()
             assert worker.group() == [], "a process of the killed worker survived"
             # Messages the dead worker had fetched and not acknowledged: Dramatiq must redeliver.
@@ -112,7 +115,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
         assert stored_at_kill < sent.accepted, "the kill did not land mid-ingestion"
 
         procs.worker()  # keep posting while the new worker starts and takes over
-        wait_until(lambda: count_rows(postgres_url) > stored_at_kill + 1000, 40, "new worker")
+        wait_until(lambda: count_rows(postgres_url) > stored_at_kill + 1000, 90, "new worker")
     finally:
         feeder.finish()
     result = wait_for_figures(sent, postgres_url, timeout=50, broker_url=redis_url)
@@ -356,4 +359,7 @@ def test_messages_waiting_for_a_retry_survive_a_lost_broker_connection(
     print(result.line(f"Redis away 5 s while {held} messages waited for a retry"))
     assert held > 0
     assert worker.alive()
+    if result.lost:
+        worker.dump_stacks()  # into its log, printed at teardown
+    assert result.lost == 0, f"{result}; {broker_state(own_redis.url)}"
     assert_nothing_lost(result)

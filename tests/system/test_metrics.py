@@ -141,6 +141,10 @@ def test_each_worker_process_is_seen_until_it_stops_and_a_killed_one_stays_behin
     assert all(abs(at - time.time()) < 10 for at in seen().values())
     stopped.stop()
     wait_until(lambda: len(seen()) == 1, 30, "the stopped worker's processes gone")
+    # An operator's look at a worker that seems stuck: its threads' stacks, the process alive.
+    killed.dump_stacks()
+    assert "most recent call first" in killed.log_path.read_text()
+    assert len(seen()) == 1 and killed.alive()
     killed.kill()
     [last] = seen().values()
     time.sleep(1)

@@ -33,13 +33,7 @@ def test_workers_switch_to_an_activated_model_without_restart(
     from docingest.db import make_engine
 
     engine = make_engine(postgres_url)
-    procs.env = service_env(
-        database_url=postgres_url,
-        broker_url=redis_url,
-        model_path=model_path,
-        data_dir=tmp_path,
-        MODEL_REFRESH_SECONDS="1",
-    )
+    procs.env = refreshing_env(postgres_url, redis_url, model_path, tmp_path)
     procs.worker()
     settings = get_settings().model_copy(
         update={"broker_url": redis_url, "database_url": postgres_url}
@@ -70,6 +64,19 @@ def test_workers_switch_to_an_activated_model_without_restart(
         alternatives = connection.execute(text("SELECT alternatives FROM documents")).scalars()
         assert all(len(value) == TOP_ALTERNATIVES for value in alternatives)
     engine.dispose()
+
+
+def refreshing_env(
+    database_url: str, broker_url: str, model_path: Path, data_dir: Path
+) -> dict[str, str]:
+    """Workers that look for a newly activated model every second."""
+    return service_env(
+        database_url=database_url,
+        broker_url=broker_url,
+        model_path=model_path,
+        data_dir=data_dir,
+        MODEL_REFRESH_SECONDS="1",
+    )
 
 
 def _probe(enqueuer: Enqueuer, engine: Engine, wait: float = 10) -> str | None:
@@ -152,13 +159,7 @@ def test_activation_is_refused_when_a_worker_of_another_environment_cannot_load_
     site = tmp_path / "another-scikit-learn"
     site.mkdir()
     (site / "sitecustomize.py").write_text(ANOTHER_SCIKIT_LEARN)
-    procs.env = service_env(
-        database_url=postgres_url,
-        broker_url=redis_url,
-        model_path=model_path,
-        data_dir=tmp_path,
-        MODEL_REFRESH_SECONDS="1",
-    )
+    procs.env = refreshing_env(postgres_url, redis_url, model_path, tmp_path)
     procs.worker(PYTHONPATH=str(site), REFUSED_MODEL=nb)
     other = re.sub(r"scikit-learn [^,]+", "scikit-learn 0.0+other", environment.fingerprint())
     wait_until(lambda: environment.live_environments(engine) == [other], 60, "the worker reported")
