@@ -166,7 +166,8 @@ class Gate:
     ALLOW_OPEN_ACCESS a connection on a non-loopback interface (403) means the server is bound
     wider than the guard in `install_security` could see (`uvicorn --host 0.0.0.0`). A body
     must be JSON (or NDJSON where the route takes it), else 415: browsers send the types of
-    HTML forms across sites without asking (no CORS preflight), never `application/json`.
+    HTML forms across sites without asking (no CORS preflight), never `application/json`; and
+    uncompressed (415 for any `Content-Encoding` but identity).
     Costs a pass over the headers and dictionary lookups; the key found is hashed only once.
     """
 
@@ -213,6 +214,7 @@ class Gate:
         if reads_body(scope["method"]) and (
             b"transfer-encoding" in headers or _declares_body(headers)
         ):
+            _check_encoding(headers.get(b"content-encoding", b""))
             self._check_media_type(scope["path"], headers.get(b"content-type", b""))
         if key is not None:
             self._admit(scope, key)
@@ -254,6 +256,17 @@ class Gate:
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                 detail=f"Content-Type must be {accepted}",
             )
+
+
+def _check_encoding(content_encoding: bytes) -> None:
+    """A compressed body would be parsed as JSON and refused as invalid, which misleads: say
+    what is wrong (RFC 7694: 415, with the encodings taken in `Accept-Encoding`)."""
+    if content_encoding.strip().lower() not in (b"", b"identity"):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail="Content-Encoding must be identity: send the body uncompressed",
+            headers={"Accept-Encoding": "identity"},
+        )
 
 
 def _declares_body(headers: dict[bytes, bytes]) -> bool:

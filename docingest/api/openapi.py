@@ -73,7 +73,7 @@ ERROR_RESPONSES: dict[int | str, Schema] = {
         408: "The body did not arrive within BODY_TIMEOUT_SECONDS",
         409: "The model's artifact fails its checks (checksum, trusted types); not activated",
         413: "Request body larger than MAX_BODY_BYTES, or more documents than allowed",
-        415: "A body that is not JSON (or NDJSON where the operation takes it)",
+        415: "A body that is not JSON (or NDJSON where the operation takes it), or is compressed",
         422: "The body or a parameter is not what this operation takes; `detail` says where "
         "and why",
         429: "Too many documents waiting (MAX_QUEUED_DOCUMENTS, MAX_QUEUED_BYTES); nothing was "

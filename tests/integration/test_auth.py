@@ -6,6 +6,7 @@ The route table is checked against `app.routes`: a route added without an entry 
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import subprocess
@@ -343,6 +344,20 @@ def test_a_body_must_be_json(
         )
         assert response.status_code == 415, response.text
         assert "application/json" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
+def test_a_compressed_body_is_refused_with_what_is_taken(
+    method: str, path: str, open_mode: TestClient
+) -> None:
+    """Not read as JSON and refused as invalid, which would send a client looking for a typo."""
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = open_mode.request(method, path, content=gzip.compress(b"{}"), headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["accept-encoding"] == "identity"
+    assert "Content-Encoding" in response.json()["detail"]
+    headers["Content-Encoding"] = "identity"
+    assert open_mode.post("/documents", json={"content": "x"}, headers=headers).status_code == 202
 
 
 def test_ndjson_only_where_it_is_taken(open_mode: TestClient) -> None:
