@@ -3,6 +3,12 @@ job done in-process."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,12 +33,27 @@ def make_settings(
 
 
 def migrated_sqlite(folder: Path) -> str:
-    """A new SQLite database in `folder`, migrated to the current schema; its URL."""
+    """A new SQLite database in `folder`, migrated to the current schema; its URL.
+
+    A copy (SQLite's backup API, ~1 ms) of one database migrated once per process: running the
+    migrations took 0.15 s, for hundreds of tests."""
+    path = folder / "docingest.db"
+    with (
+        contextlib.closing(sqlite3.connect(_migrated_template())) as template,
+        contextlib.closing(sqlite3.connect(path)) as copy,
+    ):
+        template.backup(copy)
+    return f"sqlite:///{path}"
+
+
+@functools.cache
+def _migrated_template() -> Path:
     from docingest.db import migrate
 
-    url = f"sqlite:///{folder / 'docingest.db'}"
-    migrate(url)
-    return url
+    folder = Path(tempfile.mkdtemp(prefix="docingest-test-sqlite-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    migrate(f"sqlite:///{folder / 'template.db'}")
+    return folder / "template.db"
 
 
 # Texts no reader would hesitate over, one per BBC News category.

@@ -280,6 +280,8 @@ def test_idle_version_floor_rows_are_pruned_all_but_the_highest(connections: Con
 
 def _replicate(replica: redis.Redis, primary: EmbeddedRedis) -> None:
     """`replica` takes `primary`'s data, then is promoted: what a failover does."""
+    # Redis waits 5 s (repl-diskless-sync-delay) for more replicas before a full sync.
+    redis.Redis(port=primary.port).config_set("repl-diskless-sync-delay", 0)
     replica.replicaof("127.0.0.1", primary.port)
     wait_until(
         lambda: (
@@ -365,7 +367,7 @@ def test_one_process_reconciles_per_interval(connections: Connections, ledger_ki
     """Every worker process tries each RECONCILE_SECONDS; one of them scans the queue."""
     ledger = SqlLedger(connections.engine) if ledger_kind == "sql" else connections.ledger
     leak(connections)
-    every = timedelta(seconds=2)
+    every = timedelta(seconds=0.5)
 
     def run() -> Reconciled | None:
         return reconcile(
