@@ -70,7 +70,8 @@ FAST_TESTS := tests/unit tests/integration
 PYTEST_WORKERS ?= 2
 # The slow tiers wait more than they compute (servers stopped, hosts cut off, faults timed): two
 # workers per core. Each worker builds its multi-host tests a network of its own
-# (tests/hosts.py), so those run beside the system tests.
+# (tests/hosts.py), so those run beside the system tests; they come first, being the longest
+# (the fault campaigns, 1.5-2 min each), so that none starts last and alone.
 SLOW_WORKERS ?= 4
 PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -79,7 +80,7 @@ check: lint typecheck
 
 test: lock-check lint typecheck browser rabbitmq prometheus
 	$(PYTEST) -n $(PYTEST_WORKERS) $(FAST_TESTS)
-	$(PYTEST) -n $(SLOW_WORKERS) tests/system tests/multihost
+	$(PYTEST) -n $(SLOW_WORKERS) tests/multihost tests/system
 
 # A randomized fault campaign on hosts in network namespaces (root), checked against its history
 # (tests/chaos, docs/reliability.md "The fault campaign"); exit status 0 only without anomaly.
