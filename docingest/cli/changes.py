@@ -60,7 +60,7 @@ def changes(
 def _from_database(
     after: str | None, follow: bool, kinds: list[str], categories: list[str]
 ) -> Iterator[Change]:
-    from docingest.changes.feed import ChangesGoneError, as_item, read_changes
+    from docingest.changes.feed import ChangesGoneError, read_changes
     from docingest.changes.relay import relay
 
     position = int(after) if after is not None else None
@@ -73,7 +73,7 @@ def _from_database(
             except ChangesGoneError as error:
                 console.print(f"[red]{error}: see docs/changes.md to catch up[/]")
                 raise typer.Exit(1) from error
-            yield from (as_item(change) for change in page.items)
+            yield from page.items
             position = page.next
             if not page.items:
                 if not follow:

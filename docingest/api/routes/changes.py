@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
 from anyio import to_thread
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import EngineDep
 from docingest.api.openapi import error_response
-from docingest.changes.feed import ChangePage, ChangesGoneError, as_item, head, read_changes
+from docingest.changes.feed import ChangePage, ChangesGoneError, head, read_changes
 from docingest.changes.relay import relay
 from docingest.schemas import (
     POSITION_PATTERN,
@@ -118,7 +118,10 @@ async def read_changes_page(
     position = int(start) if start is not None else None
     if not streaming:
         page = await query.wait(position, wait or 0.0)
-        return ChangesPage(items=[as_item(c) for c in page.items], next=str(page.next))
+        # Serialised here, once: FastAPI would validate the page again and encode it in Python
+        # (30 ms of a full page's CPU, 2 here). `response_model` still documents it.
+        answer = ChangesPage(items=page.items, next=str(page.next))
+        return Response(answer.model_dump_json(), media_type="application/json")
     first = await query.read(position)  # a 410 is an answer, not an event
     seconds = STREAM_SECONDS if wait is None else wait
     return StreamingResponse(
@@ -186,7 +189,7 @@ class _Query:
         yield "retry: 1000\n\n"
         while True:
             for change in page.items:
-                yield f"id: {change.position}\ndata: {as_item(change).model_dump_json()}\n\n"
+                yield f"id: {change.position}\ndata: {change.model_dump_json()}\n\n"
             if not page.items:
                 now = loop.time()
                 if now >= deadline:

@@ -2,7 +2,7 @@
 Standard Webhooks has it, its position moved after each 2xx; the first failure ends the turn and
 sets when the next one comes (exponential backoff with jitter).
 
-A batch's items are the feed's own (`feed.read_changes`, `feed.as_item`), in order, after the
+A batch's items are the feed's own (`feed.read_changes`), in order, after the
 endpoint's kinds and categories; its `webhook-id` names the endpoint and the positions it spans,
 so every try of one batch has the same id, and a receiver may drop a repeat by it.
 """
@@ -22,11 +22,11 @@ import structlog
 from docingest_client.webhooks import sign
 from sqlalchemy import Engine
 
-from docingest.changes.feed import ChangesGoneError, as_item, read_changes
+from docingest.changes.feed import ChangesGoneError, read_changes
 from docingest.changes.webhooks import leases
 from docingest.changes.webhooks.targets import TargetRefusedError, resolve
-from docingest.schemas import ChangesData, ChangesDelivery, utcnow
-from docingest.tables import Change, Webhook
+from docingest.schemas import Change, ChangesData, ChangesDelivery, utcnow
+from docingest.tables import Webhook
 
 logger = structlog.get_logger(__name__)
 
@@ -71,8 +71,8 @@ def backoff(attempts: int, minimum: float, maximum: float) -> float:
 
 def payload(changes: list[Change]) -> bytes:
     """A delivery's body: the changes as the feed serialises them."""
-    items = [as_item(change) for change in changes]
-    delivery = ChangesDelivery(type=EVENT_TYPE, timestamp=utcnow(), data=ChangesData(items=items))
+    data = ChangesData(items=changes)
+    delivery = ChangesDelivery(type=EVENT_TYPE, timestamp=utcnow(), data=data)
     return delivery.model_dump_json().encode()
 
 
