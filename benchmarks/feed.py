@@ -137,14 +137,23 @@ def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -
     phase = f"e2e_bulk_{n + 1}_{'consumer' if following else 'alone'}"
     consumer = FeedConsumer(run.url) if following else None
     webhook = WebhookFollower(run) if following else None
+    sampler = run.context.sampler
     try:
         if webhook is not None:
             webhook.start()
         if consumer is not None:
             consumer.start_following()
+        cpu_before = sampler.cpu_by_label()  # the deliverer's start-up left out
         result: PhaseResult = run.end_to_end(
             phase, args.docs, args.bulk_size, args.bulk_concurrency
         )
+        # Each process's CPU a document over the run: the following's cost is the consumer's
+        # and receiver's threads (`bench`), the deliverer, and what the API and the database
+        # spend serving them, on the cores ingestion would otherwise have.
+        cpu = {
+            label: round((seconds - cpu_before.get(label, 0.0)) * 1000 / result.docs, 4)
+            for label, seconds in sampler.cpu_by_label().items()
+        }
         if consumer is not None:
             consumer.finish(result.docs, args.timeout)
         if webhook is not None:
@@ -179,6 +188,7 @@ def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -
         "lost": result.check.lost if result.check else None,
         "duplicated": result.check.duplicated if result.check else None,
         "other_cores": round(result.other_cores, 2),
+        "cpu_ms_per_doc": cpu,
         "consumer_pages": consumer.pages if consumer is not None else None,
         "consumer_request": request,
         "lag": lag,

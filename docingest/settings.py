@@ -262,7 +262,7 @@ class Settings(BaseSettings):
         "cursor older than the oldest change kept is answered 410 (docs/changes.md).",
     )
     webhook_batch_size: int = Field(
-        default=100,
+        default=500,
         ge=1,
         le=1000,
         description="Webhooks: the most changes one delivery carries (docs/changes.md, Webhooks).",
