@@ -20,7 +20,8 @@ from docingest.db import make_engine
 from docingest.model import registry, training
 from docingest.model.classifier import Classifier
 from docingest.model.datasets import Dataset, load_dataset
-from docingest.model.vectorizer import WordVectorizer, words
+from docingest.model.features import words
+from docingest.model.vectorizer import WordVectorizer
 from docingest.settings import get_settings
 
 BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
