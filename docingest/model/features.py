@@ -44,7 +44,7 @@ class Weights:
     `columns[indptr[i]:indptr[i + 1]]`, in increasing order, their weights the same slice of
     `data`; `rows` holds each entry's document."""
 
-    data: npt.NDArray[np.float32]
+    data: npt.NDArray[np.float64]
     columns: npt.NDArray[np.intp]
     indptr: npt.NDArray[np.intp]
     rows: npt.NDArray[np.intp]
@@ -53,15 +53,20 @@ class Weights:
 def tfidf(
     texts: Sequence[str], vocabulary: Mapping[bytes, int], idf: npt.NDArray[np.float32]
 ) -> Weights:
-    """Sublinear TF times IDF, L2-normalized per document, in float32 (half the memory of a
-    large batch); words outside `vocabulary` are dropped. One pass of numpy over the batch's
-    tokens: a dict lookup each, then sort and count."""
+    """Sublinear TF times IDF, L2-normalized per document; words outside `vocabulary` are
+    dropped. One pass of numpy over the batch's tokens: a dict lookup each, then sort and count.
+
+    In float64, though float32 would halve a batch's features: scikit-learn fits float32
+    features with float32 weights and computes their probabilities in float32, adding in an
+    order the scorer's numpy cannot follow (2e-7 apart, measured); in float64 both paths agree
+    to 1e-9 (tests/unit/test_scoring.py).
+    """
     documents = [_word_bytes(text) for text in texts]
     rows, columns, counts = _count(documents, vocabulary, len(idf))
-    data = (np.log(counts, dtype=np.float32) + 1) * idf[columns]
+    data = (np.log(counts) + 1) * idf[columns].astype(np.float64)
     # L2 norm per row; a row without known words has no entries to divide.
     norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(documents)))
-    data /= norms[rows].astype(np.float32)
+    data /= norms[rows]
     indptr = np.searchsorted(rows, np.arange(len(documents) + 1))
     return Weights(data=data, columns=columns, indptr=indptr, rows=rows)
 

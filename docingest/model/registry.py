@@ -61,7 +61,8 @@ ANY = Anything()
 
 
 def _rebuild(artifact: bytes, source: str) -> Classifier:
-    from docingest.model.classifier import Classifier, ModelLoadError
+    from docingest.model.classifier import Classifier
+    from docingest.model.scoring import ModelLoadError
 
     try:
         return Classifier.from_bytes(artifact, source=source)

@@ -50,7 +50,7 @@ class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return sp.csr_matrix(
             (weights.data, weights.columns, weights.indptr),
             shape=(len(texts), len(self.idf_)),
-            dtype=np.float32,
+            dtype=np.float64,
         )
 
     def get_feature_names_out(self, input_features: Any = None) -> npt.NDArray[np.str_]:

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from docingest.cli import app as cli
 from docingest.model import registry
-from docingest.model.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
+from docingest.model.classifier import TRUSTED_TYPES, Classifier
+from docingest.model.scoring import TOP_ALTERNATIVES
 from docingest.observe.worker_metrics import MODEL_REFUSED
 from docingest.settings import get_settings
 from docingest.tables import MODELS

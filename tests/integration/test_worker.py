@@ -21,8 +21,9 @@ from docingest.connections import Connections
 from docingest.documents.store import get_document
 from docingest.embedded import wait_until
 from docingest.failures.repository import get_failure
-from docingest.model.classifier import Classifier, Prediction
+from docingest.model.classifier import Classifier
 from docingest.model.registry import ModelCache
+from docingest.model.scoring import Prediction
 from docingest.queue import open_queue
 from docingest.queue.messages import ingest_message
 from docingest.queue.names import DOCUMENTS_QUEUE, INGEST_ACTOR

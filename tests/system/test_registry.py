@@ -12,7 +12,8 @@ from sqlalchemy import Engine, text
 from docingest.connections import connect
 from docingest.embedded import wait_until
 from docingest.model import environment, registry
-from docingest.model.classifier import TOP_ALTERNATIVES, Classifier
+from docingest.model.classifier import Classifier
+from docingest.model.scoring import TOP_ALTERNATIVES
 from docingest.queue.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
 from docingest.settings import get_settings

@@ -197,7 +197,7 @@ def test_vectorizer_gives_scikit_learns_tfidf_weights(bbc: Dataset) -> None:
     texts = [*split.test_texts, "", "zzyzx qwv", "ÜÑÏ Ø"]
     expected = reference.transform(texts)
     actual = ours.transform(texts)
-    assert actual.dtype == np.float32
+    assert actual.dtype == np.float64  # as the scorer's, to agree with it to 1e-9
     assert actual.shape == expected.shape
     assert abs(actual - expected).max() < 1e-6
     assert actual[-3:].nnz == 0
