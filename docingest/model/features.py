@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -54,34 +54,37 @@ def tfidf(
     texts: Sequence[str], vocabulary: Mapping[bytes, int], idf: npt.NDArray[np.float32]
 ) -> Weights:
     """Sublinear TF times IDF, L2-normalized per document; words outside `vocabulary` are
-    dropped. One pass of numpy over the batch's tokens: a dict lookup each, then sort and count.
+    dropped. A dict lookup per token, then numpy over the whole batch: sort and count.
 
     In float64, though float32 would halve a batch's features: scikit-learn fits float32
     features with float32 weights and computes their probabilities in float32, adding in an
     order the scorer's numpy cannot follow (2e-7 apart, measured); in float64 both paths agree
     to 1e-9 (tests/unit/test_scoring.py).
     """
-    documents = [_word_bytes(text) for text in texts]
-    rows, columns, counts = _count(documents, vocabulary, len(idf))
+    rows, columns, counts = _count(texts, vocabulary, len(idf))
     data = (np.log(counts) + 1) * idf[columns].astype(np.float64)
     # L2 norm per row; a row without known words has no entries to divide.
-    norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(documents)))
+    norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(texts)))
     data /= norms[rows]
-    indptr = np.searchsorted(rows, np.arange(len(documents) + 1))
+    indptr = np.searchsorted(rows, np.arange(len(texts) + 1))
     return Weights(data=data, columns=columns, indptr=indptr, rows=rows)
 
 
 def _count(
-    documents: list[list[bytes]], vocabulary: Mapping[bytes, int], terms: int
+    texts: Sequence[str], vocabulary: Mapping[bytes, int], terms: int
 ) -> tuple[npt.NDArray[np.intp], ...]:
-    """(document, term, count) of every known term, sorted by document then term."""
-    lengths = np.fromiter(map(len, documents), np.intp, len(documents))
-    tokens = chain.from_iterable(documents)
-    lookup = map(vocabulary.get, tokens, repeat(-1))
-    found = np.fromiter(lookup, np.intp, int(lengths.sum()))
-    rows = np.repeat(np.arange(len(documents), dtype=np.intp), lengths)
-    known = found >= 0
-    keys = rows[known] * terms + found[known]
+    """(document, term, count) of every known term, sorted by document then term.
+
+    One document's words at a time: a batch's all at once held 9 MB more for 500 BBC articles
+    (tracemalloc; a worker process runs two batches at once) to save 4 % of the time.
+    """
+    lookup = vocabulary.get
+    found = [np.fromiter(map(lookup, _word_bytes(text), repeat(-1)), np.intp) for text in texts]
+    lengths = np.fromiter(map(len, found), np.intp, len(found))
+    rows = np.repeat(np.arange(len(found), dtype=np.intp), lengths)
+    looked_up = np.concatenate([np.empty(0, np.intp), *found])
+    known = looked_up >= 0
+    keys = rows[known] * terms + looked_up[known]
     keys.sort()
     starts = np.flatnonzero(np.diff(keys, prepend=-1))
     counts = np.diff(starts, append=len(keys))
