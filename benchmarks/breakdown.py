@@ -6,7 +6,8 @@
 Runs the worker's own functions in this process, on embedded PostgreSQL and Redis, over batches
 of the workload's documents, and prints microseconds of CPU per document for each stage: the
 message's JSON decoding, validation of each queued document, tokenizing and TF-IDF
-(vectorise), the model's probabilities (predict), the top-3 ranking, building rows, the upsert
+(vectorise), the model's probabilities (predict), the top-3 ranking (all three by the scorer
+workers classify with, `docingest.model.scoring.Scorer`), building rows, the upsert
 with its commit (this process's CPU and PostgreSQL's server CPU apart), settling in the ledger
 and the batch's metrics. Stages are timed apart, with the CPU clock of this thread; PostgreSQL's
 share is its processes' CPU over the store stage. Compare with `bench.py`'s worker CPU per
@@ -38,6 +39,7 @@ from docingest.documents import store
 from docingest.documents.store import store_batch
 from docingest.model.classifier import Classifier
 from docingest.model.datasets import load_bbc
+from docingest.model.scoring import Scorer
 from docingest.observe.worker_metrics import worker_metrics
 from docingest.queue.messages import ingest_message
 from docingest.schemas import QueuedDocument, utcnow
@@ -114,21 +116,22 @@ def measure(args: argparse.Namespace, servers: Servers, stages: Stages) -> None:
         _env_file=None, database_url=servers.docingest_database_url, broker_url=servers.redis_url
     )
     connections = connect(settings, pre_ping=False)
-    classifier = Classifier.load(ensure_model(args.model))
+    model = ensure_model(args.model)
+    scorer = Scorer.from_bytes(Classifier.load(model).scoring_form(), source=str(model))
     postgres_pid = servers.pids()["postgres"]
     try:
         paths = ["copy", "rows"] if args.store == "both" else [args.store]
         rounds = (args.rounds + 1) * len(paths)  # a first batch per path warms it up, untimed
         for n, body in enumerate(encoded_batches(args.workload, args.batch, rounds)):
             path, timed = paths[n % len(paths)], stages if n >= len(paths) else Stages()
-            one_batch(body, classifier, connections, postgres_pid, timed, path, len(paths) > 1)
+            one_batch(body, scorer, connections, postgres_pid, timed, path, len(paths) > 1)
     finally:
         connections.close()
 
 
 def one_batch(
     body: bytes,
-    classifier: Classifier,
+    scorer: Scorer,
     connections: Connections,
     postgres_pid: int,
     stages: Stages,
@@ -137,20 +140,19 @@ def one_batch(
 ) -> None:
     """The steps of `docingest.worker.ingest.ingest`, each timed on its own; the store's by
     `path` (named in its stages' names when both are measured)."""
-    pipeline = classifier._pipeline  # its steps are timed apart
     with stages.timed("decode message"):
         documents = orjson.loads(body)["args"][0]
     with stages.timed("validate"):
         queued = QUEUED.validate_python(documents)
     texts = [document.content for document in queued]
     with stages.timed("vectorise"):
-        features = pipeline[:-1].transform(texts)
+        features = scorer._features(texts)  # the scorer's steps, timed apart
     with stages.timed("predict"):
-        pipeline[-1].predict_proba(features)
+        scorer._probabilities_of(features)
     with stages.timed(CLASSIFY):
-        predicted = classifier.predict(texts)
+        predicted = scorer.predict(texts)
     with stages.timed("build rows"):
-        rows, _ = build_rows(queued, predicted, classifier.version, utcnow())
+        rows, _ = build_rows(queued, predicted, scorer.version, utcnow())
     store.COPY_MIN_ROWS = 1 if path == "copy" else len(rows) + 1
     suffix = f" [{path}]" if named else ""
     before = postgres_cpu(postgres_pid)

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
         default=30.0,
         ge=0,
         description="How long an activation waits for workers whose environment (Python, "
-        "scikit-learn, numpy, scipy, skops, docingest versions) differs from the activating "
-        "process's to load the model, before refusing it.",
+        "numpy, docingest versions) differs from the activating process's to load the model, "
+        "before refusing it.",
     )
 
     host: str = Field(default="127.0.0.1", description="The interface the API listens on.")

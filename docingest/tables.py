@@ -103,8 +103,11 @@ class LabelChange(SQLModel, table=True):
 
 
 class RegisteredModel(SQLModel, table=True):
-    """A registered classifier. The artifact lives in the database so that every worker, on any
-    machine, loads the same bytes; the checksum is taken at registration and checked at load.
+    """A registered classifier. The artifact lives in the database so that every process, on
+    any machine, loads the same bytes; the checksum is taken at registration and checked at load.
+    Workers load its `scoring` form instead (`model.scoring`: numpy arrays, no scikit-learn),
+    made from the artifact at registration and checksummed the same way; NULL only for a model
+    registered before migration 0014 whose artifact that migration could not convert.
 
     The active model is the one with the highest `activation`, a number the database assigns
     (never a host's clock), so activating an older version rolls back.
@@ -116,6 +119,8 @@ class RegisteredModel(SQLModel, table=True):
     sha256: str = SQLField(sa_column=Column(String(64), nullable=False))
     artifact: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
     card: dict[str, Any] = SQLField(sa_column=Column(JSON, nullable=False))
+    scoring: bytes | None = SQLField(default=None, sa_column=Column(LargeBinary, nullable=True))
+    scoring_sha256: str | None = SQLField(default=None, sa_column=Column(String(64), nullable=True))
     created_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False))
     activated_at: datetime | None = SQLField(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
@@ -126,9 +131,9 @@ class RegisteredModel(SQLModel, table=True):
 
 
 class ModelEnvironment(SQLModel, table=True):
-    """An environment worker processes run, as far as it decides whether a model loads (Python,
-    scikit-learn, numpy, scipy, skops, docingest: `model.environment.fingerprint`), and when one
-    of them last said so, by the database's clock, every MODEL_REFRESH_SECONDS (theirs)."""
+    """An environment worker processes run, as far as it decides whether a model's scoring form
+    loads (Python, numpy, docingest: `model.environment.fingerprint`), and when one of them last
+    said so, by the database's clock, every MODEL_REFRESH_SECONDS (theirs)."""
 
     __tablename__ = "model_environments"
 

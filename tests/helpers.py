@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from docingest.connections import Connections
-from docingest.model.classifier import Classifier, Prediction
+from docingest.model.classifier import Classifier
+from docingest.model.scoring import Prediction
 from docingest.settings import Settings
 
 

@@ -44,7 +44,7 @@ def reclassify(
             version = model or registry.active_version(engine)
             if version is None:
                 raise registry.RegistryError("no model is active yet")
-            registry.load(engine, version)  # refuse at once what no worker could load
+            registry.load_scorer(engine, version)  # refuse at once what no worker could load
         except registry.RegistryError as error:
             raise failed(error) from error
         selection = Selection(version, category, as_utc(before) if before else None)

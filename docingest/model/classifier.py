@@ -1,4 +1,6 @@
-"""Load a trained model once per process and classify whole batches of documents in one call.
+"""Load a trained model's skops artifact and classify whole batches of documents in one call,
+where scikit-learn is loaded anyway (training, comparing models, registering them); and write
+the scoring form that workers classify with, without scikit-learn (`scoring.Scorer`).
 
 A single-document call costs about a millisecond of scikit-learn input validation, more than the
 tokenizing itself, so callers should hand over every document they have at once.
@@ -7,13 +9,26 @@ tokenizing itself, so callers should hand over every document they have at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import sklearn
 import skops.io as sio
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.naive_bayes import MultinomialNB
+
+from docingest.model.scoring import (
+    REQUIRED_METADATA,
+    Link,
+    ModelLoadError,
+    Prediction,
+    Probabilities,
+    Scorer,
+    predict_with,
+)
+from docingest.model.vectorizer import WordVectorizer
 
 # Types a model file may contain beyond those skops trusts out of the box (builtins, numpy, scipy
 # and every scikit-learn estimator), one fully qualified name each, after review. The pipelines
@@ -22,28 +37,9 @@ import skops.io as sio
 # str -> int dict and a float array) without running any of its code.
 TRUSTED_TYPES: Final[tuple[str, ...]] = ("docingest.model.vectorizer.WordVectorizer",)
 
-REQUIRED_METADATA: Final[tuple[str, ...]] = ("version", "labels")
-
-
-# How many labels, best first, each document keeps with their probabilities.
-TOP_ALTERNATIVES: Final = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """The confidence is the predicted class's probability (0..1), stored with the document.
-
-    `alternatives` are the best `TOP_ALTERNATIVES` labels with their probabilities, the
-    predicted one first: a reviewer sees at once whether the model hesitated, and between what.
-    """
-
-    category: str
-    confidence: float
-    alternatives: list[dict[str, Any]]
-
-
-class ModelLoadError(Exception):
-    """The model file cannot be used; the message tells an operator what to fix."""
+# How far a scoring form's probabilities may be from its pipeline's (tests/unit/test_scoring.py:
+# the same features and sums, so they differ by rounding alone).
+AGREEMENT: Final = 1e-9
 
 
 class Classifier:
@@ -73,27 +69,63 @@ class Classifier:
         return cls(pipeline, metadata)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """One vectorised call for the whole batch: per-call overhead dwarfs per-document cost."""
-        if isinstance(texts, str):
-            raise TypeError("predict takes a sequence of texts, not a single string")
-        if not texts:
-            return []
+        return predict_with(self._probabilities, self._classes, texts)
+
+    def _probabilities(self, texts: list[str]) -> Probabilities:
         # Our inputs are texts we validated, so scikit-learn's own checks only cost time (~20 %).
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            probabilities = self._pipeline.predict_proba(list(texts))
-        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :TOP_ALTERNATIVES]
-        top = np.take_along_axis(probabilities, ranked, axis=1)
-        return [
-            self._prediction(indices, chances)
-            for indices, chances in zip(ranked.tolist(), top.tolist(), strict=True)
-        ]
+            probabilities: Probabilities = self._pipeline.predict_proba(texts)
+        return probabilities
 
-    def _prediction(self, indices: list[int], chances: list[float]) -> Prediction:
-        alternatives = [
-            {"category": self._classes[index], "probability": chance}
-            for index, chance in zip(indices, chances, strict=True)
-        ]
-        return Prediction(self._classes[indices[0]], chances[0], alternatives)
+    def scoring_form(self) -> bytes:
+        """The `.npz` workers classify with (`scoring.Scorer`), or ModelLoadError (its message
+        follows the model's name) for a pipeline it cannot reproduce: checked, it must give this
+        pipeline's probabilities on a text of every term of the vocabulary and on one of none."""
+        steps = getattr(self._pipeline, "steps", [])
+        vectorizer, estimator = (steps[0][1], steps[-1][1]) if len(steps) == 2 else (None, None)
+        if not isinstance(vectorizer, WordVectorizer):
+            raise ModelLoadError(
+                "cannot be scored without scikit-learn: its pipeline is not a WordVectorizer "
+                "then one estimator"
+            )
+        weights, intercepts, link = _linear(estimator)
+        terms = vectorizer.get_feature_names_out()
+        try:
+            scorer = Scorer(
+                metadata=self.metadata,
+                labels=np.array(self._classes, dtype=np.str_),
+                terms=np.char.encode(terms, "ascii"),
+                idf=vectorizer.idf_,
+                weights=np.asarray(weights, dtype=np.float64),
+                intercepts=np.asarray(intercepts, dtype=np.float64),
+                link=link,
+            )
+        except ValueError as error:
+            raise ModelLoadError(f"has no usable scoring form: {error}") from error
+        texts = [" ".join(terms.tolist()), ""]
+        apart = float(np.abs(scorer.probabilities(texts) - self._probabilities(texts)).max())
+        if not apart <= AGREEMENT:
+            raise ModelLoadError(
+                f"gives other probabilities in its scoring form than in its pipeline ({apart:.3g} "
+                f"apart, at most {AGREEMENT:g})"
+            )
+        return scorer.to_bytes()
+
+
+def _linear(estimator: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any], Link]:
+    """The weights per class, the intercepts and the link of the estimator's predict_proba."""
+    if isinstance(estimator, MultinomialNB):
+        return estimator.feature_log_prob_, estimator.class_log_prior_, Link.SOFTMAX
+    binary = getattr(estimator, "coef_", np.empty((0, 0))).shape[0] == 1
+    if isinstance(estimator, LogisticRegression):
+        return estimator.coef_, estimator.intercept_, Link.SIGMOID if binary else Link.SOFTMAX
+    if isinstance(estimator, SGDClassifier) and estimator.loss == "log_loss":
+        link = Link.SIGMOID if binary else Link.ONE_VS_REST
+        return estimator.coef_, estimator.intercept_, link
+    raise ModelLoadError(
+        f"cannot be scored without scikit-learn: its {type(estimator).__name__} is not one "
+        "docingest scores (LogisticRegression, SGDClassifier(loss='log_loss'), MultinomialNB)"
+    )
 
 
 def _load_trusted(artifact: bytes, source: str) -> Any:

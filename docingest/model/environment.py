@@ -1,12 +1,12 @@
 """Whether the workers can load a model, proved by them before it is activated: what they
 report and answer, in the database (the loading and the waiting are `registry`'s).
 
-Loading a model in the activating process proves that it loads there: a worker with another
-scikit-learn (numpy, scipy, skops, Python, docingest) may not. So each worker process reports the
-environment it runs (`fingerprint`: the versions that decide whether an artifact loads) every
-MODEL_REFRESH_SECONDS, in `model_environments`, and loads the models activations ask it to check
-(`model_checks`), recording whether it could load one and classify a text with it, or its
-error (`registry.check_requested`).
+Workers load a model's scoring form (`scoring.Scorer`), not its skops artifact. Loading it in the
+activating process proves that it loads there: a worker with another numpy (Python, docingest)
+may not. So each worker process reports the environment it runs (`fingerprint`: the versions
+that decide whether a scoring form loads) every MODEL_REFRESH_SECONDS, in `model_environments`,
+and loads the models activations ask it to check (`model_checks`), recording whether it could
+load one's scoring form and classify a text with it, or its error (`registry.check_requested`).
 
 An activation (`registry.activate`) requires, for every environment a worker reported
 lately other than its own (which its own load proves), that a worker running it loaded the
@@ -32,23 +32,20 @@ from docingest.schemas import utcnow
 from docingest.tables import MODEL_CHECKS, MODEL_ENVIRONMENTS
 
 if TYPE_CHECKING:
-    from docingest.model.classifier import Classifier
+    from docingest.model.scoring import Predictor
 
 LIVE_SLACK_SECONDS = 10.0
 
-# What a worker classifies with a model it checks: loading is not all, a scikit-learn that
-# rebuilds a fitted estimator of another release may still fail when it predicts.
+# What a worker classifies with a model it checks: loading is not all, arrays that load may
+# still fail when they are used.
 PROBE = "The minister said the team would sign new players and the market would go up."
 
 
 def fingerprint() -> str:
-    """The versions an artifact's loading depends on, as workers report them: the skops file
-    holds numpy arrays and scikit-learn estimators (which import scipy) and the docingest
-    `WordVectorizer`, read by skops under this Python."""
+    """The versions a scoring form's loading depends on, as workers report them: numpy arrays
+    in an `.npz`, read and used by docingest's `scoring` under this Python. Nothing here imports
+    scikit-learn, SciPy or skops: workers never load them."""
     import numpy
-    import scipy
-    import sklearn
-    import skops
 
     try:
         docingest = metadata.version("docingest")
@@ -56,18 +53,15 @@ def fingerprint() -> str:
         docingest = "unknown"
     versions = {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "scikit-learn": sklearn.__version__,
         "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "skops": skops.__version__,
         "docingest": docingest,
     }
     return ", ".join(f"{name} {version}" for name, version in versions.items())
 
 
-def probe(classifier: Classifier) -> None:
+def probe(model: Predictor) -> None:
     """Classify a text, as a worker would, or raise what it raises."""
-    classifier.predict([PROBE])
+    model.predict([PROBE])
 
 
 # --- in each worker process --------------------------------------------------------------------

@@ -1,8 +1,12 @@
-"""The model registry: every trained model's artifact and card, and which one is active.
+"""The model registry: every trained model's artifact, scoring form and card, and which one is
+active.
 
-Artifacts live in the database, beside the documents they classify, so that a worker on any
-machine loads the same bytes with nothing else to share or mount. Each is checksummed when
-registered and checked before it is loaded: a changed or corrupted artifact is refused.
+Artifacts live in the database, beside the documents they classify, so that a process on any
+machine loads the same bytes with nothing else to share or mount. Workers classify with each
+model's scoring form (`scoring.Scorer`: numpy arrays, no scikit-learn), made from the artifact
+when it is registered, where scikit-learn is; training and comparing load the skops artifact.
+Both are checksummed when registered and checked before they are loaded: changed or corrupted
+bytes are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Column, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col
@@ -28,9 +32,11 @@ from docingest.schemas import utcnow
 from docingest.settings import Settings
 from docingest.tables import MODELS, RegisteredModel
 
-# The web process reads cards and activates models without loading scikit-learn at import.
+# The web process reads cards and activates models without loading numpy at import, and
+# activating loads only the scoring form: never scikit-learn.
 if TYPE_CHECKING:
     from docingest.model.classifier import Classifier
+    from docingest.model.scoring import Predictor, Scorer
     from docingest.model.training import TrainedModel
 
 logger = structlog.get_logger(__name__)
@@ -61,12 +67,26 @@ ANY = Anything()
 
 
 def _rebuild(artifact: bytes, source: str) -> Classifier:
-    from docingest.model.classifier import Classifier, ModelLoadError
+    from docingest.model.classifier import Classifier
+    from docingest.model.scoring import ModelLoadError
 
     try:
         return Classifier.from_bytes(artifact, source=source)
     except ModelLoadError as error:
         raise ArtifactRefusedError(str(error)) from error
+
+
+def convert(artifact: bytes, source: str) -> tuple[Classifier, bytes]:
+    """The artifact's classifier (skops' trusted types, the shape) and its scoring form, what
+    workers load; ArtifactRefusedError if either cannot be made. Registration and migration
+    0014 (the models registered before it) both convert this way."""
+    from docingest.model.scoring import ModelLoadError
+
+    classifier = _rebuild(artifact, source)
+    try:
+        return classifier, classifier.scoring_form()
+    except ModelLoadError as error:
+        raise ArtifactRefusedError(f"{source} {error}") from error
 
 
 def checksum(artifact: bytes) -> str:
@@ -91,12 +111,13 @@ def add(
     force: bool = False,
     wait_seconds: float = CHECK_WAIT_SECONDS,
 ) -> RegisteredModel:
-    """Register an artifact (loaded first, so a bad one never enters); idempotent per version.
+    """Register an artifact (loaded and converted to its scoring form first, so a bad one never
+    enters); idempotent per version.
 
     The same version with other bytes is refused: a version names one model, forever.
     `activate`: as `activate` does, once registered (`force`, `wait_seconds`: its own).
     """
-    classifier = _rebuild(artifact, source)
+    classifier, scoring = convert(artifact, source)
     digest = checksum(artifact)
     with Session(engine, expire_on_commit=False) as session:
         record = session.get(RegisteredModel, classifier.version)
@@ -106,6 +127,8 @@ def add(
                 sha256=digest,
                 artifact=artifact,
                 card=classifier.metadata,
+                scoring=scoring,
+                scoring_sha256=checksum(scoring),
                 created_at=utcnow(),
             )
             session.add(record)
@@ -126,17 +149,21 @@ def add(
                 wait_seconds=wait_seconds,
             )
     if activate:
-        _usable_by_workers(engine, classifier, force=force, wait_seconds=wait_seconds)
+        scorer = load_scorer(engine, record.version)  # what workers will load: the stored form
+        _usable_by_workers(engine, scorer, force=force, wait_seconds=wait_seconds)
         _activate(engine, record.version, ANY)
     return record
 
 
 def list_models(engine: Engine) -> Sequence[RegisteredModel]:
-    """Newest first, without their artifacts (megabytes each)."""
+    """Newest first, without their artifacts and scoring forms (megabytes each)."""
     with Session(engine) as session:
         statement = (
             select_model(RegisteredModel)
-            .options(defer(RegisteredModel.artifact))  # type: ignore[arg-type]
+            .options(
+                defer(RegisteredModel.artifact),  # type: ignore[arg-type]
+                defer(RegisteredModel.scoring),  # type: ignore[arg-type]
+            )
             .order_by(col(RegisteredModel.created_at).desc())
         )
         return session.exec(statement).all()
@@ -171,22 +198,44 @@ def card(engine: Engine, version: str | None = None) -> dict[str, Any]:
 
 
 def load(engine: Engine, version: str) -> Classifier:
-    """Rebuild a registered model after checking its bytes are the ones registered."""
-    with Session(engine) as session:
-        row = session.exec(
-            select_model(RegisteredModel.artifact, RegisteredModel.sha256).where(
-                col(RegisteredModel.version) == version
-            )
-        ).first()
+    """Rebuild a registered model's skops artifact (scikit-learn: training, comparing) after
+    checking its bytes are the ones registered."""
+    artifact = _checked(engine, version, MODELS.c.artifact, MODELS.c.sha256, "artifact")
+    return _rebuild(artifact, f"model {version}")
+
+
+def load_scorer(engine: Engine, version: str) -> Scorer:
+    """What workers classify with: the model's scoring form, after checking its bytes are the
+    ones registered; numpy only."""
+    from docingest.model.scoring import ModelLoadError, Scorer
+
+    form = _checked(engine, version, MODELS.c.scoring, MODELS.c.scoring_sha256, "scoring form")
+    try:
+        return Scorer.from_bytes(form, source=f"model {version}")
+    except ModelLoadError as error:
+        raise ArtifactRefusedError(str(error)) from error
+
+
+def _checked(
+    engine: Engine, version: str, column: Column[Any], digest: Column[Any], what: str
+) -> bytes:
+    """A model's stored bytes (`column`), refused unless they match the registered checksum."""
+    with engine.connect() as connection:
+        row = connection.execute(select(column, digest).where(MODELS.c.version == version)).first()
     if row is None:
         raise RegistryError(f"no model {version} in the registry")
-    artifact, expected = row
-    if checksum(artifact) != expected:
+    stored, expected = row
+    if stored is None:  # registered before migration 0014, which could not convert it
         raise ArtifactRefusedError(
-            f"model {version}: artifact does not match its registered sha256 checksum "
+            f"model {version} has no scoring form: its artifact could not be converted when "
+            "the registry was migrated (docs/models.md); train it again"
+        )
+    if checksum(stored) != expected:
+        raise ArtifactRefusedError(
+            f"model {version}: {what} does not match its registered sha256 checksum "
             "(changed or corrupted since registration); not loaded"
         )
-    return _rebuild(artifact, f"model {version}")
+    return bytes(stored)
 
 
 def activate(
@@ -196,39 +245,42 @@ def activate(
     replacing: str | Anything | None = ANY,
     force: bool = False,
     wait_seconds: float = CHECK_WAIT_SECONDS,
-) -> Classifier:
+) -> Scorer:
     """Load before activating, here and in the workers: a model no worker could load never
     becomes the active one.
 
-    The model must load and classify a text in this process (ArtifactRefusedError), and in a
-    worker of every other environment workers run (`_loaded_by_workers`: asked, then
-    waited for up to `wait_seconds`, or WorkersCannotLoadError). `force` skips the workers'
-    part only.
+    The model's scoring form, what workers load, must load and classify a text in this process
+    (ArtifactRefusedError), and in a worker of every other environment workers run
+    (`_loaded_by_workers`: asked, then waited for up to `wait_seconds`, or
+    WorkersCannotLoadError). `force` skips the workers' part only. Its artifact, which
+    training and comparing load, must still match its checksum (read, not rebuilt: this
+    process need not import scikit-learn).
 
     `replacing`: activate only if that version (None: no model) is still the active one, as a
     compare-and-set, or raise ActivationConflictError; a gate that compared with one model must
     not replace another that was activated meanwhile.
     """
-    classifier = load(engine, version)
-    _usable_by_workers(engine, classifier, force=force, wait_seconds=wait_seconds)
+    _checked(engine, version, MODELS.c.artifact, MODELS.c.sha256, "artifact")
+    scorer = load_scorer(engine, version)
+    _usable_by_workers(engine, scorer, force=force, wait_seconds=wait_seconds)
     _activate(engine, version, replacing)
-    return classifier
+    return scorer
 
 
 def _usable_by_workers(
-    engine: Engine, classifier: Classifier, *, force: bool, wait_seconds: float
+    engine: Engine, model: Predictor, *, force: bool, wait_seconds: float
 ) -> None:
     try:
-        environment.probe(classifier)
+        environment.probe(model)
     except Exception as error:
         raise ArtifactRefusedError(
-            f"model {classifier.version} loads but cannot classify: {error!r}"
+            f"model {model.version} loads but cannot classify: {error!r}"
         ) from error
     if force:
-        logger.warning("activation forced: workers' check skipped", version=classifier.version)
+        logger.warning("activation forced: workers' check skipped", version=model.version)
         return
     _loaded_by_workers(
-        engine, classifier.version, own=environment.fingerprint(), wait_seconds=wait_seconds
+        engine, model.version, own=environment.fingerprint(), wait_seconds=wait_seconds
     )
 
 
@@ -262,14 +314,14 @@ def _loaded_by_workers(
         time.sleep(poll_seconds)
 
 
-Loader = Callable[[Engine, str], "Classifier"]
+Loader = Callable[[Engine, str], "Predictor"]
 
 
 def check_requested(
-    engine: Engine, running: str, *, loader: Loader = load
+    engine: Engine, running: str, *, loader: Loader = load_scorer
 ) -> dict[str, str | None]:
-    """In a worker process running the environment `running`: load each model an activation
-    asked such workers to check, classify a text with it, record the outcome (the worker
+    """In a worker process running the environment `running`: load each model's scoring form an
+    activation asked such workers to check, classify a text with it, record the outcome (the worker
     middleware, every MODEL_REFRESH_SECONDS). Returns {version: error, None if it loaded}.
 
     A database error is not the model's: raised, the request stays for the next round.
@@ -288,15 +340,15 @@ def check_requested(
 def _tried(engine: Engine, version: str, loader: Loader) -> str | None:
     """None if `version` loads and classifies here, else why not."""
     try:
-        classifier = loader(engine, version)
+        model = loader(engine, version)
     except (SQLAlchemyError, MemoryError):
         raise
-    except RegistryError as error:  # checksum, trusted types, rebuilt by this scikit-learn
+    except RegistryError as error:  # checksum, the form's layout, read by this numpy
         return str(error)
     except Exception as error:
         return f"model {version} could not be loaded: {error!r}"
     try:
-        environment.probe(classifier)
+        environment.probe(model)
     except MemoryError:
         raise
     except Exception as error:
@@ -357,15 +409,17 @@ def ensure_active(engine: Engine, seed: Path) -> str:
     return version
 
 
-# A version a worker refused (checksum, trusted types, another scikit-learn) stays refused until
-# its bytes or the worker's environment change: tried again this often, not at every refresh.
+# A version a worker refused (checksum, no scoring form, one another docingest wrote) stays
+# refused until its bytes or the worker's environment change: tried again this often, not at
+# every refresh.
 REFUSED_RETRY_SECONDS = 300.0
 
 
 class ModelCache:
-    """A process's view of the registry: the active classifier, rechecked every few seconds.
+    """A worker process's view of the registry: the active model's scorer (its scoring form:
+    no scikit-learn), rechecked every few seconds.
 
-    A batch takes the classifier once and keeps it, so a switch never splits a batch between
+    A batch takes the scorer once and keeps it, so a switch never splits a batch between
     models. A model this process cannot load never stops ingestion: it keeps serving the last
     model it loaded or, fresh, the newest previously active model it can load, counts the
     refusal (`on_refused`: the workers' metrics, `/ready`, the `ModelRefused` alert) and tries
@@ -386,13 +440,13 @@ class ModelCache:
         self._refresh_seconds = refresh_seconds
         self._size = size
         self._on_refused = on_refused
-        self._loaded: OrderedDict[str, Classifier] = OrderedDict()
+        self._loaded: OrderedDict[str, Scorer] = OrderedDict()
         self._refused: dict[str, float] = {}
-        self._active: Classifier | None = None
+        self._active: Scorer | None = None
         self._checked_at = -float("inf")
         self._lock = threading.Lock()
 
-    def active(self) -> Classifier:
+    def active(self) -> Scorer:
         with self._lock:
             now = time.monotonic()
             if self._active is None or now - self._checked_at >= self._refresh_seconds:
@@ -401,7 +455,7 @@ class ModelCache:
             assert self._active is not None
             return self._active
 
-    def get(self, version: str) -> Classifier:
+    def get(self, version: str) -> Scorer:
         """A given version (reclassifying with a model that need not be active)."""
         with self._lock:
             return self._get(version)
@@ -437,7 +491,7 @@ class ModelCache:
         self._refused[version] = time.monotonic()
         self._on_refused(version)
 
-    def _fallback(self, refused: str) -> Classifier:
+    def _fallback(self, refused: str) -> Scorer:
         """A fresh process: the newest previously active model this process can load."""
         for version in activated_before(self._engine, refused):
             try:
@@ -446,9 +500,9 @@ class ModelCache:
                 self._refuse(version, error)
         raise ArtifactRefusedError(f"model {refused} refused and no earlier model loads")
 
-    def _get(self, version: str) -> Classifier:
+    def _get(self, version: str) -> Scorer:
         if version not in self._loaded:
-            self._loaded[version] = load(self._engine, version)
+            self._loaded[version] = load_scorer(self._engine, version)
             while len(self._loaded) > self._size:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(version)

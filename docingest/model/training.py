@@ -27,6 +27,7 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 
 from docingest.model.classifier import Classifier
+from docingest.model.scoring import Scorer
 from docingest.model.vectorizer import WordVectorizer
 
 # Measured with scripts/model_benchmark.py (docs/models.md): logreg is the most accurate and its
@@ -126,12 +127,15 @@ def evaluate(pipeline: Pipeline, texts: Sequence[str], labels: Sequence[str]) ->
 
 
 def measure_speed(pipeline: Pipeline, texts: Sequence[str]) -> dict[str, float]:
-    """Through the service's own prediction path; the best batch run is the least disturbed."""
-    classifier = Classifier(pipeline, {"version": "measuring", "labels": list(pipeline.classes_)})
+    """Through the service's own prediction path, the workers' scorer (its scoring form); the
+    best batch run is the least disturbed."""
+    labels = [str(label) for label in pipeline.classes_]
+    form = Classifier(pipeline, {"version": "measuring", "labels": labels}).scoring_form()
+    scorer = Scorer.from_bytes(form, source="the model measured")
     batch = list(texts)
-    batch_seconds = min(_seconds(classifier.predict, batch) for _ in range(BATCH_RUNS))
+    batch_seconds = min(_seconds(scorer.predict, batch) for _ in range(BATCH_RUNS))
     singles = batch[:SINGLE_CALLS]
-    single_seconds = _seconds(lambda docs: [classifier.predict([doc]) for doc in docs], singles)
+    single_seconds = _seconds(lambda docs: [scorer.predict([doc]) for doc in docs], singles)
     return {
         "batched_docs_per_second": round(len(batch) / batch_seconds, 1),
         "single_docs_per_second": round(len(singles) / single_seconds, 1),

@@ -1,18 +1,18 @@
 """TF-IDF features at more than twice the speed of scikit-learn's `TfidfVectorizer`.
 
 Tokenizing is the whole cost of classifying a document. scikit-learn runs a Unicode regex over
-each text and then looks every token up in a Python loop; here C string operations do the
-tokenizing (lowercase, map every byte that is not a letter to a space, split) and the counting is
-done with numpy over the whole batch. The tokens are exactly those of the regex `[a-z]{3,}` on
-the lowercased text, and the weights those of `TfidfVectorizer(token_pattern=r"[a-z]{3,}",
-sublinear_tf=True, min_df=...)`, so accuracy is the same (tests/unit/test_training.py checks it).
+each text and then looks every token up in a Python loop; `features` tokenizes with C string
+operations and counts with numpy over the whole batch (the same code scores in the workers,
+without scikit-learn). The tokens are exactly those of the regex `[a-z]{3,}` on the lowercased
+text, and the weights those of `TfidfVectorizer(token_pattern=r"[a-z]{3,}", sublinear_tf=True,
+min_df=...)`, so accuracy is the same (tests/unit/test_training.py checks it).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -20,25 +20,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
-_LETTERS_ONLY = bytes(byte if ord("a") <= byte <= ord("z") else ord(" ") for byte in range(256))
-
-
-def words(text: str) -> list[str]:
-    """Runs of ASCII letters after lowercasing; every other character separates words.
-
-    Non-ASCII characters become "?" on encoding and so separate words too, as in `[a-z]+`.
-    """
-    return _letters(text).decode("ascii").split()
-
-
-def _word_bytes(text: str) -> list[bytes]:
-    """`words` left as bytes: transform looks them up as they are, without making a str of each
-    (a sixth of its time)."""
-    return _letters(text).split()
-
-
-def _letters(text: str) -> bytes:
-    return text.lower().encode("ascii", "replace").translate(_LETTERS_ONLY)
+from docingest.model.features import tfidf, words
 
 
 class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -63,16 +45,12 @@ class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """One pass of numpy over the batch's tokens: a dict lookup each, then sort and count."""
-        documents = [_word_bytes(text) for text in texts]
-        rows, columns, counts = self._count(documents)
-        data = (np.log(counts, dtype=np.float32) + 1) * self.idf_[columns]
-        # L2 norm per row; a row without known words has no entries to divide.
-        norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(documents)))
-        data /= norms[rows].astype(np.float32)
-        indptr = np.searchsorted(rows, np.arange(len(documents) + 1))
+        """The batch's `features.tfidf`, as the sparse matrix scikit-learn's estimators take."""
+        weights = tfidf(texts, self._vocabulary_of_bytes(), self.idf_)
         return sp.csr_matrix(
-            (data, columns, indptr), shape=(len(documents), len(self.idf_)), dtype=np.float32
+            (weights.data, weights.columns, weights.indptr),
+            shape=(len(texts), len(self.idf_)),
+            dtype=np.float64,
         )
 
     def get_feature_names_out(self, input_features: Any = None) -> npt.NDArray[np.str_]:
@@ -95,18 +73,3 @@ class WordVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             vocabulary = {term.encode("ascii"): index for term, index in self.vocabulary_.items()}
             self._byte_vocabulary: dict[bytes, int] = vocabulary
             return vocabulary
-
-    def _count(self, documents: list[list[bytes]]) -> tuple[npt.NDArray[np.intp], ...]:
-        """(document, term, count) of every known term, sorted by document then term."""
-        lengths = np.fromiter(map(len, documents), np.intp, len(documents))
-        tokens = chain.from_iterable(documents)
-        lookup = map(self._vocabulary_of_bytes().get, tokens, repeat(-1))
-        terms = np.fromiter(lookup, np.intp, int(lengths.sum()))
-        rows = np.repeat(np.arange(len(documents), dtype=np.intp), lengths)
-        known = terms >= 0
-        keys = rows[known] * len(self.idf_) + terms[known]
-        keys.sort()
-        starts = np.flatnonzero(np.diff(keys, prepend=-1))
-        counts = np.diff(starts, append=len(keys))
-        document, term = np.divmod(keys[starts], len(self.idf_))
-        return document, term, counts

@@ -100,8 +100,8 @@ LOW_CONFIDENCE = CounterSpec(
 
 MODEL_REFUSED = CounterSpec(
     "docingest_worker_model_refused",
-    "Per model, loads a worker refused (checksum, trusted types, an artifact its scikit-learn "
-    "cannot read): it serves the last model it loaded, or the previously active one, instead.",
+    "Per model, loads a worker refused (checksum, no scoring form, one its docingest cannot "
+    "read): it serves the last model it loaded, or the previously active one, instead.",
     label="model_version",
 )
 COUNTERS = (PROCESSED, FAILED, MESSAGES, LOW_CONFIDENCE, MODEL_REFUSED)

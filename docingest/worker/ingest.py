@@ -22,7 +22,7 @@ from docingest.documents.store import (
     update_classifications,
 )
 from docingest.ledger import Ledger
-from docingest.model.classifier import Classifier, Prediction
+from docingest.model.scoring import Prediction, Predictor
 from docingest.model.selection import superseded_by
 from docingest.observe import tracing
 from docingest.observe.worker_metrics import worker_metrics
@@ -47,7 +47,7 @@ def ingest(
     documents: Sequence[dict[str, Any]],
     *,
     engine: Engine,
-    classifier: Classifier,
+    classifier: Predictor,
     ledger: Ledger,
     low_confidence_threshold: float = _DEFAULT_THRESHOLD,
 ) -> None:
@@ -129,9 +129,7 @@ def isolate(
         return isolate(items[:middle], attempt, errors) + isolate(items[middle:], attempt, errors)
 
 
-def classify_isolating(
-    classifier: Classifier, texts: Sequence[str]
-) -> list[Prediction | Exception]:
+def classify_isolating(classifier: Predictor, texts: Sequence[str]) -> list[Prediction | Exception]:
     """One model call for the batch; the documents it raises on become exceptions."""
     outcomes: list[Prediction | Exception] = []
     for part, result in isolate(texts, lambda part: list(classifier.predict(part)), (Exception,)):
@@ -232,7 +230,7 @@ def failure_row(document: QueuedDocument, error: str, now: datetime) -> dict[str
     }
 
 
-def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Classifier) -> int:
+def reclassify(ids: Sequence[str], *, engine: Engine, classifier: Predictor) -> int:
     """Classify stored documents again; returns how many were updated.
 
     Each update names the version it classified, so a newer version stored meanwhile is left

@@ -70,9 +70,10 @@ class WorkerMiddleware(dramatiq.Middleware):
         # that stopped making progress is waiting on (docs/operations.md). To the process's own
         # stderr (fd 2): its sys.stderr is a pipe of framed messages to Dramatiq's main process.
         faulthandler.register(signal.SIGUSR1, file=2, all_threads=True)
-        # What the process imported (~190,000 objects: scikit-learn, SciPy, SQLAlchemy) lives as
-        # long as it does: out of the collector's sight, a full collection takes milliseconds,
-        # not the 220-250 ms of CPU measured in the benchmark's worker processes.
+        # What the process imported (~125,000 objects: SQLAlchemy, pydantic, Dramatiq, numpy;
+        # ~190,000 when workers imported scikit-learn and SciPy) lives as long as it does: out of
+        # the collector's sight, a full collection takes milliseconds, not the 35 ms of CPU
+        # measured on an idle worker process (220-250 ms in the benchmark's, with scikit-learn).
         gc.freeze()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

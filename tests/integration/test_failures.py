@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 
 from docingest.api import create_app
 from docingest.connections import Connections
-from docingest.model.classifier import Classifier, Prediction
+from docingest.model.classifier import Classifier
+from docingest.model.scoring import Prediction
 from docingest.queue.messages import reclassify_message
 from docingest.queue.names import DOCUMENTS_QUEUE, RECLASSIFY_QUEUE
 from docingest.settings import Settings

@@ -9,12 +9,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from docingest import db
 from docingest.db import DataLossError, downgrade, make_engine, migrate
 from docingest.embedded import wait_until
+from docingest.model import registry
+from docingest.model.classifier import Classifier
+from docingest.schemas import utcnow
+from tests.helpers import UNAMBIGUOUS
 
 HEAD = ScriptDirectory(str(Path(db.__file__).parent / "migrations")).get_current_head()
 INDEXES = ("ix_documents_updated_at", "ix_documents_labelled_at")
@@ -142,5 +147,54 @@ def test_a_downgrade_that_drops_labels_refuses_unless_forced(database_url: str) 
         assert _revision(database_url) == "0004"
         assert "label" not in {c["name"] for c in inspect(engine).get_columns("documents")}
     finally:
+        engine.dispose()
+        migrate(database_url)
+
+
+def test_models_registered_before_0014_get_their_scoring_form(
+    database_url: str, model_path: Path, nb_model_path: Path
+) -> None:
+    """0014 converts each registered artifact as registration does, checksum first: a model
+    whose artifact changed since it was registered keeps none, and workers refuse it."""
+    downgrade(database_url, "0013")  # nothing lost: upgrading makes the forms again
+    engine = make_engine(database_url)
+    models = sa.table(
+        "models",
+        sa.column("version", sa.String),
+        sa.column("sha256", sa.String),
+        sa.column("artifact", sa.LargeBinary),
+        sa.column("card", sa.JSON),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+    )
+    default, nb = Classifier.load(model_path), Classifier.load(nb_model_path)
+    registered = {default: model_path.read_bytes(), nb: nb_model_path.read_bytes()}
+    stored = {default: registered[default], nb: registered[nb][:-10] + bytes(10)}
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                models.insert(),
+                [
+                    {
+                        "version": model.version,
+                        "sha256": registry.checksum(registered[model]),
+                        "artifact": stored[model],
+                        "card": model.metadata,
+                        "created_at": utcnow(),
+                    }
+                    for model in (default, nb)
+                ],
+            )
+        migrate(database_url)
+        scorer = registry.load_scorer(engine, default.version)
+        texts = list(UNAMBIGUOUS.values())
+        assert [p.category for p in scorer.predict(texts)] == list(UNAMBIGUOUS)
+        assert [p.confidence for p in scorer.predict(texts)] == pytest.approx(
+            [p.confidence for p in default.predict(texts)], abs=1e-9
+        )
+        with pytest.raises(registry.ArtifactRefusedError, match="has no scoring form"):
+            registry.load_scorer(engine, nb.version)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(models.delete())
         engine.dispose()
         migrate(database_url)

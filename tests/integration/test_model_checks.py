@@ -2,9 +2,9 @@
 
 A worker here is the code each worker process runs every MODEL_REFRESH_SECONDS
 (`environment.report`, `registry.check_requested`: `WorkerMiddleware._check_models`), in a
-thread, against the test's real database. One running "another scikit-learn" reports another
-fingerprint and fails to rebuild the model, as such a worker would; tests/system/test_registry.py
-does the same with a real worker process.
+thread, against the test's real database. One running "another numpy" reports another
+fingerprint and fails to read the model's scoring form, as such a worker would;
+tests/system/test_registry.py does the same with a real worker process.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from docingest.api import create_app
 from docingest.cli import app as cli
 from docingest.model import environment, registry
 from docingest.model.classifier import Classifier
+from docingest.model.scoring import Scorer
 from docingest.settings import Settings, get_settings
 from docingest.tables import MODEL_CHECKS, MODEL_ENVIRONMENTS
 from tests.cooking import cooking_texts
@@ -32,19 +33,19 @@ from tests.helpers import UNAMBIGUOUS
 
 runner = CliRunner()
 
-OTHER = (
-    "python 3.11, scikit-learn 0.0+other, numpy 2.4.6, scipy 1.17.1, skops 0.16.0, docingest 0.1.0"
-)
-# What scikit-learn says when it rebuilds a fitted estimator another release wrote.
-INCOMPATIBLE = "could not be rebuilt: ValueError('incompatible dtype of the fitted estimator')"
+OTHER = "python 3.11, numpy 0.0+other, docingest 0.1.0"
+# What a numpy release that cannot read another's arrays would make a worker say.
+INCOMPATIBLE = "scoring form cannot be read: ValueError('unsupported array layout')"
 
 
-def another_scikit_learn(engine: Engine, version: str) -> Classifier:
+def another_numpy(engine: Engine, version: str) -> Scorer:
     raise registry.ArtifactRefusedError(f"model {version} {INCOMPATIBLE}")
 
 
 @contextmanager
-def worker(engine: Engine, running: str, loader: registry.Loader = registry.load) -> Iterator[None]:
+def worker(
+    engine: Engine, running: str, loader: registry.Loader = registry.load_scorer
+) -> Iterator[None]:
     """A worker process's reporting and checking, every 0.1 s, until the block ends; it has
     reported once when the block starts (a running worker has)."""
     stop = threading.Event()
@@ -82,7 +83,7 @@ def test_a_model_workers_of_another_environment_cannot_load_is_not_activated(
     engine: Engine, models: tuple[str, str]
 ) -> None:
     default, nb = models
-    with worker(engine, OTHER, loader=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_numpy):
         with pytest.raises(registry.WorkersCannotLoadError) as refused:
             registry.activate(engine, nb, wait_seconds=20)
         assert registry.active_version(engine) == default
@@ -162,7 +163,7 @@ def test_the_api_answers_409_with_the_workers_reason(
     quick = settings.model_copy(update={"model_check_wait_seconds": 20})
     with (
         TestClient(create_app(quick), raise_server_exceptions=False) as client,
-        worker(engine, OTHER, loader=another_scikit_learn),
+        worker(engine, OTHER, loader=another_numpy),
     ):
         answer = client.post(f"/models/{nb}/activate")
         assert answer.status_code == 409
@@ -191,7 +192,7 @@ def test_the_cli_exits_1_with_the_workers_reason(
 ) -> None:
     """`model activate` (a rollback too) and `model import --activate`."""
     default, nb = models
-    with worker(engine, OTHER, loader=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_numpy):
         activated = runner.invoke(cli, ["model", "activate", nb])
         imported = runner.invoke(cli, ["model", "import", str(nb_model_path), "--activate"])
     reason = f"model {nb} not activated: workers running {OTHER} cannot load it"
@@ -223,7 +224,7 @@ def test_train_activate_exits_1_with_the_workers_reason(
     """The model is registered and its files written; it is not activated."""
     default, _ = models
     data = _small_data(tmp_path)
-    with worker(engine, OTHER, loader=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_numpy):
         trained = runner.invoke(
             cli, ["train", str(data), "--activate", "--card-dir", str(tmp_path)]
         )
@@ -248,7 +249,7 @@ def test_a_model_the_gate_found_better_is_not_activated_if_workers_cannot_load_i
     default, _ = models
     part = learning.dataset_part(load_dataset(str(_small_data(tmp_path))), test_size=0.25, seed=1)
     model = learning.train_parts([part], estimator="nb", test_size=0.25, seed=1)
-    with worker(engine, OTHER, loader=another_scikit_learn):
+    with worker(engine, OTHER, loader=another_numpy):
         active, refusal = _register(
             engine, model, None, {"better": True, "active_version": default}
         )

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import skops.io as sio
 from fastapi.testclient import TestClient
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sqlalchemy import Engine, text, update
 from typer.testing import CliRunner
 
 from docingest.cli import app as cli
-from docingest.model import registry
-from docingest.model.classifier import TOP_ALTERNATIVES, TRUSTED_TYPES, Classifier
+from docingest.model import registry, training
+from docingest.model.classifier import TRUSTED_TYPES, Classifier
+from docingest.model.datasets import load_dataset
+from docingest.model.scoring import TOP_ALTERNATIVES
 from docingest.observe.worker_metrics import MODEL_REFUSED
 from docingest.settings import get_settings
 from docingest.tables import MODELS
@@ -95,19 +98,97 @@ def test_concurrent_activations_leave_one_active_model(
     assert registry.active_version(engine) in versions
 
 
-def _tamper(engine: Engine, version: str) -> None:
+def _tamper(engine: Engine, version: str, column: str = "scoring") -> None:
+    """Zero the last bytes of a model's stored artifact or scoring form (what workers load)."""
     with engine.begin() as connection:
-        artifact = connection.execute(
-            text("SELECT artifact FROM models WHERE version = :v"), {"v": version}
+        stored = connection.execute(
+            text(f"SELECT {column} FROM models WHERE version = :v"), {"v": version}
         ).scalar_one()
-        changed = bytes(artifact[:-10]) + bytes(10)
+        changed = bytes(stored[:-10]) + bytes(10)
+        connection.execute(update(MODELS).where(MODELS.c.version == version), {column: changed})
+
+
+def test_registration_stores_a_scoring_form_that_predicts_as_the_artifact(
+    engine: Engine, model_path: Path
+) -> None:
+    """What workers load (numpy only) and what training loads (scikit-learn) agree."""
+    version = registry.add(engine, model_path.read_bytes(), activate=False).version
+    scorer, classifier = registry.load_scorer(engine, version), registry.load(engine, version)
+    assert (scorer.version, scorer.labels, scorer.metadata) == (
+        classifier.version,
+        classifier.labels,
+        classifier.metadata,
+    )
+    texts = list(UNAMBIGUOUS.values())
+    for ours, theirs in zip(scorer.predict(texts), classifier.predict(texts), strict=True):
+        assert ours.category == theirs.category
+        assert ours.confidence == pytest.approx(theirs.confidence, abs=1e-9)
+
+
+def test_a_pipeline_the_scorer_cannot_reproduce_is_not_registered(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """scikit-learn's own TfidfVectorizer: the model loads, but workers could not score it."""
+    bbc = load_dataset("bbc")
+    pipeline = training.build_pipeline("nb", vectorizer=TfidfVectorizer())
+    pipeline.fit(bbc.texts[:300], bbc.labels[:300])
+    metadata = {"version": "foreign-vectorizer", "labels": sorted(set(bbc.labels[:300]))}
+    artifact = training.model_bytes(training.TrainedModel(pipeline, metadata))
+    with pytest.raises(registry.ArtifactRefusedError) as refused:
+        registry.add(engine, artifact, activate=False)
+    assert str(refused.value) == (
+        "artifact cannot be scored without scikit-learn: its pipeline is not a WordVectorizer "
+        "then one estimator"
+    )
+    assert registry.list_models(engine) == []
+
+
+def test_a_model_without_a_scoring_form_is_refused_by_workers_and_activation(
+    engine: Engine, model_path: Path, nb_model_path: Path, tmp_path: Path
+) -> None:
+    """As migration 0014 leaves a model registered before it whose artifact it could not
+    convert: workers serve the model they had, activation refuses it."""
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    with engine.begin() as connection:
         connection.execute(
-            update(MODELS).where(MODELS.c.version == version),
-            {"artifact": changed},
+            update(MODELS).where(MODELS.c.version == nb), {"scoring": None, "scoring_sha256": None}
         )
+    with pytest.raises(registry.ArtifactRefusedError) as refused:
+        registry.activate(engine, nb)
+    assert str(refused.value) == (
+        f"model {nb} has no scoring form: its artifact could not be converted when the "
+        "registry was migrated (docs/models.md); train it again"
+    )
+    with engine.begin() as connection:  # activated behind the registry's back
+        connection.execute(update(MODELS).where(MODELS.c.version == nb), {"activation": 1000})
+    refused_versions: list[str] = []
+    cache = registry.ModelCache(
+        engine,
+        seed=tmp_path / "unused.skops",
+        refresh_seconds=0,
+        on_refused=refused_versions.append,
+    )
+    assert cache.active().version == default
+    assert refused_versions == [nb]
 
 
-def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
+def test_a_tampered_artifact_is_refused_by_activation_and_by_training(
+    engine: Engine, model_path: Path, nb_model_path: Path
+) -> None:
+    """Workers do not load the artifact, but it must still be the one registered."""
+    default = registry.add(engine, model_path.read_bytes(), activate=True).version
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    _tamper(engine, nb, "artifact")
+    expected = f"model {nb}: artifact does not match its registered sha256 checksum"
+    with pytest.raises(registry.ArtifactRefusedError, match=expected):
+        registry.activate(engine, nb)
+    with pytest.raises(registry.ArtifactRefusedError, match=expected):
+        registry.load(engine, nb)
+    assert registry.active_version(engine) == default
+
+
+def test_a_tampered_scoring_form_is_refused_and_the_old_model_keeps_serving(
     engine: Engine, model_path: Path, nb_model_path: Path, tmp_path: Path
 ) -> None:
     default = registry.add(engine, model_path.read_bytes(), activate=True).version
@@ -116,7 +197,8 @@ def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
     assert cache.active().version == default
 
     _tamper(engine, nb)
-    with pytest.raises(registry.ArtifactRefusedError, match="does not match its registered sha256"):
+    expected = f"model {nb}: scoring form does not match its registered sha256 checksum"
+    with pytest.raises(registry.ArtifactRefusedError, match=expected):
         registry.activate(engine, nb)
     assert registry.active_version(engine) == default
 
@@ -132,7 +214,7 @@ def test_a_tampered_artifact_is_refused_and_the_old_model_keeps_serving(
 def test_a_fresh_worker_serves_the_previous_model_when_the_active_one_is_refused(
     engine: Engine, model_path: Path, nb_model_path: Path, tmp_path: Path
 ) -> None:
-    """A corrupted active model (or one this scikit-learn cannot read) never stops ingestion:
+    """A corrupted active model (or one this docingest cannot read) never stops ingestion:
     a process started since serves the model active before it, and counts the refusal once
     per retry interval, not at every refresh."""
     default = registry.add(engine, model_path.read_bytes(), activate=True).version

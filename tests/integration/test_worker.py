@@ -4,6 +4,9 @@ when the database refuses one row, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -18,11 +21,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from docingest.connections import Connections
+from docingest.db import make_engine
 from docingest.documents.store import get_document
 from docingest.embedded import wait_until
 from docingest.failures.repository import get_failure
-from docingest.model.classifier import Classifier, Prediction
+from docingest.model import environment, registry
+from docingest.model.classifier import Classifier
 from docingest.model.registry import ModelCache
+from docingest.model.scoring import Prediction
 from docingest.queue import open_queue
 from docingest.queue.messages import ingest_message
 from docingest.queue.names import DOCUMENTS_QUEUE, INGEST_ACTOR
@@ -31,6 +37,7 @@ from docingest.settings import Settings
 from docingest.worker.ingest import failure_row, ingest, isolate, store_isolating
 from docingest.worker.middleware import WorkerMiddleware, use_durable_retries
 from docingest.worker.resources import Resources
+from tests.faults import service_env
 from tests.helpers import UNAMBIGUOUS, make_settings
 
 
@@ -176,8 +183,9 @@ def test_content_postgresql_refuses_is_recorded_as_failed(
 def test_a_booted_worker_process_freezes_what_it_imported(
     settings: Settings, connections: Connections
 ) -> None:
-    """Full collections over scikit-learn's and SQLAlchemy's objects cost a worker 220-250 ms
-    of CPU each; once booted, the process keeps them out of the collector's sight."""
+    """Full collections over SQLAlchemy's, pydantic's and numpy's objects cost a worker tens of
+    milliseconds of CPU each; once booted, the process keeps them out of the collector's
+    sight."""
     models = ModelCache(connections.engine, seed=settings.model_path, refresh_seconds=60)
     middleware = WorkerMiddleware(settings, lambda: Resources(connections, models))
     broker = StubBroker()
@@ -189,6 +197,57 @@ def test_a_booted_worker_process_freezes_what_it_imported(
     finally:
         middleware.before_worker_shutdown(broker, worker)
         gc.unfreeze()
+
+
+# Run by a fresh interpreter: the worker's actor module configures the process it is imported
+# in, scores and stores a batch, answers an activation's check as each worker process does every
+# MODEL_REFRESH_SECONDS, then says which of the scientific libraries it imported.
+WORKER_WITHOUT_SCIKIT_LEARN = """
+import json, sys, uuid
+from docingest.model import environment, registry
+from docingest.schemas import QueuedDocument, utcnow
+from docingest.worker import actors
+
+documents = [
+    QueuedDocument(id=uuid.UUID(id), content=text, version=1, accepted_at=utcnow()).to_message()
+    for id, text in json.loads(sys.argv[1]).items()
+]
+actors.ingest_batch(documents, 1, [])
+engine = actors.resources().connections.engine
+checked = registry.check_requested(engine, environment.fingerprint())
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in {"sklearn", "scipy", "skops"})
+print(json.dumps({"checked": checked, "loaded": loaded}))
+"""
+
+
+def test_a_worker_process_scores_without_scikit_learn_scipy_or_skops(
+    sqlite_url: str, redis_url: str, model_path: Path, nb_model_path: Path, tmp_path: Path
+) -> None:
+    """Issue 23: importing them made each worker process hold 270-330 MB. A batch is classified
+    and stored, and the model an activation asked about is checked, by the scoring form alone."""
+    engine = make_engine(sqlite_url)
+    registry.add(engine, model_path.read_bytes(), activate=True)
+    nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
+    environment.answers(engine, nb, [environment.fingerprint()])  # an activation asks
+    texts = {str(uuid.uuid4()): text for text in UNAMBIGUOUS.values()}
+    env = service_env(
+        database_url=sqlite_url, broker_url=redis_url, model_path=model_path, data_dir=tmp_path
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", WORKER_WITHOUT_SCIKIT_LEARN, json.dumps(texts)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == {"checked": {nb: None}, "loaded": []}
+    stored = [get_document(engine, uuid.UUID(id)) for id in texts]
+    assert [document.category if document else None for document in stored] == list(UNAMBIGUOUS)
+    assert environment.answers(engine, nb, [environment.fingerprint()]) == {
+        environment.fingerprint(): (True, None)
+    }
+    engine.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -19,7 +19,8 @@ from docingest.api import create_app
 from docingest.connections import connected
 from docingest.embedded import wait_until
 from docingest.keys import digest, generate_key
-from docingest.model.classifier import Classifier, Prediction
+from docingest.model.classifier import Classifier
+from docingest.model.scoring import Prediction
 from docingest.schemas import QueuedDocument, utcnow
 from docingest.settings import Settings
 from docingest.worker.ingest import ingest

@@ -12,7 +12,8 @@ from sqlalchemy import Engine, text
 from docingest.connections import connect
 from docingest.embedded import wait_until
 from docingest.model import environment, registry
-from docingest.model.classifier import TOP_ALTERNATIVES, Classifier
+from docingest.model.classifier import Classifier
+from docingest.model.scoring import TOP_ALTERNATIVES
 from docingest.queue.enqueue import Enqueuer
 from docingest.schemas import DocumentIn
 from docingest.settings import get_settings
@@ -96,8 +97,9 @@ def test_a_worker_started_with_a_refused_active_model_stores_with_the_previous_o
     postgres_url: str, redis_url: str, model_path: Path, nb_model_path: Path, tmp_path: Path,
     procs: Processes,
 ) -> None:  # fmt: skip
-    """The issue's reproduction: a second model activated, its stored artifact then corrupted,
-    the worker (re)started: documents are stored, with the model active before it."""
+    """The issue's reproduction: a second model activated, its stored scoring form (what workers
+    load) then corrupted, the worker (re)started: documents are stored, with the model active
+    before it."""
     from docingest.db import make_engine
 
     engine = make_engine(postgres_url)
@@ -105,7 +107,7 @@ def test_a_worker_started_with_a_refused_active_model_stores_with_the_previous_o
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=True).version
     with engine.begin() as connection:
         connection.execute(
-            text("UPDATE models SET artifact = substr(artifact, 1, 1000) WHERE version = :v"),
+            text("UPDATE models SET scoring = substr(scoring, 1, 1000) WHERE version = :v"),
             {"v": nb},
         )
     procs.env = service_env(
@@ -121,27 +123,28 @@ def test_a_worker_started_with_a_refused_active_model_stores_with_the_previous_o
     engine.dispose()
 
 
-# Read at start-up by the worker's Python (first on its PYTHONPATH): another scikit-learn, one
-# that reports another version and cannot rebuild the model REFUSED_MODEL names, as a release
-# cannot rebuild some estimators another one fitted.
-ANOTHER_SCIKIT_LEARN = """
+# Read at start-up by the worker's Python (first on its PYTHONPATH): another numpy, one that
+# reports another version and cannot read the scoring form of the model REFUSED_MODEL names, as
+# a release may not read arrays another one wrote.
+ANOTHER_NUMPY = """
+import json
 import os
 
-import sklearn
-import skops.io
+import numpy
 
-sklearn.__version__ = "0.0+other"
-_loads = skops.io.loads
-
-
-def loads(data, *args, **kwargs):
-    content = _loads(data, *args, **kwargs)
-    if content["metadata"]["version"] == os.environ["REFUSED_MODEL"]:
-        raise ValueError("incompatible dtype of the fitted estimator")
-    return content
+numpy.__version__ = "0.0+other"
+_load = numpy.load
 
 
-skops.io.loads = loads
+def load(file, *args, **kwargs):
+    loaded = _load(file, *args, **kwargs)
+    if "metadata" in getattr(loaded, "files", ()):
+        if json.loads(str(loaded["metadata"]))["version"] == os.environ["REFUSED_MODEL"]:
+            raise ValueError("unsupported array layout")
+    return loaded
+
+
+numpy.load = load
 """
 
 
@@ -149,26 +152,26 @@ def test_activation_is_refused_when_a_worker_of_another_environment_cannot_load_
     postgres_url: str, redis_url: str, model_path: Path, nb_model_path: Path, tmp_path: Path,
     procs: Processes,
 ) -> None:  # fmt: skip
-    """A real worker process running another scikit-learn: the model it cannot rebuild is
-    refused with its error, one it loads is activated once it said so."""
+    """A real worker process running another numpy: the model whose scoring form it cannot read
+    is refused with its error, one it loads is activated once it said so."""
     from docingest.db import make_engine
 
     engine = make_engine(postgres_url)
     default = registry.add(engine, model_path.read_bytes(), activate=True).version
     nb = registry.add(engine, nb_model_path.read_bytes(), activate=False).version
-    site = tmp_path / "another-scikit-learn"
+    site = tmp_path / "another-numpy"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(ANOTHER_SCIKIT_LEARN)
+    (site / "sitecustomize.py").write_text(ANOTHER_NUMPY)
     procs.env = refreshing_env(postgres_url, redis_url, model_path, tmp_path)
     procs.worker(PYTHONPATH=str(site), REFUSED_MODEL=nb)
-    other = re.sub(r"scikit-learn [^,]+", "scikit-learn 0.0+other", environment.fingerprint())
+    other = re.sub(r"numpy [^,]+", "numpy 0.0+other", environment.fingerprint())
     wait_until(lambda: environment.live_environments(engine) == [other], 60, "the worker reported")
 
     with pytest.raises(registry.WorkersCannotLoadError) as refused:
         registry.activate(engine, nb, wait_seconds=30)
     assert str(refused.value) == (
-        f"model {nb} not activated: workers running {other} cannot load it: model {nb} could "
-        "not be rebuilt: ValueError('incompatible dtype of the fitted estimator')"
+        f"model {nb} not activated: workers running {other} cannot load it: model {nb} scoring "
+        "form cannot be read: ValueError('unsupported array layout')"
     )
     assert registry.active_version(engine) == default
 

@@ -5,13 +5,9 @@ import pytest
 import skops.io as sio
 
 from docingest.model import training
-from docingest.model.classifier import (
-    TRUSTED_TYPES,
-    Classifier,
-    ModelLoadError,
-    Prediction,
-)
+from docingest.model.classifier import TRUSTED_TYPES, Classifier
 from docingest.model.datasets import load_bbc
+from docingest.model.scoring import ModelLoadError, Prediction
 
 CLEAR_TEXTS = {
     "sports": "The striker scored twice as Liverpool beat Chelsea 2-0 in the Premier League "

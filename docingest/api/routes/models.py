@@ -118,8 +118,8 @@ def activate(
         ),
     ] = False,
 ) -> Activated:
-    """The model is loaded and tried here, then by a worker of every other environment workers
-    run (Python, scikit-learn, numpy, scipy, skops, docingest versions), waiting up to
+    """The model's scoring form is loaded and tried here, then by a worker of every other
+    environment workers run (Python, numpy, docingest versions), waiting up to
     MODEL_CHECK_WAIT_SECONDS for them; refused (`409`) if one cannot load it."""
     try:
         registry.activate(
