@@ -7,7 +7,7 @@ makes one process at a time deliver to it (docs/changes.md, Webhooks).
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-08
+Create Date: 2026-12-06
 """
 
 from __future__ import annotations

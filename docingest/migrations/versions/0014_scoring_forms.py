@@ -17,7 +17,7 @@ declares no `LOSES`.
 
 Revision ID: 0014
 Revises: 0013
-Create Date: 2026-12-09
+Create Date: 2026-12-06
 """
 
 from __future__ import annotations
