@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 from bench import ensure_model
 from corpus import make_documents
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from docingest.connections import connect
-from docingest.db import make_engine, migrate
+from docingest.db import migrate
 from docingest.embedded import EmbeddedRedis, wait_until
 from docingest.model.datasets import load_bbc
 from docingest.queue.enqueue import Enqueuer
@@ -64,13 +64,9 @@ def mapped(pid: int) -> list[str]:
     return [library for library in LIBRARIES if f"/site-packages/{library}/" in maps]
 
 
-def stored(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(text("SELECT count(*) FROM documents")).scalar_one())
-    finally:
-        engine.dispose()
+def stored(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT count(*) FROM documents")).scalar_one())
 
 
 def main() -> None:
@@ -118,7 +114,7 @@ def measure(
     started = time.monotonic()
     for start in range(0, len(documents), args.batch):
         enqueuer.send(documents[start : start + args.batch])
-    wait_until(lambda: stored(settings.database_url) == len(documents), 600, "all stored")
+    wait_until(lambda: stored(connections.engine) == len(documents), 600, "all stored")
     seconds = time.monotonic() - started
     connections.close()
     tree = psutil.Process(worker.pid)

@@ -42,12 +42,11 @@ def _letters(text: str) -> bytes:
 class Weights:
     """A batch's TF-IDF weights as compressed sparse rows: document i's terms are
     `columns[indptr[i]:indptr[i + 1]]`, in increasing order, their weights the same slice of
-    `data`; `rows` holds each entry's document."""
+    `data`."""
 
     data: npt.NDArray[np.float64]
     columns: npt.NDArray[np.intp]
     indptr: npt.NDArray[np.intp]
-    rows: npt.NDArray[np.intp]
 
 
 def tfidf(
@@ -67,7 +66,7 @@ def tfidf(
     norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(texts)))
     data /= norms[rows]
     indptr = np.searchsorted(rows, np.arange(len(texts) + 1))
-    return Weights(data=data, columns=columns, indptr=indptr, rows=rows)
+    return Weights(data=data, columns=columns, indptr=indptr)
 
 
 def _count(

@@ -166,11 +166,6 @@ class Scorer:
         intercepts: npt.NDArray[np.float64],
         link: Link,
     ) -> None:
-        _check(metadata, labels, terms, idf, weights, intercepts, link)
-        self.metadata = metadata
-        self.version: str = str(metadata["version"])
-        self.labels: list[str] = list(metadata["labels"])
-        self._classes: list[str] = labels.tolist()
         self._arrays = {
             "labels": labels,
             "terms": terms,
@@ -178,6 +173,11 @@ class Scorer:
             "weights": weights,
             "intercepts": intercepts,
         }
+        _check(metadata, self._arrays, link)
+        self.metadata = metadata
+        self.version: str = str(metadata["version"])
+        self.labels: list[str] = list(metadata["labels"])
+        self._classes: list[str] = labels.tolist()
         self._link = link
         self._vocabulary: dict[bytes, int] = {term: i for i, term in enumerate(terms.tolist())}
         self._idf = idf
@@ -252,30 +252,27 @@ class Scorer:
         return LINKS[self._link](sums.T + self._intercepts)
 
 
-def _check(
-    metadata: dict[str, Any],
-    labels: npt.NDArray[np.str_],
-    terms: npt.NDArray[np.bytes_],
-    idf: npt.NDArray[np.float32],
-    weights: npt.NDArray[np.float64],
-    intercepts: npt.NDArray[np.float64],
-    link: Link,
-) -> None:
+# Each array of a scoring form: its dtype (or dtype kind) and its number of dimensions.
+_LAYOUT: Final[Mapping[str, tuple[str | np.dtype[Any], int]]] = {
+    "labels": ("U", 1),
+    "terms": ("S", 1),
+    "idf": (np.dtype(np.float32), 1),
+    "weights": (np.dtype(np.float64), 2),
+    "intercepts": (np.dtype(np.float64), 1),
+}
+
+
+def _check(metadata: dict[str, Any], arrays: Mapping[str, Any], link: Link) -> None:
     """ValueError naming the first array that does not fit the others."""
     if not isinstance(metadata, dict) or not set(REQUIRED_METADATA) <= metadata.keys():
         raise ValueError(f"metadata lacks one of: {', '.join(REQUIRED_METADATA)}")
-    expected = {
-        "labels": (labels, "U", 1),
-        "terms": (terms, "S", 1),
-        "idf": (idf, np.dtype(np.float32), 1),
-        "weights": (weights, np.dtype(np.float64), 2),
-        "intercepts": (intercepts, np.dtype(np.float64), 1),
-    }
-    for name, (array, kind, dimensions) in expected.items():
+    for name, (kind, dimensions) in _LAYOUT.items():
+        array = arrays[name]
         if not isinstance(array, np.ndarray) or array.ndim != dimensions:
             raise ValueError(f"{name} is not an array of {dimensions} dimension(s)")
         if (array.dtype.kind if isinstance(kind, str) else array.dtype) != kind:
             raise ValueError(f"{name} holds {array.dtype}, not {kind}")
+    labels, terms, idf, weights, intercepts = (arrays[name] for name in _LAYOUT)
     rows = 1 if link is Link.SIGMOID else len(labels)
     if link is Link.SIGMOID and len(labels) != 2:
         raise ValueError(f"a sigmoid separates 2 labels, not {len(labels)}")

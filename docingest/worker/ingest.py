@@ -192,19 +192,12 @@ def _describe(error: Exception) -> str:
 def _document_row(
     document: QueuedDocument, prediction: Prediction, model_version: str, now: datetime
 ) -> dict[str, Any]:
-    """`_classification`'s columns and the document's, as one dict (a merge of two cost ~0.5 µs
-    a document more)."""
-    return {
+    return _classification(prediction, model_version, now) | {
         "id": document.id,
         "content": document.content,
         "content_sha256": content_digest(document.content),
         "version": document.version,
         "created_at": document.accepted_at,
-        "category": prediction.category,
-        "confidence": prediction.confidence,
-        "alternatives": prediction.alternatives,
-        "model_version": model_version,
-        "updated_at": now,
     }
 
 
