@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Connection, Engine, case, delete, func, select, text, update
 
@@ -70,7 +70,7 @@ def _number(connection: Connection) -> int:
     # outside the transaction, two processes' passes still cannot give a position twice.
     numbered = CHANGES.alias("numbered")
     newest = select(func.max(numbered.c.position)).scalar_subquery()
-    start = select(func.coalesce(newest, pruned_position_query())).scalar_subquery()
+    start = select(func.coalesce(newest, PRUNED)).scalar_subquery()
     waiting = (
         select(
             CHANGES.c.id,
@@ -89,20 +89,28 @@ def _number(connection: Connection) -> int:
     return int(connection.execute(statement).rowcount)
 
 
+# The newest position pruned (0: none): a cursor below it missed changes (410).
+PRUNED: Final = select(CHANGE_RELAY.c.pruned).where(CHANGE_RELAY.c.id == 1).scalar_subquery()
+# The newest position given; the newest pruned if none is kept (0: none ever).
+HEAD: Final = func.coalesce(select(func.max(CHANGES.c.position)).scalar_subquery(), PRUNED)
+# Built once: a feed's read is its round trips, and building a statement cost as much as one.
+_HEAD_STATEMENT: Final = select(HEAD)
+_PRUNED_STATEMENT: Final = select(PRUNED)
+_BOUNDS_STATEMENT: Final = select(HEAD, PRUNED)
+
+
 def head_position(connection: Connection) -> int:
-    """The newest position given; the newest pruned if none is kept (0: none ever)."""
-    newest = select(func.max(CHANGES.c.position)).scalar_subquery()
-    statement = select(func.coalesce(newest, pruned_position_query()))
-    return int(connection.execute(statement).scalar_one())
-
-
-def pruned_position_query() -> Any:
-    return select(CHANGE_RELAY.c.pruned).where(CHANGE_RELAY.c.id == 1).scalar_subquery()
+    return int(connection.execute(_HEAD_STATEMENT).scalar_one())
 
 
 def pruned_position(connection: Connection) -> int:
-    """The newest position pruned (0: none): a cursor below it missed changes (410)."""
-    return int(connection.execute(select(pruned_position_query())).scalar_one())
+    return int(connection.execute(_PRUNED_STATEMENT).scalar_one())
+
+
+def bounds(connection: Connection) -> tuple[int, int]:
+    """The head and the newest pruned, read together."""
+    head, pruned = connection.execute(_BOUNDS_STATEMENT).one()
+    return int(head), int(pruned)
 
 
 def _prune(connection: Connection, cutoff: datetime) -> int:

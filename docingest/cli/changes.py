@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 
 from docingest.cli.app import app, console, database, quiet_http_logs
-from docingest.schemas import Change
 
 # How often the database is read again while following.
 POLL_SECONDS = 0.2
@@ -51,16 +50,16 @@ def changes(
         else _from_database(after, follow, kind or [], category or [])
     )
     try:
-        for change in found:
-            typer.echo(change.model_dump_json())
+        for line in found:
+            typer.echo(line)
     except KeyboardInterrupt:
         return
 
 
 def _from_database(
     after: str | None, follow: bool, kinds: list[str], categories: list[str]
-) -> Iterator[Change]:
-    from docingest.changes.feed import ChangesGoneError, read_changes
+) -> Iterator[str]:
+    from docingest.changes.feed import ChangesGoneError, dump, read_changes
     from docingest.changes.relay import relay
 
     position = int(after) if after is not None else None
@@ -73,7 +72,7 @@ def _from_database(
             except ChangesGoneError as error:
                 console.print(f"[red]{error}: see docs/changes.md to catch up[/]")
                 raise typer.Exit(1) from error
-            yield from page.items
+            yield from (dump(change).decode() for change in page.items)
             position = page.next
             if not page.items:
                 if not follow:
@@ -84,13 +83,14 @@ def _from_database(
 
 def _from_api(
     url: str, after: str | None, follow: bool, kinds: list[str], categories: list[str]
-) -> Iterator[Change]:
+) -> Iterator[str]:
     from docingest_client import Client, DocingestError
 
     quiet_http_logs()
     try:
         with Client(url) as client:
-            yield from client.changes(after, kinds=kinds, categories=categories, follow=follow)
+            changes = client.changes(after, kinds=kinds, categories=categories, follow=follow)
+            yield from (change.model_dump_json() for change in changes)
     except DocingestError as error:
         console.print(f"[red]GET /changes: {error}[/]")
         raise typer.Exit(1) from error

@@ -3,6 +3,7 @@ endpoints read or resumed from the database, for when the API is away (`list`, `
 
 from __future__ import annotations
 
+import gc
 import signal
 import uuid
 from typing import Annotated
@@ -34,6 +35,9 @@ def deliver() -> None:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        # What was imported lives as long as the process: out of the collector's sight, the
+        # collections a batch's thousand changes set off no longer walk it (as in the API).
+        gc.freeze()
         deliverer.run()
 
 

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,25 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text, update
 
 from docingest.api import create_app
-from docingest.changes.feed import read_changes
+from docingest.changes.feed import dump, read_changes
 from docingest.changes.relay import relay, relay_lag
 from docingest.connections import Connections
 from docingest.db import make_engine
-from docingest.documents.store import _store_documents, content_digest, store_batch
+from docingest.documents.store import (
+    _store_documents,
+    content_digest,
+    store_batch,
+    store_tombstone,
+)
 from docingest.keys import ApiKey, Scope, digest, generate_key
 from docingest.model import registry
 from docingest.model.classifier import Classifier
-from docingest.schemas import utcnow
+from docingest.schemas import Change, utcnow
 from docingest.settings import Settings
+from docingest.tables import CHANGES
 from docingest.worker.ingest import reclassify
 from tests.helpers import UNAMBIGUOUS, drain
 
@@ -112,6 +118,41 @@ def test_each_kind_of_change_says_what_it_left(
     store_batch(engine, [row(uuid.UUID(document_id), 1)])
     assert relay(engine) is not None
     assert changes(client, after=items[-1]["position"])["items"] == []
+
+
+def test_the_feed_writes_each_change_as_the_wire_model_does(database_url: str) -> None:
+    """Pages are serialised from the rows, without the wire `Change`: each item's JSON is the
+    model's own, byte for byte (field order, UTC times in Z, 1.0 not 1, compact alternatives),
+    whatever the PostgreSQL session's time zone."""
+    engine = make_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _in_kolkata)
+    try:
+        first, second = uuid.uuid4(), uuid.uuid4()
+        store_batch(engine, [row(first, 1, "économie") | {"confidence": 1.0}])
+        store_batch(engine, [row(second, 1)])
+        store_tombstone(engine, second, 2)
+        with engine.begin() as connection:  # a whole second: no fraction written
+            connection.execute(update(CHANGES).values(at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
+        relay(engine)
+        page = read_changes(engine, after=None, limit=10)
+        assert [(c["document_id"], c["kind"]) for c in page.items] == [
+            (first, "stored"),
+            (second, "stored"),
+            (second, "deleted"),
+        ]
+        for item in page.items:
+            written = dump(item)
+            assert written == Change.model_validate_json(written).model_dump_json().encode()
+        assert b'"at":"2026-01-02T03:04:05Z"' in written
+        assert b'"confidence":1.0' in dump(page.items[0])
+    finally:
+        engine.dispose()
+
+
+def _in_kolkata(connection: Any, _record: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Asia/Kolkata'")
 
 
 def test_next_the_head_filters_and_limits(client: TestClient, connections: Connections) -> None:
@@ -255,13 +296,13 @@ def test_a_change_committed_late_is_read_after_the_reader_went_past(postgres_url
                 store_batch(engine, [row(document_id, 1)])
             assert relay(engine) is not None
             page = read_changes(engine, after=0, limit=100)
-            assert [c.document_id for c in page.items] == early
+            assert [c["document_id"] for c in page.items] == early
             assert relay_lag(engine).waiting == 0  # the open row is invisible to the relay
             transaction.commit()
         relay(engine)
         after = read_changes(engine, after=page.next, limit=100)
-        assert [c.document_id for c in after.items] == [late]
-        assert after.items[0].position == str(page.next + 1)
+        assert [c["document_id"] for c in after.items] == [late]
+        assert after.items[0]["position"] == str(page.next + 1)
         assert read_changes(engine, after=after.next, limit=100).items == []
         ids = _ids_and_positions(engine)
         assert ids[late][0] < min(ids[e][0] for e in early)  # its id came first, its position last
@@ -312,7 +353,7 @@ def test_a_follower_sees_each_committed_version_once_in_order_under_concurrent_w
         while True:
             finished = relayed.is_set()
             page = read_changes(engine, after=position, limit=7)
-            seen.extend((c.document_id, c.version, int(c.position)) for c in page.items)
+            seen.extend((c["document_id"], c["version"], int(c["position"])) for c in page.items)
             position = page.next
             if finished and not page.items:
                 return
@@ -444,9 +485,9 @@ def test_the_worker_relay_numbers_and_prunes_with_the_settings(
     middleware = WorkerMiddleware(short, lambda: resources)
     middleware._relay()
     assert relay_lag(engine).waiting == 0
-    assert [c.position for c in read_changes(engine, after=None, limit=10).items] == ["1", "2"]
+    assert [c["position"] for c in read_changes(engine, after=None, limit=10).items] == ["1", "2"]
     with engine.begin() as connection:
         old = utcnow() - timedelta(minutes=1)
         connection.execute(text("UPDATE changes SET at = :old WHERE position = 1"), {"old": old})
     middleware._relay()
-    assert [c.position for c in read_changes(engine, after=None, limit=10).items] == ["2"]
+    assert [c["position"] for c in read_changes(engine, after=None, limit=10).items] == ["2"]

@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import structlog
 from docingest_client.webhooks import sign
 from sqlalchemy import Engine
 
-from docingest.changes.feed import ChangesGoneError, read_changes
+from docingest.changes.feed import ChangesGoneError, dump, read_changes
 from docingest.changes.webhooks import leases
 from docingest.changes.webhooks.targets import TargetRefusedError, resolve
-from docingest.schemas import Change, ChangesData, ChangesDelivery, utcnow
+from docingest.schemas import utcnow
 from docingest.tables import Webhook
 
 logger = structlog.get_logger(__name__)
@@ -69,11 +69,9 @@ def backoff(attempts: int, minimum: float, maximum: float) -> float:
     return ceiling * (0.5 + random.random() / 2)  # noqa: S311 (spreading load, not security)
 
 
-def payload(changes: list[Change]) -> bytes:
-    """A delivery's body: the changes as the feed serialises them."""
-    data = ChangesData(items=changes)
-    delivery = ChangesDelivery(type=EVENT_TYPE, timestamp=utcnow(), data=data)
-    return delivery.model_dump_json().encode()
+def payload(changes: list[dict[str, Any]]) -> bytes:
+    """A delivery's body (the wire `ChangesDelivery`): the changes as the feed serialises them."""
+    return dump({"type": EVENT_TYPE, "timestamp": utcnow(), "data": {"items": changes}})
 
 
 def post(
@@ -148,7 +146,8 @@ def deliver(
                 )
             return Turn(delivered, failed=False)
         # Named by its first and last change: the same changes, the same id, on every try.
-        message_id = f"{endpoint.id.hex}-{page.items[0].position}-{page.items[-1].position}"
+        first, last = page.items[0]["position"], page.items[-1]["position"]
+        message_id = f"{endpoint.id.hex}-{first}-{last}"
         body = payload(page.items)
         outcome = post(client, endpoint, message_id, body, allow_private=policy.allow_private)
         if not outcome.ok:
