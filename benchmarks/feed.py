@@ -5,10 +5,9 @@
 The feed cannot be switched off: every stored document writes its change in its own
 transaction and every worker process runs the relay, whether anyone reads the feed or not
 (docs/changes.md). What alternates is the consumer: 2N bulk end-to-end runs of BBC texts on
-the Procfile's processes (embedded PostgreSQL and Redis, as `bench.py`'s phases), one with a
-consumer following `GET /changes` and one webhook following the feed (delivered by a `docingest
-webhooks deliver` process, the Procfile's `webhooks`), and one without either, alternating
-(with, without, with, …).
+the Procfile's processes, its `webhooks` deliverer included (embedded PostgreSQL and Redis, as
+`bench.py`'s phases), one with a consumer following `GET /changes` and one webhook endpoint,
+and one without either, alternating (with, without, with, …).
 
 The consumer is a thread of this process, a plain HTTP client as any consumer would write:
 long polls (`wait=1`, `limit=1000`) following `next` from the head taken before the run. For
@@ -21,9 +20,10 @@ The webhook (benchmarks/webhook_follower.py) is delivered to a receiver thread o
 (`http.server` on 127.0.0.1, answering 200): its lag is from the change's `at` to the first
 arrival of a delivery holding it; every stored document's change must arrive (at least once),
 and a sample of deliveries has its signature checked with the Python client's `verify`. The
-endpoint is created before each measured run and deleted after it, and the delivering process
-runs during those runs only; the services run with `WEBHOOK_ALLOW_PRIVATE=true` throughout, a
-setting read only when an endpoint is created or delivered to.
+endpoint is created before each measured run and deleted after it; the delivering process runs
+throughout, as in a deployment (the runs without an endpoint have its idle polls); the services
+run with `WEBHOOK_ALLOW_PRIVATE=true` throughout, a setting read only when an endpoint is
+created or delivered to.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from loadgen import Generator
 from measure import DesignRun, PhaseResult, warm_docingest
 from rich.console import Console
 from rich.table import Table
-from webhook_follower import WebhookFollower
+from services import Service
+from webhook_follower import WebhookFollower, delivering
 
 from docingest.embedded import wait_until
 
@@ -129,21 +130,27 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def feed(args: argparse.Namespace, generator: Generator, model: Path) -> dict[str, Any]:
     # The webhook's receiver is on 127.0.0.1.
-    with warm_docingest(args, generator, model, "feed", WEBHOOK_ALLOW_PRIVATE="true") as run:
-        return {"runs": [_run(args, run, n, following=n % 2 == 0) for n in range(2 * args.feed)]}
+    with (
+        warm_docingest(args, generator, model, "feed", WEBHOOK_ALLOW_PRIVATE="true") as run,
+        delivering(run) as deliverer,
+    ):
+        runs = [_run(args, run, deliverer, n, following=n % 2 == 0) for n in range(2 * args.feed)]
+        return {"runs": runs}
 
 
-def _run(args: argparse.Namespace, run: DesignRun, n: int, *, following: bool) -> dict[str, Any]:
+def _run(
+    args: argparse.Namespace, run: DesignRun, deliverer: Service, n: int, *, following: bool
+) -> dict[str, Any]:
     phase = f"e2e_bulk_{n + 1}_{'consumer' if following else 'alone'}"
     consumer = FeedConsumer(run.url) if following else None
-    webhook = WebhookFollower(run) if following else None
+    webhook = WebhookFollower(run, deliverer) if following else None
     sampler = run.context.sampler
     try:
         if webhook is not None:
             webhook.start()
         if consumer is not None:
             consumer.start_following()
-        cpu_before = sampler.cpu_by_label()  # the deliverer's start-up left out
+        cpu_before = sampler.cpu_by_label()
         result: PhaseResult = run.end_to_end(
             phase, args.docs, args.bulk_size, args.bulk_concurrency
         )

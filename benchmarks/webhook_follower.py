@@ -1,12 +1,14 @@
 """One webhook following the feed during `--feed`'s measured runs (benchmarks/feed.py).
 
-A receiver thread (`http.server` on 127.0.0.1, answering 200) records when each delivered
-change arrived; an endpoint pointing at it is created with `POST /webhooks` (the benchmark's
-services run in open mode on loopback, which grants the admin scope, and with
-`WEBHOOK_ALLOW_PRIVATE=true` so that a loopback target is allowed); a `docingest webhooks
-deliver` process (the Procfile's `webhooks`) delivers to it. After the run the endpoint is
-deleted and the process stopped, and a sample of deliveries has its signature checked with
-the Python client's `verify`.
+The Procfile's `webhooks` process (`docingest webhooks deliver`) runs from before the first run
+to after the last, as it does beside the API and the workers in a deployment, and is watched
+by the CPU sampler throughout (idle, it looks for due endpoints every WEBHOOK_POLL_SECONDS). A
+run with a webhook has a receiver thread (`http.server` on 127.0.0.1, answering 200) that
+records when each delivered change arrived, and an endpoint pointing at it, created with
+`POST /webhooks` before the run (the benchmark's services run in open mode on loopback, which
+grants the admin scope, and with `WEBHOOK_ALLOW_PRIVATE=true` so that a loopback target is
+allowed) and deleted after it; a sample of deliveries has its signature checked with the
+Python client's `verify`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -98,18 +102,40 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class WebhookFollower:
-    """The receiver, its endpoint and the delivering process, for one run."""
+@contextmanager
+def delivering(run: DesignRun) -> Iterator[Service]:
+    """The Procfile's `webhooks` process, started (its log says so) and watched by the sampler
+    until the block ends."""
+    name = f"{run.design.name}-{run.workload}-webhooks"
+    deliverer = Service(
+        name,
+        [sys.executable, "-m", "docingest", "webhooks", "deliver"],
+        run.design.env,
+        run.logs / f"{name}.log",
+    )
+    ready_before = deliverer.log_count(DELIVERER_READY)
+    deliverer.start(ROOT)
+    try:
+        run.context.sampler.watch(name, deliverer.pid)
 
-    def __init__(self, run: DesignRun) -> None:
+        def deliverer_ready() -> bool:
+            deliverer.check_alive()
+            return deliverer.log_count(DELIVERER_READY) > ready_before
+
+        wait_until(deliverer_ready, 120, f"webhook deliverer start-up ({deliverer.log})")
+        yield deliverer
+    finally:
+        run.context.sampler.unwatch(name)
+        deliverer.stop()
+
+
+class WebhookFollower:
+    """The receiver and its endpoint, for one run."""
+
+    def __init__(self, run: DesignRun, deliverer: Service) -> None:
         self.run = run
+        self.deliverer = deliverer
         self.receiver = Receiver()
-        self.deliverer = Service(
-            f"{run.design.name}-{run.workload}-webhooks",
-            [sys.executable, "-m", "docingest", "webhooks", "deliver"],
-            run.design.env,
-            run.logs / f"{run.design.name}-{run.workload}-webhooks.log",
-        )
         self.endpoint: str | None = None
         self.secret = ""
         self._serving = threading.Thread(
@@ -120,18 +146,9 @@ class WebhookFollower:
         )
 
     def start(self) -> None:
-        """Receiver listening, the deliverer up (its log says so), then the endpoint: it is
-        delivered the changes committed from its creation on."""
+        """Receiver listening, then the endpoint: it is delivered the changes committed from
+        its creation on."""
         self._serving.start()
-        ready_before = self.deliverer.log_count(DELIVERER_READY)
-        self.deliverer.start(ROOT)
-        self.run.context.sampler.watch(self.deliverer.name, self.deliverer.pid)
-
-        def deliverer_ready() -> bool:
-            self.deliverer.check_alive()
-            return self.deliverer.log_count(DELIVERER_READY) > ready_before
-
-        wait_until(deliverer_ready, 120, f"webhook deliverer start-up ({self.deliverer.log})")
         response = httpx.post(
             self.run.url + "/webhooks",
             json={"url": self.receiver.url},
@@ -158,8 +175,6 @@ class WebhookFollower:
         if self.endpoint is not None:
             httpx.delete(f"{self.run.url}/webhooks/{self.endpoint}", timeout=30)
             self.endpoint = None
-        self.run.context.sampler.unwatch(self.deliverer.name)
-        self.deliverer.stop()
         if self._serving.is_alive():
             self.receiver.shutdown()
         self.receiver.server_close()
