@@ -2,7 +2,8 @@
 
 Positions are numbers here; on the wire they are opaque strings (their decimal digits today).
 Every position up to the head is committed and stays where it is until pruned, so a page read
-up to the head it read first is complete: the next page starts after it.
+up to the head it read first (or up to a position below it) is complete: the next page starts
+after it.
 """
 
 from __future__ import annotations
@@ -98,14 +99,19 @@ def read_changes(
     oldest first, of the given kinds and categories (empty: any).
 
     `ChangesGoneError` when `after` is below the newest pruned position or above the head.
-    `next` is the last item's position when the page is full, else the head read before the
-    page (every position up to it was scanned).
+    `next` is the last item's position when the page is full, else the end of the positions
+    scanned: the head read before the page, or, unfiltered, `limit` positions on.
     """
     statement = _page_statement(bool(kinds), bool(categories))
     with engine.connect() as connection:
         head, pruned = bounds(connection)
         start = pruned if after is None else after
-        values: dict[str, Any] = {"start": start, "head": head, "limit": limit}
+        # Positions follow one another (the relay gives head+1, head+2, …; pruning takes a
+        # prefix), so an unfiltered page is the next `limit` of them: a scan of that many rows
+        # whatever plan the database picks (on stale statistics PostgreSQL scanned every
+        # position up to the head and sorted them to keep 1,000).
+        until = head if kinds or categories else min(head, start + limit)
+        values: dict[str, Any] = {"start": start, "until": until, "limit": limit}
         values |= {"kinds": list(kinds)} if kinds else {}
         values |= {"categories": list(categories)} if categories else {}
         items = [_item(row) for row in connection.execute(statement, values).all()]
@@ -116,7 +122,7 @@ def read_changes(
         raise ChangesGoneError(after, pruned, head)
     if len(items) == limit:
         return ChangePage(items, int(items[-1]["position"]))
-    return ChangePage(items, max(start, head))  # start > head: no `after`, all pruned
+    return ChangePage(items, max(start, until))  # start > head: no `after`, all pruned
 
 
 @cache
@@ -124,7 +130,7 @@ def _page_statement(kinds: bool, categories: bool) -> Select[Any]:
     """A page's statement, with or without each filter, built once (as the relay's reads)."""
     conditions = [
         CHANGES.c.position > bindparam("start"),
-        CHANGES.c.position <= bindparam("head"),
+        CHANGES.c.position <= bindparam("until"),
     ]
     if kinds:
         conditions.append(CHANGES.c.kind.in_(bindparam("kinds", expanding=True)))
