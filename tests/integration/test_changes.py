@@ -282,6 +282,23 @@ def test_reading_the_feed_needs_the_read_scope(settings: Settings) -> None:
                 assert client.get(path, headers=headers).status_code == expected, (path, name)
 
 
+def test_an_unfiltered_page_reads_the_next_limit_positions(engine: Engine) -> None:
+    """A page reads positions after `after` up to `limit` on, however many rows it finds there
+    (a gap: fewer), and `next` is the end of what it read: nothing is skipped."""
+    for version in range(1, 9):
+        store_batch(engine, [row(uuid.uuid4(), version)])
+    relay(engine)
+    with engine.begin() as connection:  # positions never have gaps; were one made, still exact
+        connection.execute(text("DELETE FROM changes WHERE position = 3"))
+    first = read_changes(engine, after=0, limit=4)
+    assert [c["position"] for c in first.items] == ["1", "2", "4"]
+    assert first.next == 4
+    second = read_changes(engine, after=first.next, limit=4)
+    assert [c["position"] for c in second.items] == ["5", "6", "7", "8"]
+    assert second.next == 8
+    assert read_changes(engine, after=second.next, limit=4).items == []
+
+
 def test_a_change_committed_late_is_read_after_the_reader_went_past(postgres_url: str) -> None:
     """PostgreSQL, default settings: a transaction takes its change row's id first and stays
     open while two others commit and are numbered; a reader reads them and moves on; then the
