@@ -90,16 +90,25 @@ class _Watched:
     tree: bool
 
 
+# How often the periodic samples find each watched tree's processes again (a pass over /proc);
+# in between they read the processes found. Explicit samples (a phase's boundaries) always do.
+FIND_SECONDS = 1.0
+
+
 @dataclass
 class Sampler:
     """Every 100 ms, the RSS and CPU time of every process of every watched tree.
 
     RSS peaks are kept per label and process; CPU times let a phase tell its own processes'
     CPU from the rest of the machine's, which on a shared machine is noise in the figures.
+    A sample reads two files a process; the trees are found again every FIND_SECONDS (a pass
+    over every process of the machine: at every sample, the sampler took ~0.07 core).
     """
 
     interval: float = 0.1
     _watched: dict[str, _Watched] = field(default_factory=dict)
+    _trees: dict[str, list[psutil.Process]] = field(default_factory=dict)
+    _found_at: float = float("-inf")
     _peaks: dict[str, dict[int, int]] = field(default_factory=dict)
     _cpu: dict[int, float] = field(default_factory=dict)
     _label_of: dict[int, str] = field(default_factory=dict)
@@ -126,6 +135,7 @@ class Sampler:
         self.sample()
         with self._lock:
             self._watched.pop(label, None)
+            self._trees.pop(label, None)
 
     def take_peaks(self, label: str) -> dict[int, int]:
         """Peak RSS in bytes per process seen under `label`, forgotten once taken."""
@@ -151,13 +161,14 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.sample()
+            self.sample(find=time.monotonic() - self._found_at >= FIND_SECONDS)
 
-    def sample(self) -> None:
-        children = _children()
+    def sample(self, *, find: bool = True) -> None:
         with self._lock:
-            for label, watched in self._watched.items():
-                for process in _processes(watched, children):
+            if find:
+                self._find()
+            for label, processes in self._trees.items():
+                for process in processes:
                     with contextlib.suppress(psutil.Error):
                         with process.oneshot():
                             rss = process.memory_info().rss
@@ -167,24 +178,26 @@ class Sampler:
                         self._cpu[process.pid] = times.user + times.system
                         self._label_of[process.pid] = label
 
+    def _find(self) -> None:
+        """Each watched tree's processes, from one pass over every process (psutil keeps the
+        objects between passes)."""
+        children: dict[int, list[psutil.Process]] = {}
+        for process in psutil.process_iter(["ppid"]):
+            children.setdefault(process.info["ppid"], []).append(process)
+        self._trees = {label: _tree(w, children) for label, w in self._watched.items()}
+        self._found_at = time.monotonic()
 
-def _children() -> dict[int, list[int]]:
-    """Every process's children, from one pass over /proc a sample (psutil's `children` makes
-    a pass a call: one a watched tree, ten times a second, cost the benchmark ~0.1 core)."""
-    children: dict[int, list[int]] = {}
-    for process in psutil.process_iter(["ppid"]):
-        children.setdefault(process.info["ppid"], []).append(process.pid)
-    return children
 
-
-def _processes(watched: _Watched, children: dict[int, list[int]]) -> list[psutil.Process]:
-    pids, found = [watched.pid], []
-    while pids:
-        pid = pids.pop()
-        with contextlib.suppress(psutil.Error):
-            found.append(psutil.Process(pid))
-            if watched.tree:
-                pids += children.get(pid, [])
+def _tree(watched: _Watched, children: dict[int, list[psutil.Process]]) -> list[psutil.Process]:
+    try:
+        found, waiting = [], [psutil.Process(watched.pid)]
+    except psutil.Error:
+        return []
+    while waiting:
+        process = waiting.pop()
+        found.append(process)
+        if watched.tree:
+            waiting += children.get(process.pid, [])
     return found
 
 
