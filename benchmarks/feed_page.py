@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from pathlib import Path
 
 import orjson
-from changes_cost import rows
+from changes_cost import migrated_engine, rows
 from docingest_client.webhooks import sign
 from sqlalchemy import Engine
 
@@ -30,9 +26,7 @@ from docingest.changes.feed import dump, read_changes
 from docingest.changes.relay import relay
 from docingest.changes.webhooks.delivery import payload
 from docingest.changes.webhooks.endpoints import new_secret
-from docingest.db import make_engine, migrate
 from docingest.documents.store import store_batch
-from docingest.embedded import EmbeddedPostgres
 from docingest.model.datasets import load_bbc
 
 SECRET = new_secret()
@@ -81,25 +75,14 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=20_000)
     parser.add_argument("--database-url")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="docingest-feed-page-"))
-    try:
-        server = None if args.database_url else EmbeddedPostgres(folder / "pg")
-        with server or nullcontext():
-            url = args.database_url or server.url  # type: ignore[union-attr]
-            migrate(url)
-            engine = make_engine(url)
-            try:
-                fill(engine, args.changes)
-                gc.freeze()  # as the API and the deliverer do once started
-                result = {
-                    "changes": args.changes,
-                    "page_1000_us": cpu_per_change(engine, 1000, page_answer),
-                    "delivery_500_us": cpu_per_change(engine, 500, delivery),
-                }
-            finally:
-                engine.dispose()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with migrated_engine(args.database_url, "feed-page") as engine:
+        fill(engine, args.changes)
+        gc.freeze()  # as the API and the deliverer do once started
+        result = {
+            "changes": args.changes,
+            "page_1000_us": cpu_per_change(engine, 1000, page_answer),
+            "delivery_500_us": cpu_per_change(engine, 500, delivery),
+        }
     print(
         f"CPU a change: a page of 1,000 read and serialised {result['page_1000_us']} µs; "
         f"a delivery of 500 read, built and signed {result['delivery_500_us']} µs"
