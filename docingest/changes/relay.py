@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import Connection, Engine, case, delete, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import CHANGE_RELAY, CHANGES
@@ -32,6 +43,68 @@ PRUNE_BATCH: Final = 1_000
 class Relayed:
     numbered: int
     pruned: int
+
+
+# The newest position pruned (0: none): a cursor below it missed changes (410).
+PRUNED: Final = select(CHANGE_RELAY.c.pruned).where(CHANGE_RELAY.c.id == 1).scalar_subquery()
+# The newest position given; the newest pruned if none is kept (0: none ever).
+HEAD: Final = func.coalesce(select(func.max(CHANGES.c.position)).scalar_subquery(), PRUNED)
+
+# Every statement is built once: building one cost as much as running it, and a feed's read
+# or an idle relay pass is a few of them (each worker process runs a pass every 0.2 s).
+_HEAD_STATEMENT: Final = select(HEAD)
+_PRUNED_STATEMENT: Final = select(PRUNED)
+_BOUNDS_STATEMENT: Final = select(HEAD, PRUNED)
+_LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
+_ANY_UNNUMBERED: Final = select(CHANGES.c.id).where(CHANGES.c.position.is_(None)).limit(1)
+
+
+def _numbering() -> Update:
+    """Positions head+1, head+2, … for the first RELAY_BATCH unnumbered rows by id, in one
+    `UPDATE` that reads the head itself (an alias: not correlated to the row updated), so that
+    reading it and numbering are one statement: on SQLite, whose driver runs a SELECT outside
+    the transaction, two processes' passes still cannot give a position twice."""
+    numbered = CHANGES.alias("numbered")
+    newest = select(func.max(numbered.c.position)).scalar_subquery()
+    start = select(func.coalesce(newest, PRUNED)).scalar_subquery()
+    waiting = (
+        select(
+            CHANGES.c.id,
+            func.row_number().over(order_by=CHANGES.c.id).label("number"),
+        )
+        .where(CHANGES.c.position.is_(None))
+        .order_by(CHANGES.c.id)
+        .limit(RELAY_BATCH)
+        .subquery()
+    )
+    return (
+        update(CHANGES)
+        .where(CHANGES.c.id == waiting.c.id)
+        .values(position=start + waiting.c.number)
+    )
+
+
+_NUMBER: Final = _numbering()
+_KEPT: Final = CHANGES.c.position > bindparam("pruned")
+_OLDEST_KEPT_AT: Final = select(CHANGES.c.at).where(_KEPT).order_by(CHANGES.c.position).limit(1)
+_OLDEST_KEPT: Final = (
+    select(CHANGES.c.position, CHANGES.c.at)
+    .where(_KEPT)
+    .order_by(CHANGES.c.position)
+    .limit(PRUNE_BATCH)
+)
+_DELETE_UP_TO: Final = delete(CHANGES).where(_KEPT, CHANGES.c.position <= bindparam("last"))
+# Never back: another process's pass may have pruned further meanwhile (SQLite).
+_RECORD_PRUNED: Final = (
+    update(CHANGE_RELAY)
+    .where(CHANGE_RELAY.c.id == 1)
+    .values(
+        pruned=case(
+            (CHANGE_RELAY.c.pruned < bindparam("last"), bindparam("last")),
+            else_=CHANGE_RELAY.c.pruned,
+        )
+    )
+)
 
 
 def relay(engine: Engine, *, retention: timedelta | None = None) -> Relayed | None:
@@ -52,8 +125,7 @@ def _lock(connection: Connection) -> bool:
     is one statement (`_number`)."""
     if connection.dialect.name != "postgresql":
         return True
-    statement = text("SELECT pg_try_advisory_xact_lock(:key)")
-    return bool(connection.execute(statement, {"key": RELAY_LOCK}).scalar_one())
+    return bool(connection.execute(_LOCK, {"key": RELAY_LOCK}).scalar_one())
 
 
 def _number(connection: Connection) -> int:
@@ -62,41 +134,9 @@ def _number(connection: Connection) -> int:
     By id: a document's later write takes its change row's id while it holds that document's
     row lock, which the earlier write released only at its commit, so for one document id
     order is version order (docs/architecture.md)."""
-    unnumbered = select(CHANGES.c.id).where(CHANGES.c.position.is_(None)).limit(1)
-    if connection.execute(unnumbered).first() is None:
+    if connection.execute(_ANY_UNNUMBERED).first() is None:
         return 0  # an idle pass reads one index entry and writes nothing (SQLite: no write lock)
-    # The head, read by the UPDATE itself (an alias: not correlated to the row updated), so
-    # that reading it and numbering are one statement: on SQLite, whose driver runs a SELECT
-    # outside the transaction, two processes' passes still cannot give a position twice.
-    numbered = CHANGES.alias("numbered")
-    newest = select(func.max(numbered.c.position)).scalar_subquery()
-    start = select(func.coalesce(newest, PRUNED)).scalar_subquery()
-    waiting = (
-        select(
-            CHANGES.c.id,
-            func.row_number().over(order_by=CHANGES.c.id).label("number"),
-        )
-        .where(CHANGES.c.position.is_(None))
-        .order_by(CHANGES.c.id)
-        .limit(RELAY_BATCH)
-        .subquery()
-    )
-    statement = (
-        update(CHANGES)
-        .where(CHANGES.c.id == waiting.c.id)
-        .values(position=start + waiting.c.number)
-    )
-    return int(connection.execute(statement).rowcount)
-
-
-# The newest position pruned (0: none): a cursor below it missed changes (410).
-PRUNED: Final = select(CHANGE_RELAY.c.pruned).where(CHANGE_RELAY.c.id == 1).scalar_subquery()
-# The newest position given; the newest pruned if none is kept (0: none ever).
-HEAD: Final = func.coalesce(select(func.max(CHANGES.c.position)).scalar_subquery(), PRUNED)
-# Built once: a feed's read is its round trips, and building a statement cost as much as one.
-_HEAD_STATEMENT: Final = select(HEAD)
-_PRUNED_STATEMENT: Final = select(PRUNED)
-_BOUNDS_STATEMENT: Final = select(HEAD, PRUNED)
+    return int(connection.execute(_NUMBER).rowcount)
 
 
 def head_position(connection: Connection) -> int:
@@ -117,30 +157,19 @@ def _prune(connection: Connection, cutoff: datetime) -> int:
     """Delete the oldest positions whose change is older than `cutoff`, a prefix of the feed
     (stopping at the first one that is not, so that every position up to the newest pruned is
     gone and every one after it kept), and remember the newest pruned."""
-    pruned = pruned_position(connection)
-    first = select(CHANGES.c.at).where(CHANGES.c.position > pruned).order_by(CHANGES.c.position)
-    at = connection.execute(first.limit(1)).scalar()
+    kept = {"pruned": pruned_position(connection)}
+    at = connection.execute(_OLDEST_KEPT_AT, kept).scalar()
     if at is None or as_utc(at) >= cutoff:
         return 0  # the usual pass: the oldest change kept is not old enough
-    oldest = connection.execute(
-        select(CHANGES.c.position, CHANGES.c.at)
-        .where(CHANGES.c.position > pruned)
-        .order_by(CHANGES.c.position)
-        .limit(PRUNE_BATCH)
-    ).all()
     last = None
-    for position, at in oldest:
+    for position, at in connection.execute(_OLDEST_KEPT, kept).all():
         if as_utc(at) >= cutoff:
             break
         last = int(position)
     if last is None:
         return 0
-    deleted = connection.execute(
-        delete(CHANGES).where(CHANGES.c.position > pruned, CHANGES.c.position <= last)
-    ).rowcount
-    # Never back: another process's pass may have pruned further meanwhile (SQLite).
-    newer = case((CHANGE_RELAY.c.pruned < last, last), else_=CHANGE_RELAY.c.pruned)
-    connection.execute(update(CHANGE_RELAY).where(CHANGE_RELAY.c.id == 1).values(pruned=newer))
+    deleted = connection.execute(_DELETE_UP_TO, kept | {"last": last}).rowcount
+    connection.execute(_RECORD_PRUNED, {"last": last})
     return int(deleted)
 
 
