@@ -282,6 +282,7 @@ class Webhook(SQLModel, table=True):
     """
 
     __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_idempotency_key", "idempotency_key", unique=True),)
 
     id: uuid.UUID = SQLField(primary_key=True)
     url: str = SQLField(sa_column=Column(Text, nullable=False))
@@ -317,6 +318,10 @@ class Webhook(SQLModel, table=True):
     lease_expires_at: datetime | None = SQLField(
         default=None, sa_column=Column(DateTime(timezone=True))
     )
+    # The `Idempotency-Key` of the POST that made it (None: none sent), and the digest of that
+    # request: a retry with the key gets this endpoint again, another request with it a 422.
+    idempotency_key: str | None = SQLField(default=None, sa_column=Column(String(255)))
+    request_digest: str | None = SQLField(default=None, sa_column=Column(String(64)))
 
 
 def _handle(model: type[SQLModel]) -> Table:

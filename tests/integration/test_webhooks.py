@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -373,6 +374,64 @@ def test_webhooks_need_the_admin_scope(fast: Settings) -> None:
         created = client.post("/webhooks", json=body, headers=ops)
         assert created.status_code == 201
         assert created.json()["created_by"] == "ops"
+
+
+def test_a_retry_with_its_idempotency_key_gets_the_endpoint_the_first_try_made(
+    api: TestClient, engine: Engine
+) -> None:
+    """The same key and body again: the same endpoint, secret included, and no second one;
+    the key with another body, or a key that is no header value, a 422."""
+    body = {"url": "http://127.0.0.1:9/hook", "kinds": ["stored", "deleted"]}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = api.post("/webhooks", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    write(engine, 1, 2)  # the feed moved on meanwhile: the answer is the endpoint as it is now
+    again = api.post("/webhooks", json=body | {"kinds": ["deleted", "stored"]}, headers=key)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert (again.json()["id"], again.json()["secret"]) == (
+        first.json()["id"],
+        first.json()["secret"],
+    )
+    other = api.post("/webhooks", json=body | {"kinds": ["stored"]}, headers=key)
+    assert other.status_code == 422
+    assert other.json()["detail"][0]["type"] == "idempotency_key_reused"
+    assert api.post("/webhooks", json=body, headers={"Idempotency-Key": "a b"}).status_code == 422
+    assert (
+        api.post("/webhooks", json=body, headers={"Idempotency-Key": "k" * 256}).status_code == 422
+    )
+    without = [api.post("/webhooks", json=body).json()["id"] for _ in range(2)]
+    assert len({first.json()["id"], *without}) == 3  # no key: a new endpoint each time
+    assert len(api.get("/webhooks").json()) == 3
+
+
+def test_the_client_retries_an_answer_lost_without_making_a_second_endpoint(
+    api: TestClient,
+) -> None:
+    """The first POST is made, then its answer lost (the connection drops): the client's
+    retry, with the same Idempotency-Key, gets the same endpoint and its secret."""
+    from docingest_client import Client
+
+    class LosingFirstAnswer(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self.lost = 0
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = api._transport.handle_request(request)
+            if request.method == "POST" and not self.lost:
+                self.lost += 1
+                raise httpx.ReadError("connection lost before the answer", request=request)
+            return response
+
+    transport = LosingFirstAnswer()
+    with Client("http://testserver", transport=transport) as client:
+        created = client.add_webhook("http://127.0.0.1:9/hook")
+        assert transport.lost == 1
+        assert client.retries == 1
+        assert [found.id for found in client.webhooks()] == [created.id]
+        assert created.secret.startswith("whsec_")
 
 
 def test_the_client_and_the_cli_manage_endpoints(

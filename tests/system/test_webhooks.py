@@ -51,8 +51,7 @@ def test_a_deliverer_killed_mid_delivery_is_relieved_and_nothing_is_skipped(
     receiver = Receiver()
     try:
         with serving(receiver) as url:
-            created = endpoints.create(engine, url)
-            endpoint = created.endpoint
+            endpoint = endpoints.create(engine, url).status.endpoint
             receiver.secret = endpoint.secret
             both = [deliverer(procs), deliverer(procs)]
             for process in both:

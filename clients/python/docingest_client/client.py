@@ -301,10 +301,13 @@ class _Operations:
             return page.items
 
     def _add_webhook(
-        self, url: str, kinds: Sequence[str], categories: Sequence[str]
+        self, url: str, kinds: Sequence[str], categories: Sequence[str], key: str | None
     ) -> _Steps[WebhookCreated]:
+        """Every try with one Idempotency-Key: a retry after a lost answer gets the endpoint
+        the first try made."""
         body = _json({"url": url, "kinds": list(kinds), "categories": list(categories)})
-        response = yield from self._call(_Request("POST", "/webhooks", body=body))
+        headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+        response = yield from self._call(_Request("POST", "/webhooks", body=body, headers=headers))
         return WebhookCreated.model_validate_json(response.content)
 
     def _webhooks(self) -> _Steps[list[WebhookOut]]:
@@ -481,12 +484,14 @@ class Client(_Operations):
         *,
         kinds: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> WebhookCreated:
         """Deliver the feed's changes (of these kinds and categories; None: all) to `url`, from
         the newest change on (scope `admin`). The answer holds the signing secret, shown this
-        once: keep it for `verify`. A retry after a lost answer may leave an endpoint whose
-        secret nobody saw: `webhooks()` lists it, `delete_webhook` removes it."""
-        return self._run(self._add_webhook(url, kinds or (), categories or ()))
+        once: keep it for `verify`. Every try sends one `Idempotency-Key` (a new UUID unless
+        given), so a retry after a lost answer gets the endpoint the first try made, secret
+        included; give your own, saved first, to make a retry from another process safe too."""
+        return self._run(self._add_webhook(url, kinds or (), categories or (), idempotency_key))
 
     def webhooks(self) -> list[WebhookOut]:
         """Every endpoint, oldest first: its state, position, lag and last error."""
@@ -643,8 +648,10 @@ class AsyncClient(_Operations):
         *,
         kinds: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> WebhookCreated:
-        return await self._run(self._add_webhook(url, kinds or (), categories or ()))
+        key = idempotency_key
+        return await self._run(self._add_webhook(url, kinds or (), categories or (), key))
 
     async def webhooks(self) -> list[WebhookOut]:
         return await self._run(self._webhooks())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 
 from docingest.api.auth import Scope, require_scope
@@ -19,13 +19,17 @@ from docingest.changes.webhooks import endpoints
 from docingest.changes.webhooks.targets import TargetRefusedError, resolve
 from docingest.schemas import WebhookCreated, WebhookIn, WebhookOut
 
+# RFC 9110 field-value characters a key is made of (the IETF draft's Idempotency-Key is a string).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[require_scope(Scope.ADMIN)])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: ERROR_RESPONSES[404]}
 _REFUSED = error_response(
     "The body is not what this operation takes, or the URL cannot be delivered to: its host "
     "does not resolve, or resolves to a private, loopback, link-local or otherwise non-global "
-    "address (refused unless WEBHOOK_ALLOW_PRIVATE=true); `detail` says which"
+    "address (refused unless WEBHOOK_ALLOW_PRIVATE=true); or the `Idempotency-Key` came before "
+    "with another request; `detail` says which"
 )
 _PRUNED = error_response(
     "Changes after the endpoint's position were pruned while it was behind: resume it with "
@@ -63,25 +67,44 @@ def create_webhook(
     response: Response,
     engine: EngineDep,
     settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Any 1-255 printable ASCII characters, a new value for each new "
+            "endpoint (a UUID): a retry with the same key and body gets the endpoint the first "
+            "try made, secret included, and makes none (`Idempotent-Replayed: true`)",
+        ),
+    ] = None,
 ) -> WebhookCreated:
     """Deliver the changes committed from now on (of `kinds` and `categories`; empty: all) to
-    `url`, in order, signed with the `secret` of the answer, shown this once. `422` when the URL
-    leads nowhere public (its host is resolved now, and again before each delivery)."""
+    `url`, in order, signed with the `secret` of the answer, shown this once (and again to a
+    retry with the same `Idempotency-Key`). `422` when the URL leads nowhere public (its host is
+    resolved now, and again before each delivery), or when the `Idempotency-Key` came before
+    with another request."""
     try:
         resolve(webhook.url, allow_private=settings.webhook_allow_private)
     except TargetRefusedError as error:
         detail = [{"type": "url_refused", "loc": ["body", "url"], "msg": str(error)}]
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail) from None
-    created = endpoints.create(
-        engine,
-        webhook.url,
-        kinds=webhook.kinds,
-        categories=webhook.categories,
-        created_by=getattr(request.state, "api_key_name", None),
-    )
-    response.headers["Location"] = f"{router.prefix}/{created.endpoint.id}"
-    shown = endpoints.describe(created).model_dump()
-    return WebhookCreated(**shown, secret=created.endpoint.secret)
+    try:
+        created = endpoints.create(
+            engine,
+            webhook.url,
+            kinds=webhook.kinds,
+            categories=webhook.categories,
+            created_by=getattr(request.state, "api_key_name", None),
+            idempotency_key=idempotency_key,
+        )
+    except endpoints.IdempotencyKeyReusedError as error:
+        where = ["header", "Idempotency-Key"]
+        detail = [{"type": "idempotency_key_reused", "loc": where, "msg": str(error)}]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail) from None
+    response.headers["Location"] = f"{router.prefix}/{created.status.endpoint.id}"
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    shown = endpoints.describe(created.status).model_dump()
+    return WebhookCreated(**shown, secret=created.status.endpoint.secret)
 
 
 @router.get("")

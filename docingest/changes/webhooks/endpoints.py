@@ -5,6 +5,7 @@ is behind the feed. What a delivering process writes (leases, positions, failure
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+import orjson
 from docingest_client.webhooks import SECRET_PREFIX
 from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from docingest.changes.relay import head_position, pruned_position
 from docingest.changes.webhooks.leases import database_now
@@ -55,6 +58,24 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    status: EndpointStatus
+    # Made by an earlier request with the same Idempotency-Key: this one made nothing.
+    replayed: bool
+
+
+class IdempotencyKeyReusedError(Exception):
+    """The Idempotency-Key came before with another request (another URL, kinds, categories or
+    key): the endpoint it names is not what this request asks for."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was sent before with another request: a retry sends "
+            "the same request with the same key, a new request a new key"
+        )
+
+
 def create(
     engine: Engine,
     url: str,
@@ -62,27 +83,67 @@ def create(
     kinds: Sequence[str] = (),
     categories: Sequence[str] = (),
     created_by: str | None = None,
-) -> EndpointStatus:
-    """A new active endpoint, delivered to from the head on: the changes committed from now."""
-    with engine.begin() as connection:
-        now = database_now(connection)  # the clock leases and retries are compared with
-        endpoint = Webhook(
-            id=uuid.uuid4(),
-            url=url,
-            kinds=list(kinds),
-            categories=list(categories),
-            secret=new_secret(),
-            position=head_position(connection),
-            state="active",
-            created_at=now,
-            created_by=created_by,
-            next_attempt_at=now,
-            attempts=0,
-            deliveries=0,
-            failures=0,
-        )
-        connection.execute(insert(WEBHOOKS).values(endpoint.model_dump()))
-        return _status(connection, endpoint, now)
+    idempotency_key: str | None = None,
+) -> Created:
+    """A new active endpoint, delivered to from the head on: the changes committed from now.
+
+    With `idempotency_key`, a retry of the request that made an endpoint with that key gets
+    that endpoint (`replayed`), its secret included, and makes nothing; another request with
+    the key raises `IdempotencyKeyReusedError`. The key lives as long as its endpoint."""
+    digest = None
+    if idempotency_key is not None:
+        digest = _request_digest(url, kinds, categories, created_by)
+        if (made := _made_with(engine, idempotency_key, digest)) is not None:
+            return Created(made, replayed=True)
+    try:
+        with engine.begin() as connection:
+            now = database_now(connection)  # the clock leases and retries are compared with
+            endpoint = Webhook(
+                id=uuid.uuid4(),
+                url=url,
+                kinds=list(kinds),
+                categories=list(categories),
+                secret=new_secret(),
+                position=head_position(connection),
+                state="active",
+                created_at=now,
+                created_by=created_by,
+                next_attempt_at=now,
+                attempts=0,
+                deliveries=0,
+                failures=0,
+                idempotency_key=idempotency_key,
+                request_digest=digest,
+            )
+            connection.execute(insert(WEBHOOKS).values(endpoint.model_dump()))
+            return Created(_status(connection, endpoint, now), replayed=False)
+    except IntegrityError:
+        # Another try with the key committed first: its endpoint is the answer.
+        if idempotency_key is None or digest is None:
+            raise
+        if (made := _made_with(engine, idempotency_key, digest)) is None:
+            raise
+        return Created(made, replayed=True)
+
+
+def _request_digest(
+    url: str, kinds: Sequence[str], categories: Sequence[str], created_by: str | None
+) -> str:
+    """What a retry must repeat: the URL, the filters (in any order) and whose key sent it."""
+    request = [url, sorted(set(kinds)), sorted(set(categories)), created_by]
+    return hashlib.sha256(orjson.dumps(request)).hexdigest()
+
+
+def _made_with(engine: Engine, key: str, digest: str) -> EndpointStatus | None:
+    with engine.connect() as connection:
+        found = select(WEBHOOKS).where(WEBHOOKS.c.idempotency_key == key)
+        row = connection.execute(found).first()
+        if row is None:
+            return None
+        endpoint = Webhook(**row._mapping)
+        if endpoint.request_digest != digest:
+            raise IdempotencyKeyReusedError(key)
+        return _status(connection, endpoint, utcnow())
 
 
 def list_endpoints(engine: Engine) -> list[EndpointStatus]:
