@@ -57,7 +57,7 @@ class ChangesGoneError(Exception):
 class ChangePage:
     # As the feed shows them (the wire `Change`, positions opaque strings), plain values for
     # `dump`: no model a change. A page of 1,000 cost 85 ms of CPU through the table's model
-    # and a validation, 18 through the wire model, 2.5 so (benchmarks/feed_page.py).
+    # and a validation, 18 through the wire model, 3 so (benchmarks/feed_page.py).
     items: list[dict[str, Any]]
     # The position to read after next: past every change scanned, filtered out or not.
     next: int

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,21 +43,21 @@ from docingest.tables import WEBHOOKS, Webhook
 ERROR_CHARS = 1000
 
 
-def database_now(connection: Connection) -> datetime:
-    if connection.dialect.name == "postgresql":
-        return as_utc(connection.execute(select(func.statement_timestamp())).scalar_one())
-    return utcnow()
-
-
 # A moment as a statement compares it: a value, or the database's clock read by the statement.
 Moment = datetime | ColumnElement[datetime]
+# PostgreSQL's clock, as the statement that reads it started.
+_STATEMENT_TIME: Final = func.statement_timestamp(type_=DateTime(timezone=True))
+
+
+def database_now(connection: Connection) -> datetime:
+    if connection.dialect.name == "postgresql":
+        return as_utc(connection.execute(select(_STATEMENT_TIME)).scalar_one())
+    return utcnow()
 
 
 def _now(connection: Connection) -> Moment:
     """`database_now` inside the statement that uses it (PostgreSQL): a round trip less."""
-    if connection.dialect.name == "postgresql":
-        return func.statement_timestamp(type_=DateTime(timezone=True))
-    return utcnow()
+    return _STATEMENT_TIME if connection.dialect.name == "postgresql" else utcnow()
 
 
 def take_due(
@@ -159,7 +159,7 @@ def advance(
 def _advance_statement(dialect: str, delivered: bool) -> Update:
     """Built once a kind (a delivery's; building it cost as much as running it)."""
     now = (
-        func.statement_timestamp(type_=DateTime(timezone=True))
+        _STATEMENT_TIME
         if dialect == "postgresql"
         else bindparam("now", type_=DateTime(timezone=True))
     )
