@@ -54,7 +54,6 @@ HEAD: Final = func.coalesce(select(func.max(CHANGES.c.position)).scalar_subquery
 # or an idle relay pass is a few of them (each worker process runs a pass every 0.2 s).
 _HEAD_STATEMENT: Final = select(HEAD)
 _PRUNED_STATEMENT: Final = select(PRUNED)
-_BOUNDS_STATEMENT: Final = select(HEAD, PRUNED)
 _LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
 _ANY_UNNUMBERED: Final = select(CHANGES.c.id).where(CHANGES.c.position.is_(None)).limit(1)
 
@@ -145,12 +144,6 @@ def head_position(connection: Connection) -> int:
 
 def pruned_position(connection: Connection) -> int:
     return int(connection.execute(_PRUNED_STATEMENT).scalar_one())
-
-
-def bounds(connection: Connection) -> tuple[int, int]:
-    """The head and the newest pruned, read together."""
-    head, pruned = connection.execute(_BOUNDS_STATEMENT).one()
-    return int(head), int(pruned)
 
 
 def _prune(connection: Connection, cutoff: datetime) -> int:

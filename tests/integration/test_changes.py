@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
@@ -132,19 +133,22 @@ def test_the_feed_writes_each_change_as_the_wire_model_does(database_url: str) -
         store_batch(engine, [row(first, 1, "économie") | {"confidence": 1.0}])
         store_batch(engine, [row(second, 1)])
         store_tombstone(engine, second, 2)
-        with engine.begin() as connection:  # a whole second: no fraction written
+        with engine.begin() as connection:  # a whole second: no fraction written; 0.4 s: six digits
             connection.execute(update(CHANGES).values(at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
+            at = datetime(2026, 1, 2, 3, 4, 5, 400_000, tzinfo=UTC)
+            connection.execute(update(CHANGES).where(CHANGES.c.document_id == first).values(at=at))
         relay(engine)
         page = read_changes(engine, after=None, limit=10)
         assert [(c["document_id"], c["kind"]) for c in page.items] == [
-            (first, "stored"),
-            (second, "stored"),
-            (second, "deleted"),
+            (str(first), "stored"),
+            (str(second), "stored"),
+            (str(second), "deleted"),
         ]
         for item in page.items:
             written = dump(item)
             assert written == Change.model_validate_json(written).model_dump_json().encode()
         assert b'"at":"2026-01-02T03:04:05Z"' in written
+        assert b'"at":"2026-01-02T03:04:05.400000Z"' in dump(page.items[0])
         assert b'"confidence":1.0' in dump(page.items[0])
     finally:
         engine.dispose()
@@ -185,6 +189,27 @@ def test_next_the_head_filters_and_limits(client: TestClient, connections: Conne
 
     for params in ({"limit": 0}, {"limit": 1001}, {"after": "x1"}, {"kind": "x"}, {"wait": 61}):
         assert client.get("/changes", params=params).status_code == 422, params
+
+
+def test_a_page_links_to_the_next_one_with_the_same_query(
+    client: TestClient, connections: Connections
+) -> None:
+    """Following `rel="next"` alone reads every change once, filters and limit kept."""
+    engine = connections.engine
+    ids = [uuid.uuid4() for _ in range(5)]
+    store_batch(engine, [row(i, 1, "tech" if n % 2 else "sports") for n, i in enumerate(ids)])
+    relay(engine)
+    url, seen = "/changes?limit=2&category=sports&category=tech", []
+    for _ in range(4):
+        response = client.get(url)
+        seen += [item["document_id"] for item in response.json()["items"]]
+        link = response.links["next"]["url"]
+        assert link.startswith("/changes?")
+        assert parse_qs(urlsplit(link).query) == {
+            "limit": ["2"], "category": ["sports", "tech"], "after": [response.json()["next"]]
+        }  # fmt: skip
+        url = link
+    assert seen == [str(i) for i in sorted(ids)]
 
 
 def test_a_long_poll_answers_as_soon_as_a_change_arrives(
@@ -313,12 +338,12 @@ def test_a_change_committed_late_is_read_after_the_reader_went_past(postgres_url
                 store_batch(engine, [row(document_id, 1)])
             assert relay(engine) is not None
             page = read_changes(engine, after=0, limit=100)
-            assert [c["document_id"] for c in page.items] == early
+            assert [c["document_id"] for c in page.items] == [str(i) for i in early]
             assert relay_lag(engine).waiting == 0  # the open row is invisible to the relay
             transaction.commit()
         relay(engine)
         after = read_changes(engine, after=page.next, limit=100)
-        assert [c["document_id"] for c in after.items] == [late]
+        assert [c["document_id"] for c in after.items] == [str(late)]
         assert after.items[0]["position"] == str(page.next + 1)
         assert read_changes(engine, after=after.next, limit=100).items == []
         ids = _ids_and_positions(engine)
@@ -370,7 +395,9 @@ def test_a_follower_sees_each_committed_version_once_in_order_under_concurrent_w
         while True:
             finished = relayed.is_set()
             page = read_changes(engine, after=position, limit=7)
-            seen.extend((c["document_id"], c["version"], int(c["position"])) for c in page.items)
+            seen.extend(
+                (uuid.UUID(c["document_id"]), c["version"], int(c["position"])) for c in page.items
+            )
             position = page.next
             if finished and not page.items:
                 return

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 
 from docingest.changes.relay import HEAD
+from docingest.db import autocommit
 from docingest.schemas import as_utc, utcnow
 from docingest.tables import WEBHOOKS, Webhook
 
@@ -150,7 +151,7 @@ def advance(
     of failures), or past changes its filters leave out. False when `owner` no longer holds
     the lease or the position moved: nothing written."""
     values = {"endpoint": endpoint_id, "owner": owner, "after": after, "to": to, "now": utcnow()}
-    with engine.begin() as connection:
+    with autocommit(engine) as connection:
         statement = _advance_statement(connection.dialect.name, delivered)
         return connection.execute(statement, values).rowcount == 1
 
