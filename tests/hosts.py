@@ -605,8 +605,14 @@ class RabbitCluster(Server):
         return self._ready() == 0 and self.in_flight() == 0
 
     def state(self) -> str:
+        """The queues (their counts up to 5 s old), then each channel: which client, its
+        consumers, what it holds unacknowledged."""
         columns = ("name", "messages_ready", "messages_unacknowledged", "consumers")
-        return self.nodes[0].ctl("list_queues", *columns).replace("\n", "; ").replace("\t", " ")
+        queues = self.nodes[0].ctl("list_queues", *columns)
+        channels = self.nodes[0].ctl(
+            "list_channels", "name", "consumer_count", "messages_unacknowledged"
+        )
+        return f"{queues}\nchannels:\n{channels}".replace("\n", "; ").replace("\t", " ")
 
     def purge(self) -> None:
         connection = self._connection()

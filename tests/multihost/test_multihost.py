@@ -365,6 +365,7 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
 
             Watched for while they are sent: workers that drain a backlog between two polls of
             the broker (~0.7 s a `rabbitmqctl` call) leave nothing to see; then one more."""
+            states = []
             for attempt in range(3):
                 target = sent.accepted + 5000
                 load.bulk(batches=20, size=250, label=f"{label}{attempt}-", threads=2, pause=0)
@@ -372,7 +373,8 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
                 wait_until(lambda t=target: sent.accepted >= t, 60, "backlog accepted")
                 if held is not None:
                     return
-            raise AssertionError(f"{label}: no worker was seen holding a message")
+                states.append(f"rows {count_rows(database_url)}: {site.broker.state()}")
+            raise AssertionError(f"{label}: no worker was seen holding a message: {states}")
 
         wait_until(lambda: count_rows(database_url) > 1000, 90, "rows arriving")
         backlog("before-cut")
