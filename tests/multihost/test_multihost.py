@@ -361,14 +361,16 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         load.updates(new_ids(100), versions=10, threads=10, pause=0.45)
 
         def backlog(label: str) -> None:
-            """5,000 documents at once: the worker hosts hold fetched, unprocessed messages.
+            """15,000 documents at once: the worker hosts hold fetched, unprocessed messages.
 
             Watched for while they are sent: workers that drain a backlog between two polls of
-            the broker (~0.7 s a `rabbitmqctl` call) leave nothing to see; then one more."""
+            the broker (a `rabbitmqctl` call is 1 s or more) leave nothing to see; then one
+            more. Of 5,000, three in a row went unseen in CI runs, each stored in full with both
+            hosts consuming (the failure's states said so)."""
             states = []
             for attempt in range(3):
-                target = sent.accepted + 5000
-                load.bulk(batches=20, size=250, label=f"{label}{attempt}-", threads=2, pause=0)
+                target = sent.accepted + 15_000
+                load.bulk(batches=60, size=250, label=f"{label}{attempt}-", threads=2, pause=0)
                 held = seconds_until(lambda: site.broker.in_flight() > 0, 20, poll=0.05)
                 wait_until(lambda t=target: sent.accepted >= t, 60, "backlog accepted")
                 if held is not None:
