@@ -39,7 +39,8 @@ def _columns(dialect: str) -> tuple[ColumnElement[Any], ...]:
     """A change as the feed shows it (the wire `Change`), in its fields' order, read as the text
     the wire has where it has text: the alternatives as the JSON text stored (orjson, compact),
     embedded as they are; the id; the time, in UTC (`wire_time`). A datetime a change was
-    half of a page's CPU: parsed, checked for its zone, serialised (benchmarks/feed_page.py)."""
+    half of a page's CPU: parsed, checked for its zone, serialised (5.2 against 2.6 µs a change
+    read and serialised, with the time as a datetime or as text, in one process)."""
     if dialect == "postgresql":
         document_id: ColumnElement[Any] = cast(CHANGES.c.document_id, Text)
         at = cast(func.timezone("UTC", CHANGES.c.at), Text)
