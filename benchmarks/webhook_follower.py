@@ -104,7 +104,10 @@ class Receiver(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Keeps connections open (HTTP/1.1), as receivers do."""
+
     server: Receiver
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -90,11 +90,15 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 @contextmanager
-def autocommit(engine: Engine) -> Iterator[Connection]:
-    """A connection outside any transaction, for one statement, which is a transaction of its
-    own (one snapshot, atomic): no `BEGIN` and `COMMIT` or `ROLLBACK` around it, two round trips
-    of three."""
-    with engine.connect() as connection:
+def autocommit(bind: Engine | Connection) -> Iterator[Connection]:
+    """A connection outside any transaction, where each statement is a transaction of its own
+    (one snapshot, atomic): no `BEGIN` and `COMMIT` or `ROLLBACK` around it, two round trips of
+    three. Given a connection, that one, which its caller took from here: a loop of statements
+    (a webhook's turn) checks one out once, not once a statement."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as connection:
         yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 

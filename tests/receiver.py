@@ -2,7 +2,8 @@
 verifies each delivery with the reference implementation of Standard Webhooks (`standardwebhooks`)
 once given the endpoint's secret, answers what `answer` says for the n-th request (500 for a
 while, then 200, say), can hold requests until released, and records every delivery and how
-many were in flight at once (two deliveries to one endpoint at the same time are an overlap).
+many were in flight at once (two deliveries to one endpoint at the same time are an overlap),
+and on which connection each came.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Delivery:
     verified: bool | None  # None: no secret given yet
     started: float
     ended: float
+    connection: tuple[str, int]  # the sender's address and port: one a connection
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -65,7 +67,7 @@ class Receiver:
     def delivered_positions(self) -> list[int]:
         return [position for delivery in self.ok() for position in delivery.positions]
 
-    def handle(self, headers: dict[str, str], body: bytes) -> int:
+    def handle(self, headers: dict[str, str], body: bytes, connection: tuple[str, int]) -> int:
         started = time.monotonic()
         with self._lock:
             n = self._count
@@ -87,7 +89,7 @@ class Receiver:
             status = self.answer(n) if verified is not False else 401
             delivery = Delivery(
                 headers.get("webhook-id", ""), headers, body, status, verified, started,
-                time.monotonic(),
+                time.monotonic(), connection,
             )  # fmt: skip
             with self._lock:
                 self.deliveries.append(delivery)
@@ -107,7 +109,7 @@ def serving(receiver: Receiver) -> Iterator[str]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             headers = {name.lower(): value for name, value in self.headers.items()}
-            status = receiver.handle(headers, body)
+            status = receiver.handle(headers, body, self.client_address[:2])
             answer = b"ok" if status < 300 else b"not now"
             self.send_response(status)
             self.send_header("Content-Length", str(len(answer)))

@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Connection,
     Engine,
     Select,
     Text,
@@ -142,7 +143,7 @@ def _position(row: Sequence[Any]) -> int:
 
 
 def read_changes(
-    engine: Engine,
+    bind: Engine | Connection,
     *,
     after: int | None,
     limit: int,
@@ -161,11 +162,11 @@ def read_changes(
     with no transaction around it (a statement of its own is one; `BEGIN` and `ROLLBACK` were
     two round trips more).
     """
-    statement = _page_statement(engine.dialect.name, bool(kinds), bool(categories))
+    statement = _page_statement(bind.dialect.name, bool(kinds), bool(categories))
     values: dict[str, Any] = {"after": after, "limit": limit}
     values |= {"kinds": list(kinds)} if kinds else {}
     values |= {"categories": list(categories)} if categories else {}
-    with autocommit(engine) as connection:
+    with autocommit(bind) as connection:
         rows = connection.execute(statement, values).all()
     head, pruned = int(rows[0][0]), int(rows[0][1])
     if after is not None and not pruned <= after <= head:

