@@ -672,22 +672,38 @@ class PostgresServer(Server):
             f"{client} {state} (waiting: {wait}) for {age} s" for client, state, wait, age in found
         ]
 
+    # Sessions of these clients (addresses) inside a transaction, at a statement of a batch's
+    # store: on PostgreSQL a large batch is copied into a staging table (`COPY`), then upserted
+    # with its changes in one statement, `WITH written AS (INSERT …) INSERT INTO changes …`
+    # (the relay's are `UPDATE`s).
+    _WRITING = (
+        "SELECT count(*) FROM pg_stat_activity WHERE client_addr = ANY(%s::inet[])"
+        " AND xact_start IS NOT NULL AND state IN ({states})"
+        " AND (query ILIKE 'INSERT%%' OR query ILIKE 'WITH%%INSERT%%'{more})"
+    )
+
     def wait_for_uncommitted_write(self, client: str, timeout: float) -> None:
         """Return as soon as `client` (an address) has written in a transaction it has not
-        committed yet (its rows locked), to cut it off right there. On PostgreSQL a batch and
-        its changes are one statement, `WITH written AS (INSERT …) INSERT INTO changes …`."""
-        query = (
-            "SELECT count(*) FROM pg_stat_activity WHERE client_addr = %s"
-            " AND state = 'idle in transaction'"
-            " AND (query ILIKE 'INSERT%%' OR query ILIKE 'WITH%%INSERT%%')"
-        )
+        committed yet (its rows locked, between two statements), to cut it off right there."""
+        query = self._WRITING.format(states="'idle in transaction'", more="")
         with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as connection:
 
             def in_transaction() -> bool:
-                found = connection.execute(query, (client,)).fetchone()
+                found = connection.execute(query, ([client],)).fetchone()
                 return found is not None and found[0] > 0
 
             wait_until(in_transaction, timeout, f"an uncommitted write of {client}")
+
+    def storing(self, clients: Sequence[str]) -> bool:
+        """Whether one of `clients` (addresses of worker hosts) is storing a batch now: its
+        messages are acknowledged once the batch is committed, so until then it holds them. A
+        query of a few milliseconds, where the broker's count can take a second (rabbitmqctl)."""
+        query = self._WRITING.format(
+            states="'active', 'idle in transaction'", more=" OR query ILIKE 'COPY%%'"
+        )
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as connection:
+            found = connection.execute(query, (list(clients),)).fetchone()
+        return found is not None and found[0] > 0
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as connection:

@@ -353,6 +353,7 @@ def test_round_robin_ingestion_with_sequenced_updates(
 def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report) -> None:
     site = deployment.site
     cut_host, killed_host = site.worker_hosts
+    workers = [host.address for host in site.worker_hosts]
     database_url = deployment.database_url
     sent = Sent()
     with Load(deployment, sent, seconds=200) as load:
@@ -360,18 +361,22 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         load.bulk(batches=100, size=200, label="feed", threads=2, pause=0.9)
         load.updates(new_ids(100), versions=10, threads=10, pause=0.45)
 
+        def holding() -> bool:
+            """A worker host is storing a batch (a query of milliseconds), or the broker counts
+            unacknowledged messages (a `rabbitmqctl` call takes a second or more)."""
+            return site.postgres.storing(workers) or site.broker.in_flight() > 0
+
         def backlog(label: str) -> None:
             """15,000 documents at once: the worker hosts hold fetched, unprocessed messages.
 
-            Watched for while they are sent: workers that drain a backlog between two polls of
-            the broker (a `rabbitmqctl` call is 1 s or more) leave nothing to see; then one
-            more. Of 5,000, three in a row went unseen in CI runs, each stored in full with both
-            hosts consuming (the failure's states said so)."""
+            Watched for while they are sent, then one more. Of 5,000, three in a row went
+            unseen by the broker's count alone in CI runs, each stored in full with both hosts
+            consuming (the failure's states said so): drained between two `rabbitmqctl` calls."""
             states = []
             for attempt in range(3):
                 target = sent.accepted + 15_000
                 load.bulk(batches=60, size=250, label=f"{label}{attempt}-", threads=2, pause=0)
-                held = seconds_until(lambda: site.broker.in_flight() > 0, 20, poll=0.05)
+                held = seconds_until(holding, 20, poll=0.05)
                 wait_until(lambda t=target: sent.accepted >= t, 60, "backlog accepted")
                 if held is not None:
                     return
@@ -400,6 +405,9 @@ def test_worker_hosts_cut_off_and_killed(deployment: Deployment, report: Report)
         cut_host.restore()
         backlog("before-kill")
         in_flight_at_kill = site.broker.in_flight()
+        # As at the cut, mid-store: the batch's messages held unacknowledged, and the kill not
+        # a second late (the count above can take that long, time enough to drain a backlog).
+        site.postgres.wait_for_uncommitted_write(killed_host.address, 60)
         killed_host.kill_all()
         deployment.start_worker(killed_host)
         restarted_at = time.monotonic()
