@@ -37,6 +37,9 @@ USER_AGENT: Final = "docingest-webhooks/1"
 ERROR_BODY_BYTES: Final = 300
 # A success's body up to this size is read, so that its connection can be used again.
 KEPT_BODY_BYTES: Final = 65_536
+# An answer's body is read for this long at most (and a chunk's WEBHOOK_TIMEOUT_SECONDS): a
+# receiver trickling it does not hold the turn.
+BODY_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +117,12 @@ def _start(response: httpx.Response) -> str:
 
 
 def _head(response: httpx.Response, size: int) -> bytes:
-    """The body, or its first `size` bytes or a little more."""
+    """The body, or its first `size` bytes or a little more, or what came in BODY_SECONDS."""
     read = b""
+    deadline = time.monotonic() + BODY_SECONDS
     for chunk in response.iter_bytes():
         read += chunk
-        if len(read) >= size:
+        if len(read) >= size or time.monotonic() > deadline:
             break
     return read
 
