@@ -97,10 +97,11 @@ FIND_SECONDS = 1.0
 
 @dataclass
 class Sampler:
-    """Every 100 ms, the RSS and CPU time of every process of every watched tree.
+    """Every 100 ms, the peak RSS and CPU time of every process of every watched tree.
 
-    RSS peaks are kept per label and process; CPU times let a phase tell its own processes'
-    CPU from the rest of the machine's, which on a shared machine is noise in the figures.
+    RSS peaks (the kernel's, `high_water_mark`) are kept per label and process; CPU times let
+    a phase tell its own processes' CPU from the rest of the machine's, which on a shared
+    machine is noise in the figures.
     A sample reads two files a process; the trees are found again every FIND_SECONDS (a pass
     over every process of the machine: at every sample, the sampler took ~0.07 core).
     """
@@ -170,13 +171,11 @@ class Sampler:
             for label, processes in self._trees.items():
                 for process in processes:
                     with contextlib.suppress(psutil.Error):
-                        with process.oneshot():
-                            rss = process.memory_info().rss
-                            times = process.cpu_times()
-                        peaks = self._peaks.setdefault(label, {})
-                        peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
+                        times = process.cpu_times()
                         self._cpu[process.pid] = times.user + times.system
                         self._label_of[process.pid] = label
+                    if (peak := high_water_mark(process.pid)) is not None:
+                        self._peaks.setdefault(label, {})[process.pid] = peak
 
     def _find(self) -> None:
         """Each watched tree's processes, from one pass over every process (psutil keeps the
@@ -186,6 +185,24 @@ class Sampler:
             children.setdefault(process.info["ppid"], []).append(process)
         self._trees = {label: _tree(w, children) for label, w in self._watched.items()}
         self._found_at = time.monotonic()
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """The memory lines of /proc/<pid>/status (VmHWM, VmRSS, …), in kB; none once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    found = (line.partition(":") for line in lines)
+    return {name: int(value.split()[0]) for name, _, value in found if name.startswith("Vm")}
+
+
+def high_water_mark(pid: int) -> int | None:
+    """The process's peak RSS in bytes since it last exec'd (the kernel's VmHWM): no spike
+    between two samples is missed, and what `docingest worker` does before it execs Dramatiq
+    (checking, or training, the model) is not counted as the worker's."""
+    peak = memory_kb(pid).get("VmHWM")
+    return None if peak is None else peak * 1024
 
 
 def _tree(watched: _Watched, children: dict[int, list[psutil.Process]]) -> list[psutil.Process]:

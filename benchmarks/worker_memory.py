@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 from bench import ensure_model
 from corpus import make_documents
+from services import memory_kb
 from sqlalchemy import Engine, text
 
 from docingest.connections import connect
@@ -47,16 +48,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=500, help="documents per message")
     parser.add_argument("--model", type=Path, default=ROOT / "bench-results" / "model.skops")
     return parser.parse_args()
-
-
-def status_kb(pid: int) -> dict[str, int]:
-    """VmHWM and VmRSS of a process, in kB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmHWM", "VmRSS"):
-            found[name] = int(value.split()[0])
-    return found
 
 
 def mapped(pid: int) -> list[str]:
@@ -122,7 +113,7 @@ def measure(
     print(f"{'pid':>8} {'role':10} {'VmHWM MB':>9} {'VmRSS MB':>9}  mapped")
     for process in [tree, *tree.children(recursive=True)]:
         role = "main" if process.pid == worker.pid else "child"
-        kb = status_kb(process.pid)
+        kb = memory_kb(process.pid)
         libraries = ", ".join(mapped(process.pid)) or "-"
         print(
             f"{process.pid:>8} {role:10} {kb['VmHWM'] / 1024:9.1f} {kb['VmRSS'] / 1024:9.1f}  "
