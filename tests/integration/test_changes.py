@@ -177,8 +177,13 @@ def test_next_the_head_filters_and_limits(client: TestClient, connections: Conne
     seen = [item["document_id"] for item in first["items"] + rest["items"]]
     assert seen == [str(i) for i in sorted(ids)]  # one batch: in id order
     assert changes(client, after=head) == {"items": [], "next": head}
-    # A position newer than the head was never handed out (a restored database): 410.
-    assert client.get("/changes", params={"after": str(int(head) + 1)}).status_code == 410
+    # A position newer than the head was never handed out (a restored database): 410. So is
+    # one past 64 bits (the wire allows 19 digits), also as a stream's Last-Event-ID.
+    for after in (str(int(head) + 1), str(2**63 - 1), str(2**63), "9" * 19):
+        assert client.get("/changes", params={"after": after}).status_code == 410, after
+        assert client.get("/changes", params={"after": after, "wait": 0.1}).status_code == 410
+        stream = {"Accept": "text/event-stream", "Last-Event-ID": after}
+        assert client.get("/changes", headers=stream).status_code == 410, after
 
     tech = changes(client, category="tech")
     assert len(tech["items"]) == 2
