@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from docingest.schemas import DEFAULT_MAX_DOCUMENT_CHARS
 
@@ -361,10 +362,17 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _use_psycopg3(cls, value: str) -> str:
-        """Accept the `postgres://` URLs that Heroku and others hand out."""
+        """Accept the `postgres://` URLs that Heroku and others hand out; refuse what is no
+        database URL at all, here rather than at the first query."""
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
-                return "postgresql+psycopg://" + value.removeprefix(prefix)
+                value = "postgresql+psycopg://" + value.removeprefix(prefix)
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL: sqlite:///path/to/file.db, or postgresql://user@host/db"
+            ) from None
         return value
 
     @field_validator("changes_retention", "webhook_disable_after", mode="before")

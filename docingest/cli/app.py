@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from docingest.connections import Connections
 
 app = typer.Typer(
     help="docingest: accept documents over HTTP, classify them in the background, store them.",
@@ -26,11 +29,25 @@ _HTTP_LOGGERS = ("httpx", "httpcore")
 
 @app.callback()
 def configure() -> None:
-    """Every command logs as the service does (LOG_FORMAT, LOG_LEVEL; docs/operations.md)."""
+    """Every command logs as the service does (LOG_FORMAT, LOG_LEVEL; docs/operations.md),
+    once its settings are read; a setting that is not valid is a message and exit 2."""
+    from pydantic import ValidationError
+
     from docingest.observe.logs import configure_logging
     from docingest.settings import get_settings
 
-    configure_logging(get_settings())
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+            console.print(
+                f"[red]{escape(name)}={escape(repr(problem.get('input')))}: "
+                f"{escape(problem['msg'])}[/]"
+            )
+        console.print("Settings come from the environment (docs/reference/configuration.md).")
+        raise typer.Exit(2) from None
+    configure_logging(settings)
 
 
 @contextmanager
@@ -41,9 +58,41 @@ def database() -> Iterator[Engine]:
 
     engine = make_engine(get_settings().database_url)
     try:
-        yield engine
+        with database_errors():
+            yield engine
     finally:
         engine.dispose()
+
+
+@contextmanager
+def deployment() -> Iterator[Connections]:
+    """The environment's deployment (database, queue, ledger, metrics) for one command."""
+    from docingest.connections import connected
+
+    with database_errors(), connected() as connections:
+        yield connections
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that is unreachable, or has no docingest tables, is a message and exit 1,
+    not a traceback: the usual cause is a command run with another DATABASE_URL than the
+    service's, the embedded default (`var/docingest.db`) being relative to the folder."""
+    from sqlalchemy.exc import DBAPIError
+
+    from docingest.settings import get_settings
+
+    try:
+        yield
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else error
+        console.print(
+            f"[red]database {get_settings().masked_database_url()}: {escape(str(reason))}[/]\n"
+            "Is DATABASE_URL the service's database, reachable and migrated (`docingest "
+            "migrate`)? The default, sqlite:///var/docingest.db, is relative to the folder "
+            "the command runs in."
+        )
+        raise typer.Exit(1) from error
 
 
 def quiet_http_logs() -> None:

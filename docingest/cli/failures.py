@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from docingest.cli.app import app, console
+from docingest.cli.app import app, console, deployment
 
 
 @app.command()
@@ -17,12 +17,11 @@ def failures(
     """List failed documents and dead-lettered messages of every queue, oldest first."""
     from rich.table import Table
 
-    from docingest.connections import connected
     from docingest.failures.repository import list_failures
 
     table = Table("id", "version", "failed at", "attempts", "error")
     letters = Table("queue", "message", "actor", "documents", "retries", "dead since")
-    with connected() as connections:
+    with deployment() as connections:
         for failure in list_failures(connections.engine, limit=limit):
             table.add_row(
                 str(failure.id),
@@ -54,11 +53,10 @@ def failures(
 @app.command()
 def replay() -> None:
     """Queue every failed document and dead-lettered message again, once the cause is fixed."""
-    from docingest.connections import connected
     from docingest.failures.replay import replay as replay_failures
     from docingest.queue.enqueue import Enqueuer
 
-    with connected() as connections:
+    with deployment() as connections:
         enqueuer = Enqueuer(connections.queue, connections.ledger)
         done = replay_failures(connections.engine, enqueuer)
     console.print(

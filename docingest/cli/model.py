@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from docingest.cli.app import app, console, database, failed
+from docingest.cli.app import app, console, database, database_errors, failed
 from docingest.settings import get_settings
 
 model_app = typer.Typer(help="List, show, import and activate models.", no_args_is_help=True)
@@ -104,7 +104,8 @@ def import_(
     from docingest.model import registry
 
     settings = get_settings()
-    migrate(settings.database_url)
+    with database_errors():
+        migrate(settings.database_url)
     try:
         with database() as engine:
             model = registry.add(

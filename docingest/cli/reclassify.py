@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from docingest.cli.app import app, console, failed
+from docingest.cli.app import app, console, deployment, failed
 
 if TYPE_CHECKING:
     from docingest.connections import Connections
@@ -33,12 +33,11 @@ def reclassify(
 
     Interrupt it at any time: running it again continues with what is left.
     """
-    from docingest.connections import connected
     from docingest.model import registry
     from docingest.model.selection import Selection
     from docingest.schemas import as_utc
 
-    with connected() as connections:
+    with deployment() as connections:
         engine = connections.engine
         try:
             version = model or registry.active_version(engine)

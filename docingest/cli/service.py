@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from docingest.cli.app import app, console, database
+from docingest.cli.app import app, console, database, database_errors
 from docingest.cli.keys import refuse_open_exposure
 from docingest.settings import Settings, get_settings, mask_password
 
@@ -70,7 +70,8 @@ def migrate() -> None:
     from docingest.db import migrate as run_migrations
 
     settings = get_settings()
-    run_migrations(settings.database_url)
+    with database_errors():
+        run_migrations(settings.database_url)
     console.print(f"database at [bold]{settings.masked_database_url()}[/] is up to date")
 
 

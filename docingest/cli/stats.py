@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from docingest.cli.app import app, console, quiet_http_logs
+from docingest.cli.app import app, console, deployment, quiet_http_logs
 from docingest.schemas import Drift, Stats
 
 
@@ -34,10 +34,9 @@ def stats(
 
 
 def _from_servers() -> Stats:
-    from docingest.connections import connected
     from docingest.observe.stats import collect_stats
 
-    with connected() as connections:
+    with deployment() as connections:
         return collect_stats(connections)
 
 

@@ -11,9 +11,8 @@ import orjson
 import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import OperationalError
 
-from docingest.cli.app import app, console, database
+from docingest.cli.app import app, console, database, database_errors
 from docingest.client.textfiles import RULE
 from docingest.settings import get_settings
 
@@ -82,7 +81,8 @@ def train(
     if activate_if_better and activate is not None:
         _refuse("--activate-if-better decides activation: leave out --activate/--no-activate")
     try:
-        migrate(get_settings().database_url)
+        with database_errors():
+            migrate(get_settings().database_url)
         with database() as engine, _progress() as step:
             step(f"loading {data}" + (f" with {mix}" if mix else ""))
             parts = _parts(engine, data, mix, test_size=test_size, seed=seed)
@@ -100,9 +100,6 @@ def train(
             written = _write_files(model, output, card_dir)
     except ValueError as error:  # DatasetError, an unknown estimator, an impossible split
         _refuse(str(error))
-    except OperationalError as error:
-        console.print(f"[red]database unreachable ({error.orig})[/]")
-        raise typer.Exit(1) from error
     except registry.RegistryError as error:  # the active model cannot be loaded to compare
         console.print(f"[red]{escape(str(error))}[/]")
         raise typer.Exit(1) from error

@@ -60,3 +60,47 @@ def test_failures_are_listed_and_replayed(
     finally:
         get_settings.cache_clear()
     assert redis.Redis.from_url(redis_url).llen(QueueKeys.of("documents").waiting) == 1
+
+
+@pytest.mark.parametrize(
+    "command", [["stats"], ["failures"], ["webhooks", "list"], ["model", "list"], ["changes"]]
+)
+def test_a_database_without_docingest_is_an_error_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str, command: list[str]
+) -> None:
+    """The usual cause: a command run in another folder than the service, where the embedded
+    default `sqlite:///var/docingest.db` names another (empty) file."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    monkeypatch.setenv("BROKER_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, command)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "no such table" in result.output
+    assert "docingest migrate" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("WEBHOOK_BATCH_SIZE", "0", "greater than or equal to 1"),
+        ("DATABASE_URL", "", "not a database URL"),
+        ("DATABASE_URL", "localhost:5432", "not a database URL"),
+    ],
+)
+def test_a_setting_that_is_not_valid_is_named_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["stats"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert f"{name}={value!r}" in result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
