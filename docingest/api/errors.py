@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from docingest.ledger import LedgerUnavailableError
@@ -16,6 +16,21 @@ from docingest.queue import BrokerUnavailableError, PublishUncertainError, Queue
 logger = structlog.get_logger(__name__)
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+NOT_MIGRATED = (
+    "The database has no docingest schema, or an older one: run `docingest migrate` (the "
+    "Procfile's release step). Nothing was done; retry once it ran."
+)
+# PostgreSQL's undefined table and undefined column; SQLite says so in its message.
+_UNDEFINED: frozenset[str] = frozenset({"42P01", "42703"})
+
+
+def schema_missing(error: DBAPIError) -> bool:
+    """A table or a column the code uses is not in the database: it was not migrated (or not
+    since an upgrade)."""
+    if getattr(error.orig, "sqlstate", None) in _UNDEFINED:
+        return True
+    return str(error.orig).startswith(("no such table", "no such column"))
 
 
 def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
@@ -79,13 +94,23 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
         ),
     )
     # Unreachable, or every pooled connection busy: retrying later is the answer to both.
-    for exception in (OperationalError, InterfaceError, PoolTimeoutError):
-        app.add_exception_handler(
-            exception,
-            retry_later(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "The database is unavailable; retry later.",
-                "database unavailable",
-            ),
-        )
+    unavailable = retry_later(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "The database is unavailable; retry later.",
+        "database unavailable",
+    )
+    not_migrated = retry_later(status.HTTP_503_SERVICE_UNAVAILABLE, NOT_MIGRATED, "not migrated")
+
+    async def database_error(request: Request, error: Exception) -> JSONResponse:
+        """A schema not migrated is the operator's to fix, and says how: not a 500. Any other
+        statement the database refuses is a bug (500)."""
+        if isinstance(error, DBAPIError) and schema_missing(error):
+            return await not_migrated(request, error)
+        if isinstance(error, ProgrammingError):
+            return await unexpected(request, error)
+        return await unavailable(request, error)
+
+    for exception in (OperationalError, InterfaceError, ProgrammingError):
+        app.add_exception_handler(exception, database_error)
+    app.add_exception_handler(PoolTimeoutError, unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -11,15 +11,17 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
 from docingest import db
+from docingest.api import create_app
 from docingest.db import DataLossError, downgrade, make_engine, migrate
 from docingest.embedded import wait_until
 from docingest.model import registry
 from docingest.model.classifier import Classifier
 from docingest.schemas import utcnow
-from tests.helpers import UNAMBIGUOUS
+from tests.helpers import UNAMBIGUOUS, make_settings
 
 HEAD = ScriptDirectory(str(Path(db.__file__).parent / "migrations")).get_current_head()
 INDEXES = ("ix_documents_updated_at", "ix_documents_labelled_at")
@@ -198,3 +200,21 @@ def test_models_registered_before_0014_get_their_scoring_form(
             connection.execute(models.delete())
         engine.dispose()
         migrate(database_url)
+
+
+def test_a_database_not_migrated_answers_503_saying_so(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Every table gone (downgraded to the base, as a database nobody migrated): no 500, a
+    503 that says to run `docingest migrate`, and `/ready` says so too."""
+    downgrade(database_url, "base", force=True)
+    settings = make_settings(database_url, redis_url, tmp_path / "none.skops", tmp_path)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for path in ("/documents", "/changes", "/changes/head", "/webhooks", "/models"):
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert "run `docingest migrate`" in answer.json()["detail"]
+            assert "Retry-After" in answer.headers
+        ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["database"] == "not migrated: run `docingest migrate`"

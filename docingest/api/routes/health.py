@@ -9,10 +9,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from docingest.api.auth import Scope, require_scope
 from docingest.api.deps import ConnectionsDep
+from docingest.api.errors import schema_missing
 from docingest.api.openapi import RETRY_AFTER
 from docingest.connections import Connections
 from docingest.model.registry import active_version
@@ -20,6 +21,9 @@ from docingest.observe.metrics_store import MetricsStoreUnavailableError
 from docingest.observe.worker_metrics import MODEL_REFUSED
 
 router = APIRouter(tags=["health"])
+
+# Alembic's record of the schema's revision: no table, or no row (downgraded to the base).
+_VERSION = text("SELECT version_num FROM alembic_version")
 
 
 @router.get("/health", dependencies=[require_scope(Scope.READ, public_if="health")])
@@ -29,7 +33,8 @@ def health() -> dict[str, str]:
 
 
 _NOT_READY = {
-    "description": "Not ready: says which of broker, ledger and database is `unreachable`",
+    "description": "Not ready: says which of broker, ledger and database is `unreachable`, or "
+    "that the database is `not migrated`",
     "headers": RETRY_AFTER,
     "content": {
         "application/json": {
@@ -47,25 +52,22 @@ _NOT_READY = {
 async def ready(
     request: Request, connections: ConnectionsDep, response: Response
 ) -> dict[str, str]:
-    """Broker, ledger and database reachable: `200`, else `503` naming the one that failed
-    (with `Retry-After`, as every 503). `broker_durability` says what a crash of the broker
-    does to accepted documents."""
+    """Broker, ledger and database reachable, and the database migrated: `200`, else `503`
+    naming the one that failed (with `Retry-After`, as every 503). `broker_durability` says
+    what a crash of the broker does to accepted documents."""
     probes: Probes = getattr(request.app.state, "readiness_probes", None) or Probes()
     request.app.state.readiness_probes = probes
     checks = {
         "broker": connections.queue.ping,
         "ledger": connections.ledger.ping,
-        "database": lambda: _select_one(connections),
+        "database": lambda: _migrated(connections),
     }
     timeout = connections.settings.broker_timeout_seconds
     answers = await asyncio.gather(
         *(probes.answers_within(name, check, timeout) for name, check in checks.items())
     )
-    results = {
-        name: "ok" if answered else "unreachable"
-        for name, answered in zip(checks, answers, strict=True)
-    }
-    if "unreachable" in results.values():
+    results = dict(zip(checks, answers, strict=True))
+    if any(answer != "ok" for answer in answers):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         response.headers["Retry-After"] = str(connections.settings.retry_after_seconds)
     else:
@@ -97,26 +99,35 @@ class Probes:
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="ready")
-        self._running: dict[str, Future[bool]] = {}
+        self._running: dict[str, Future[str]] = {}
 
-    async def answers_within(self, name: str, check: Callable[[], object], seconds: float) -> bool:
+    async def answers_within(self, name: str, check: Callable[[], object], seconds: float) -> str:
         running = self._running.get(name)
         if running is None or running.done():
             running = self._running[name] = self._executor.submit(_answers, check)
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), seconds)
         except TimeoutError:
-            return False
+            return "unreachable"
 
 
-def _answers(check: Callable[[], object]) -> bool:
+def _answers(check: Callable[[], object]) -> str:
+    """`ok`, `unreachable` when the check raised, or what it says is wrong."""
     try:
-        check()
+        problem = check()
     except Exception:
-        return False
-    return True
+        return "unreachable"
+    return "ok" if problem is None else str(problem)
 
 
-def _select_one(connections: Connections) -> None:
-    with connections.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+def _migrated(connections: Connections) -> str | None:
+    """None when the database holds docingest's schema (Alembic's version table), else why
+    not: reachable but never migrated, every request would fail."""
+    try:
+        with connections.engine.connect() as connection:
+            version = connection.execute(_VERSION).scalar()
+    except DBAPIError as error:
+        if not schema_missing(error):
+            raise
+        version = None
+    return "not migrated: run `docingest migrate`" if version is None else None
