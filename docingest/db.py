@@ -174,6 +174,19 @@ def downgrade(url: str, revision: str, *, force: bool = False) -> None:
     command.downgrade(config, revision)
 
 
+@lru_cache
+def schema_revisions() -> tuple[str, frozenset[str]]:
+    """This code's newest schema revision, and every revision it knows: a database at a known
+    one but the newest is behind the code (`/ready` says so); at an unknown one, it was
+    migrated by newer code, whose migrations keep older code working (a rolling deploy)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config(""))
+    head = scripts.get_current_head()
+    assert head is not None
+    return head, frozenset(script.revision for script in scripts.walk_revisions())
+
+
 def _alembic_config(url: str) -> Config:
     from alembic.config import Config
 

@@ -218,3 +218,22 @@ def test_a_database_not_migrated_answers_503_saying_so(
         ready = client.get("/ready")
     assert ready.status_code == 503
     assert ready.json()["database"] == "not migrated: run `docingest migrate`"
+
+
+def test_ready_says_when_the_database_is_behind_the_code(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """One revision down: `/ready` names both revisions; at the head again, ready."""
+    scripts = ScriptDirectory(str(Path(db.__file__).parent / "migrations"))
+    previous = scripts.get_revision(HEAD).down_revision
+    assert isinstance(previous, str)
+    downgrade(database_url, previous, force=True)
+    settings = make_settings(database_url, redis_url, tmp_path / "none.skops", tmp_path)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        behind = client.get("/ready")
+        migrate(database_url)
+        again = client.get("/ready")
+    assert behind.status_code == 503
+    needs = f"not migrated: at {previous}, this code needs {HEAD}: run `docingest migrate`"
+    assert behind.json()["database"] == needs
+    assert again.json()["database"] == "ok", again.text

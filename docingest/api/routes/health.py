@@ -16,6 +16,7 @@ from docingest.api.deps import ConnectionsDep
 from docingest.api.errors import schema_missing
 from docingest.api.openapi import RETRY_AFTER
 from docingest.connections import Connections
+from docingest.db import schema_revisions
 from docingest.model.registry import active_version
 from docingest.observe.metrics_store import MetricsStoreUnavailableError
 from docingest.observe.worker_metrics import MODEL_REFUSED
@@ -121,8 +122,9 @@ def _answers(check: Callable[[], object]) -> str:
 
 
 def _migrated(connections: Connections) -> str | None:
-    """None when the database holds docingest's schema (Alembic's version table), else why
-    not: reachable but never migrated, every request would fail."""
+    """None when the database holds docingest's schema at this code's revision or a newer one
+    (Alembic's version table), else why not: never migrated, or behind the code, requests
+    would fail on what is missing."""
     try:
         with connections.engine.connect() as connection:
             version = connection.execute(_VERSION).scalar()
@@ -130,4 +132,9 @@ def _migrated(connections: Connections) -> str | None:
         if not schema_missing(error):
             raise
         version = None
-    return "not migrated: run `docingest migrate`" if version is None else None
+    if version is None:
+        return "not migrated: run `docingest migrate`"
+    head, known = schema_revisions()
+    if version != head and version in known:
+        return f"not migrated: at {version}, this code needs {head}: run `docingest migrate`"
+    return None
