@@ -28,14 +28,14 @@ from sqlalchemy import (
     true,
 )
 
-from docingest.changes.relay import HEAD, PRUNED, head_position, pruned_position
+from docingest.changes.relay import HEAD, PRUNED, head_position
 from docingest.db import autocommit
 from docingest.tables import CHANGES
 
 # Where a UUID's 32 hex digits split into its 5 dashed groups: (start, length), from 1.
 _UUID_PARTS: Final = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
 # The largest cursor a page's statement can take: it adds `limit` (at most 1,000) to it in 64
-# bits. A larger one (up to 19 digits on the wire) is past any head there will be: gone.
+# bits. A larger one (up to 19 digits on the wire) is read as this one: past the head, gone.
 MAX_CURSOR: Final = 2**63 - 1 - 1000
 
 
@@ -165,11 +165,9 @@ def read_changes(
     with no transaction around it (a statement of its own is one; `BEGIN` and `ROLLBACK` were
     two round trips more).
     """
-    if after is not None and after > MAX_CURSOR:
-        with autocommit(bind) as connection:
-            raise ChangesGoneError(after, pruned_position(connection), head_position(connection))
     statement = _page_statement(bind.dialect.name, bool(kinds), bool(categories))
-    values: dict[str, Any] = {"after": after, "limit": limit}
+    cursor = None if after is None else min(after, MAX_CURSOR)
+    values: dict[str, Any] = {"after": cursor, "limit": limit}
     values |= {"kinds": list(kinds)} if kinds else {}
     values |= {"categories": list(categories)} if categories else {}
     with autocommit(bind) as connection:

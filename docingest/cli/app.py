@@ -85,9 +85,10 @@ def database_errors() -> Iterator[None]:
     try:
         yield
     except DBAPIError as error:
-        reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else error
+        lines = str(error.orig).strip().splitlines()
+        reason = lines[0] if lines else str(error)
         console.print(
-            f"[red]database {get_settings().masked_database_url()}: {escape(str(reason))}[/]\n"
+            f"[red]database {get_settings().masked_database_url()}: {escape(reason)}[/]\n"
             "Is DATABASE_URL the service's database, reachable and migrated (`docingest "
             "migrate`)? The default, sqlite:///var/docingest.db, is relative to the folder "
             "the command runs in."
